@@ -1,0 +1,18 @@
+"""videococa: zero-shot video-text models from image-text CoCa checkpoints (VideoCoCa, Yan et al. 2022)."""
+
+from .errors import CheckpointError, ModelNotFoundError, VideoCoCaError, VideoDecodeError, WeightsUnavailableError
+from .models import ModelInfo, VideoCoCa, list_models, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "VideoCoCa",
+    "VideoCoCaError",
+    "VideoDecodeError",
+    "WeightsUnavailableError",
+    "list_models",
+    "load_model",
+]

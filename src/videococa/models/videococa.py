@@ -1,0 +1,203 @@
+"""VideoCoCa: a frozen open_clip CoCa applied to video by flattening the frame tokens.
+
+Nothing here is trained. The image encoder runs on each of the T frames, the T x N
+token grids are flattened into one sequence, and the checkpoint's own attentional
+pooler + ln_post run once over it (Yan et al., 2022, "VideoCoCa", Sec. 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Pooling = Literal["attentional", "mean"]
+POOLINGS: tuple[str, ...] = ("attentional", "mean")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+MAX_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """How a model was made; recorded in indexes, caches and checkpoints."""
+
+    name: str
+    """Model config name (an open_clip CoCa config or `videococa-tiny`)."""
+    pretrained: str | None
+    """Pretrained tag, `hf-hub:` id or weights path; None for random weights."""
+    embed_dim: int
+    """Size of the contrastive embedding."""
+    image_size: int
+    """Input frame side in pixels."""
+    context_length: int
+    """Text tokens the text tower accepts."""
+    image_mean: tuple[float, float, float]
+    """Per-channel mean used to normalise frames."""
+    image_std: tuple[float, float, float]
+    """Per-channel std used to normalise frames."""
+
+
+def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    """Return `value` if it is one of `allowed`, else raise a ValueError listing them."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+    return value
+
+
+class VideoCoCa(nn.Module):
+    """A video-text model over an open_clip CoCa; every weight is the image model's."""
+
+    def __init__(self, coca: nn.Module, tokenizer, info: ModelInfo, *, precision: Precision = "fp32"):
+        super().__init__()
+        visual = coca.visual
+        if getattr(visual, "attn_pool", None) is None:
+            raise ValueError(f"model {info.name!r} has no attentional pooler; VideoCoCa needs a CoCa checkpoint")
+        self.coca = coca
+        self.tokenizer = tokenizer
+        self.info = info
+        self.precision: Precision = check_choice(precision, PRECISIONS, "precision")  # type: ignore[assignment]
+        self.frame_batch_size = 64
+        """Frames per encoder call; bounds activation memory for long or many clips."""
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.coca.logit_scale.device
+
+    @property
+    def sot_token_id(self) -> int:
+        return self.tokenizer.sot_token_id
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eot_token_id
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context for this model's precision (no-op for fp32)."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        if not isinstance(frames, torch.Tensor):
+            raise TypeError(f"frames must be a torch.Tensor of shape (B, T, 3, H, W), got {type(frames).__name__}")
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+        t = frames.shape[1]
+        if not 1 <= t <= MAX_FRAMES:
+            raise ValueError(f"frames has T={t} frames per video; VideoCoCa takes 1 to {MAX_FRAMES}")
+        size = self.info.image_size
+        if frames.shape[-2:] != (size, size):
+            raise ValueError(
+                f"frames are {frames.shape[-2]}x{frames.shape[-1]} pixels; model {self.info.name!r} "
+                f"needs {size}x{size} (use videococa.read_video(..., size={size}) or preprocess_frames)"
+            )
+        if not frames.is_floating_point():
+            raise TypeError(f"frames must be a float tensor normalised for the model, got dtype {frames.dtype}")
+        return frames.to(self.device, torch.float32)
+
+    # ------------------------------------------------------------------ video
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Per-frame encoder tokens before pooling: (B, T, 3, H, W) -> (B, T, N, W).
+
+        This is the frozen, expensive part; its output is what finetuning caches.
+        """
+        frames = self._check_frames(frames)
+        b, t = frames.shape[:2]
+        visual = self.coca.visual
+        flat = frames.flatten(0, 1)  # (B*T, 3, H, W)
+        outs = []
+        with torch.inference_mode(), self.autocast():
+            for chunk in flat.split(self.frame_batch_size):
+                x = visual._embeds(chunk)  # (b*t, N, W)
+                outs.append(visual.transformer(x))  # (b*t, N, W)
+        tokens = torch.cat(outs)
+        return tokens.unflatten(0, (b, t))  # (B, T, N, W)
+
+    def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened attentional pooling: (B, T, N, W) -> embedding (B, E), generative tokens (B, Q-1, E)."""
+        if frame_tokens.ndim != 4:
+            raise ValueError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
+        visual = self.coca.visual
+        x = frame_tokens.to(self.device).flatten(1, 2)  # (B, T*N, W)
+        with torch.inference_mode(), self.autocast():
+            pooled, tokens = visual._pool(x)  # attn_pool -> ln_post -> (query 0, queries 1..)
+            if visual.proj is not None:
+                pooled = pooled @ visual.proj  # (B, E)
+        return F.normalize(pooled.float(), dim=-1), tokens.float()
+
+    def encode_video(
+        self,
+        frames: torch.Tensor,
+        *,
+        pooling: Pooling = "attentional",
+        return_tokens: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Video embeddings (B, E), L2-normalised, from frames (B, T, 3, H, W) already normalised.
+
+        `attentional` (the paper's method): one pooler pass over all T*N frame tokens.
+        `mean` (baseline): each frame's own image embedding, averaged and re-normalised.
+        With `return_tokens=True` also returns the generative tokens (B, Q-1, E) for the decoder.
+        """
+        check_choice(pooling, POOLINGS, "pooling")
+        if pooling == "attentional":
+            emb, tokens = self.pool_frame_tokens(self.encode_frames(frames))
+        else:
+            emb, tokens = self._encode_mean(frames)
+        return (emb, tokens) if return_tokens else emb
+
+    def _encode_mean(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = self._check_frames(frames)
+        b, t = frames.shape[:2]
+        embs, toks = [], []
+        with torch.inference_mode(), self.autocast():
+            for chunk in frames.flatten(0, 1).split(self.frame_batch_size):
+                e, tk = self.coca._encode_image(chunk, normalize=True)  # (b*t, E), (b*t, Q-1, E)
+                embs.append(e.float())
+                toks.append(tk.float())
+        emb = torch.cat(embs).unflatten(0, (b, t)).mean(1)  # (B, E)
+        tokens = torch.cat(toks).unflatten(0, (b, t)).mean(1)  # (B, Q-1, E)
+        return F.normalize(emb, dim=-1), tokens
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids (N, context_length); over-long texts are truncated with a warning."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single string; wrap it: [text]")
+        texts = list(texts)
+        if not texts:
+            raise ValueError("texts is empty: give at least one string")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string")
+        limit = self.info.context_length
+        too_long = [t for t in texts if len(self.tokenizer.encode(t)) + 2 > limit]
+        if too_long:
+            sample = too_long[0] if len(too_long[0]) <= 60 else too_long[0][:57] + "..."
+            warnings.warn(
+                f"{len(too_long)} text(s) longer than the model's {limit} tokens were truncated "
+                f"(first: {sample!r})",
+                stacklevel=3,
+            )
+        return self.tokenizer(texts).to(self.device)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings (N, E), L2-normalised, with the open_clip tokenizer."""
+        tokens = self.tokenize(texts)
+        with torch.inference_mode(), self.autocast():
+            emb = self.coca.encode_text(tokens, normalize=False)
+        return F.normalize(emb.float(), dim=-1)
+
+    @property
+    def logit_scale(self) -> float:
+        """The checkpoint's learned contrastive temperature, exp(logit_scale)."""
+        return float(self.coca.logit_scale.exp())
+
+    def extra_repr(self) -> str:
+        return f"name={self.info.name!r}, pretrained={self.info.pretrained!r}, precision={self.precision!r}"

@@ -1,0 +1,57 @@
+"""Shared fixtures: a randomly initialised open_clip CoCa and the same weights loaded through videococa."""
+
+from __future__ import annotations
+
+import warnings
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+
+B32 = "coca_ViT-B-32"
+
+
+def make_reference(name: str = B32, seed: int = 0) -> torch.nn.Module:
+    """open_clip's own CoCa with random weights (text_projection initialised: open_clip leaves it empty)."""
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    torch.nn.init.normal_(model.text_decoder.text_projection, std=0.02)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def reference() -> torch.nn.Module:
+    return make_reference()
+
+
+@pytest.fixture(scope="session")
+def weights_file(reference, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("weights") / "coca_b32.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def model(weights_file):
+    from videococa import load_model
+
+    return load_model(B32, pretrained=weights_file)
+
+
+@pytest.fixture(scope="session")
+def frames() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 4, 3, 224, 224, generator=g)  # (B, T, 3, H, W)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
