@@ -55,3 +55,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py importable from every test folder

@@ -2,11 +2,21 @@
 
 from .errors import CheckpointError, ModelNotFoundError, VideoCoCaError, VideoDecodeError, WeightsUnavailableError
 from .models import ModelInfo, VideoCoCa, list_models, load_model
+from .video import Clip, LoadError, VideoBatch, VideoInfo, VideoLoader, preprocess_frames, probe, read_clips, read_video
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "Clip",
+    "LoadError",
+    "VideoBatch",
+    "VideoInfo",
+    "VideoLoader",
+    "preprocess_frames",
+    "probe",
+    "read_clips",
+    "read_video",
     "ModelInfo",
     "ModelNotFoundError",
     "VideoCoCa",

@@ -1,0 +1,27 @@
+"""Video input: decoding (PyAV), frame sampling, preprocessing and batched loading."""
+
+from .decode import VideoInfo, decode_all, decode_frames_at, probe
+from .loader import LoadError, VideoBatch, VideoLoader
+from .reader import Clip, read_clips, read_video
+from .sampling import clip_windows, random_times, uniform_times
+from .transforms import CLIP_MEAN, CLIP_STD, preprocess_frames, resize_crop
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "Clip",
+    "LoadError",
+    "VideoBatch",
+    "VideoInfo",
+    "VideoLoader",
+    "clip_windows",
+    "decode_all",
+    "decode_frames_at",
+    "preprocess_frames",
+    "probe",
+    "random_times",
+    "read_clips",
+    "read_video",
+    "resize_crop",
+    "uniform_times",
+]

@@ -1,0 +1,44 @@
+"""VideoLoader: stable order, error records instead of crashes, same results with and without workers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import sample_video
+from videococa import LoadError, VideoLoader, read_video
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    bad = tmp_path_factory.mktemp("bad") / "broken.mp4"
+    bad.write_text("<html>not found</html>")
+    return [
+        sample_video("bikes.mp4"),
+        str(bad),
+        sample_video("carphone_pristine.mp4"),
+        "/nonexistent/video.mp4",
+        sample_video("bigbuckbunny.mp4"),
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_order_errors_and_values(paths, workers):
+    batches = list(VideoLoader(paths, num_frames=4, batch_size=2, workers=workers))
+    assert [len(b.items) for b in batches] == [2, 2, 1]
+    items = [x for b in batches for x in b.items]
+    assert [x.path for x in items] == paths  # stable order, every result names its path
+    assert isinstance(items[1], LoadError) and "broken.mp4': not a video" in items[1].reason
+    assert isinstance(items[3], LoadError) and "file not found" in items[3].reason
+    for x, p in zip(items, paths):
+        if not isinstance(x, LoadError):
+            assert torch.equal(x.frames, read_video(p, 4).frames)
+    assert batches[0].frames.shape == (1, 4, 3, 224, 224) and batches[0].paths == [paths[0]]
+    assert len(batches[0].errors) == 1
+
+
+def test_loader_arguments_checked():
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        VideoLoader(["a.mp4"], batch_size=0)
+    with pytest.raises(ValueError, match="unknown sampling 'x'"):
+        VideoLoader(["a.mp4"], sampling="x")
