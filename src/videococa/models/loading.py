@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import open_clip
 from open_clip.factory import load_state_dict as _open_clip_load_state_dict
+from open_clip.model import convert_weights_to_lp
 import torch
 from torch import nn
 
@@ -256,11 +257,17 @@ def load_model(
         weights = _resolve_weights(name, pretrained)
 
     model_cfg = {k: v for k, v in cfg.items() if k != "custom_text"}  # as open_clip.create_model does
-    coca = open_clip.CoCa(**model_cfg)  # open_clip's own model class, built from its config
+    # bf16 is open_clip's own mixed precision: LayerNormFp32 layers (cast_dtype) and matmul/conv
+    # weights stored in bf16, run under autocast. Autocast alone re-casts every fp32 weight on
+    # every call and measured slower than fp32 on CPU (bench/RESULTS.md).
+    cast_dtype = torch.bfloat16 if precision == "bf16" else None
+    coca = open_clip.CoCa(**model_cfg, cast_dtype=cast_dtype)  # open_clip's own model class and config
     if weights is None:
         _init_uninitialised(coca)
     else:
         load_state_dict_strict(coca, read_state_dict(weights), weights)
+    if cast_dtype is not None:
+        convert_weights_to_lp(coca, cast_dtype)
     coca.eval().requires_grad_(False)
 
     size = cfg["vision_cfg"]["image_size"]

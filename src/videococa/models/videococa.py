@@ -126,11 +126,18 @@ class VideoCoCa(nn.Module):
             raise ValueError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
         visual = self.coca.visual
         x = frame_tokens.to(self.device).flatten(1, 2)  # (B, T*N, W)
+        pooled, tokens = [], []
         with torch.inference_mode(), self.autocast():
-            pooled, tokens = visual._pool(x)  # attn_pool -> ln_post -> (query 0, queries 1..)
-            if visual.proj is not None:
-                pooled = pooled @ visual.proj  # (B, E)
-        return F.normalize(pooled.float(), dim=-1), tokens.float()
+            # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
+            # B > 1 the CPU linear on that strided input copies the weight per batch element
+            # (19x slower in bf16, 1.9x in fp32; bench/RESULTS.md). With B = 1 it is a plain matmul.
+            for video in x.split(1):
+                p, t = visual._pool(video)  # attn_pool -> ln_post -> query 0 (1, E'), queries 1.. (1, Q-1, E)
+                if visual.proj is not None:
+                    p = p @ visual.proj  # (1, E)
+                pooled.append(p.float())
+                tokens.append(t.float())
+        return F.normalize(torch.cat(pooled), dim=-1), torch.cat(tokens)  # (B, E), (B, Q-1, E)
 
     def encode_video(
         self,

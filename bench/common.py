@@ -1,0 +1,72 @@
+"""Shared benchmark helpers: timing, FLOP counting and a description of the machine."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable
+
+import torch
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = open("/proc/cpuinfo").read()
+        isa = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    except OSError:
+        isa = []
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores ({', '.join(isa) or 'no bf16 ISA'}), {gpu}; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def header(title: str) -> str:
+    return (f"## {title}\n\nmachine: {machine()}\ndate: {datetime.date.today().isoformat()}  commit: {commit()}\n")
+
+
+def timeit(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> float:
+    """Median seconds of `repeat` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call, counted by torch's FlopCounterMode (matmuls, convs, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    secs = timeit(lambda: a @ b, repeat=repeat)
+    return 2 * n**3 / secs / 1e9
