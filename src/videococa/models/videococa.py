@@ -8,6 +8,8 @@ pooler + ln_post run once over it (Yan et al., 2022, "VideoCoCa", Sec. 3).
 from __future__ import annotations
 
 import contextlib
+import re
+import string
 import warnings
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -15,6 +17,8 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .decoding import METHODS, Caption, Method, generate_ids
 
 Pooling = Literal["attentional", "mean"]
 POOLINGS: tuple[str, ...] = ("attentional", "mean")
@@ -201,6 +205,139 @@ class VideoCoCa(nn.Module):
             emb = self.coca.encode_text(tokens, normalize=False)
         return F.normalize(emb.float(), dim=-1)
 
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        frames: torch.Tensor | None = None,
+        *,
+        tokens: torch.Tensor | None = None,
+        method: Method = "beam",
+        num_beams: int = 6,
+        max_len: int = 30,
+        min_len: int = 5,
+        top_k: int = 50,
+        top_p: float = 0.9,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.0,
+        length_penalty: float = 1.0,
+        prompt: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        return_details: bool = False,
+    ) -> list[str] | list[Caption]:
+        """Captions (or continuations of `prompt`) for a batch of videos.
+
+        Give frames (B, T, 3, H, W) or the generative tokens (B, Q-1, E) from
+        `encode_video(..., return_tokens=True)`, so one encoding serves many decodings.
+        method: greedy, beam (length-normalised), top_k or top_p sampling (seeded by `seed`).
+        max_len / min_len count new tokens. Returns strings, or Caption records with
+        token ids and scores when `return_details=True`.
+        """
+        image_embs = self._generation_tokens(frames, tokens)
+        b = image_embs.shape[0]
+        check_choice(method, METHODS, "method")
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+        if not 0 <= min_len <= max_len:
+            raise ValueError(f"min_len must be between 0 and max_len={max_len}, got {min_len!r}")
+        if method == "beam" and (not isinstance(num_beams, int) or num_beams < 1):
+            raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+        if method == "top_k" and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if method == "top_p" and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be positive, got {repetition_penalty!r}")
+        prompts = self._prompts(prompt, b)
+        prefixes = [[self.sot_token_id, *self.tokenizer.encode(p)] for p in prompts]
+        limit = self.info.context_length
+        for p, ids in zip(prompts, prefixes):
+            if len(ids) + max_len - 1 > limit:
+                raise ValueError(
+                    f"prompt {p!r} is {len(ids) - 1} tokens; with max_len={max_len} that exceeds the model's "
+                    f"{limit}-token context (shorten the prompt or lower max_len)"
+                )
+        generator = None
+        if method in ("top_k", "top_p"):
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(seed if seed is not None else torch.seed())
+        results: list[Caption | None] = [None] * b
+        groups: dict[int, list[int]] = {}  # videos whose prefixes have the same length decode together
+        for i, ids in enumerate(prefixes):
+            groups.setdefault(len(ids), []).append(i)
+        with torch.inference_mode(), self.autocast():
+            for idx in groups.values():
+                prefix = torch.tensor([prefixes[i] for i in idx], device=self.device)  # (b, P)
+                out = generate_ids(
+                    self.coca, image_embs[idx], prefix, eot=self.eot_token_id, method=method, num_beams=num_beams,
+                    max_len=max_len, min_len=min_len, top_k=top_k, top_p=top_p, temperature=temperature,
+                    repetition_penalty=repetition_penalty, length_penalty=length_penalty, generator=generator,
+                )
+                for i, (ids, score) in zip(idx, out):
+                    results[i] = Caption(self.decode_ids(ids), ids, score)
+        return results if return_details else [r.text for r in results]  # type: ignore[union-attr]
+
+    def answer(
+        self,
+        frames: torch.Tensor | None = None,
+        questions: str | Sequence[str] = (),
+        *,
+        tokens: torch.Tensor | None = None,
+        template: str = "question: {} answer:",
+        method: Method = "greedy",
+        max_len: int = 10,
+        **kwargs,
+    ) -> list[str]:
+        """Answer one question per video (a single string asks every video the same), zero-shot or finetuned.
+
+        The question goes into `template`, the decoder continues it, and the continuation is
+        normalised (lowercase, trimmed, punctuation removed).
+        """
+        if "{}" not in template:
+            raise ValueError(f"template must contain '{{}}' where the question goes, got {template!r}")
+        image_embs = self._generation_tokens(frames, tokens)
+        qs = [questions] * image_embs.shape[0] if isinstance(questions, str) else list(questions)
+        if len(qs) != image_embs.shape[0] or not qs:
+            raise ValueError(f"give one question per video: {image_embs.shape[0]} videos, {len(qs)} questions")
+        for q in qs:
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"questions must be non-empty strings, got {q!r}")
+        kwargs.setdefault("min_len", 1)
+        texts = self.generate(tokens=image_embs, prompt=[template.format(q.strip()) for q in qs], method=method,
+                              max_len=max_len, **kwargs)
+        return [normalize_answer(t) for t in texts]
+
+    def _generation_tokens(self, frames: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
+        if (frames is None) == (tokens is None):
+            raise ValueError("give either frames (B, T, 3, H, W) or tokens (B, Q-1, E), not both or neither")
+        if frames is not None:
+            _, tokens = self.encode_video(frames, return_tokens=True)
+        assert tokens is not None
+        if tokens.ndim != 3 or tokens.shape[-1] != self.coca.text_decoder.width:
+            raise ValueError(
+                f"tokens must have shape (B, Q-1, {self.coca.text_decoder.width}) as encode_video(..., "
+                f"return_tokens=True) returns, got {tuple(tokens.shape)}"
+            )
+        return tokens.to(self.device)
+
+    @staticmethod
+    def _prompts(prompt: str | Sequence[str] | None, b: int) -> list[str]:
+        if prompt is None:
+            return [""] * b
+        if isinstance(prompt, str):
+            return [prompt] * b
+        prompts = list(prompt)
+        if len(prompts) != b:
+            raise ValueError(f"give one prompt per video: {b} videos, {len(prompts)} prompts")
+        return prompts
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """Token ids -> text, without start/end tokens and with whitespace cleaned."""
+        specials = {self.sot_token_id, self.eot_token_id}
+        text = self.tokenizer.decode([int(i) for i in ids if int(i) not in specials])
+        return " ".join(text.split())
+
     @property
     def logit_scale(self) -> float:
         """The checkpoint's learned contrastive temperature, exp(logit_scale)."""
@@ -208,3 +345,11 @@ class VideoCoCa(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.info.name!r}, pretrained={self.info.pretrained!r}, precision={self.precision!r}"
+
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_answer(text: str) -> str:
+    """Answer normalisation for exact-match QA: lowercase, punctuation removed, whitespace collapsed."""
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())

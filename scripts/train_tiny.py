@@ -1,0 +1,170 @@
+"""Train videococa-tiny: a small open_clip CoCa, on synthetic still images only, with the CoCa loss.
+
+The architecture is the LAION CoCa layout at small size (scripts/tiny_config.json: ViT 64px/8,
+one attentional pooler with 256 queries, CLIP BPE tokenizer). Loss: contrastive (InfoNCE with the
+learnable temperature, open_clip's ClipLoss) + 2 x captioning cross-entropy, as in CoCa.
+
+The captioning loss is the exact full-vocabulary cross-entropy computed cheaply: output-projection
+columns of tokens that never occur in the synthetic texts are held at zero, so their logits are
+exactly 0 and they enter the softmax normaliser as a constant log(count) term.
+
+Run:  .venv/bin/python scripts/train_tiny.py            (about 25 minutes on 2 CPU cores)
+Writes src/videococa/models/tiny/{config.json, model.safetensors, training.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from videococa.models.decoding import decoder_hidden  # noqa: E402
+from videococa.synthetic.world import image_sample  # noqa: E402
+from videococa.video.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
+
+DEFAULT_OUT = ROOT / "src" / "videococa" / "models" / "tiny"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--caption-weight", type=float, default=2.0)
+    p.add_argument("--qa-share", type=float, default=0.3, help="share of texts that are question+answer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return p.parse_args(argv)
+
+
+def text_vocabulary(tokenizer, n: int = 20000) -> list[int]:
+    """Token ids that occur in the synthetic texts (a large sample covers every template and word)."""
+    ids = {tokenizer.eot_token_id}
+    for s in range(n):
+        _, text = image_sample(10**9 + s, 8, qa_share=0.5)
+        ids.update(tokenizer.encode(text))
+    return sorted(ids)
+
+
+def lr_at(step: int, args) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def batch(step: int, args, tokenizer, mean, std):
+    seeds = [args.seed * 10**7 + step * args.batch_size + i for i in range(args.batch_size)]
+    samples = [image_sample(s, 64, qa_share=args.qa_share) for s in seeds]
+    images = torch.from_numpy(np.stack([img for img, _ in samples])).permute(0, 3, 1, 2)  # (B, 3, 64, 64) uint8
+    images = (images.float() / 255 - mean) / std
+    texts = [t for _, t in samples]
+    is_caption = torch.tensor([not t.startswith("question:") for t in texts])
+    return images, tokenizer(texts), is_caption
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(torch.get_num_threads())
+    cfg = json.loads((ROOT / "scripts" / "tiny_config.json").read_text())
+    model_cfg = {k: v for k, v in cfg.items() if k != "custom_text"}
+    model = open_clip.CoCa(**model_cfg)
+    tokenizer = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+    dec = model.text_decoder
+
+    vocab = text_vocabulary(tokenizer)
+    vocab_t = torch.tensor(vocab)
+    n_unused = cfg["multimodal_cfg"]["vocab_size"] - len(vocab)
+    index_of = torch.full((cfg["multimodal_cfg"]["vocab_size"],), -1, dtype=torch.long)
+    index_of[vocab_t] = torch.arange(len(vocab))
+    with torch.no_grad():
+        torch.nn.init.normal_(dec.text_projection, std=dec.width ** -0.5)
+        keep = torch.zeros(dec.text_projection.shape[1], dtype=torch.bool)
+        keep[vocab_t] = True
+        dec.text_projection[:, ~keep] = 0.0  # logits of tokens that never occur stay exactly 0
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("query") else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+    clip_loss = ClipLoss()
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    log = []
+    t0 = time.time()
+    model.train()
+    bar = tqdm(range(args.steps), desc="train videococa-tiny", unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args)
+        images, tokens, is_caption = batch(step, args, tokenizer, mean, std)
+        # the math attention kernel: CPU flash-attention backward is slow on these short sequences
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16), sdpa_kernel(SDPBackend.MATH):
+            img_latent, img_embs = model._encode_image(images)  # (B, E), (B, 255, E)
+            txt_latent, tok_embs = model._encode_text(tokens)  # (B, E), (B, L, W)
+            hidden = decoder_hidden(dec, img_embs, tok_embs[:, :-1])  # (B, L-1, W)
+            logits = hidden @ dec.text_projection[:, vocab_t]  # (B, L-1, |V|): the only non-zero columns
+        labels = tokens[:, 1:]
+        mask = labels != 0  # open_clip pads with 0 and ignores it in the caption loss
+        logits = logits.float()[mask]  # (M, |V|)
+        target = index_of[labels[mask]]
+        # full-vocabulary log-normaliser: the |V| live logits plus n_unused logits that are exactly 0
+        lse = torch.logaddexp(torch.logsumexp(logits, -1), torch.tensor(math.log(n_unused)))
+        cap_loss = (lse - logits.gather(1, target[:, None])[:, 0]).mean()
+        sel = is_caption.nonzero()[:, 0]
+        con_loss = clip_loss(F.normalize(img_latent[sel].float(), dim=-1), F.normalize(txt_latent[sel].float(), dim=-1),
+                             model.logit_scale.exp())
+        loss = con_loss + args.caption_weight * cap_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+            dec.text_projection[:, ~keep] = 0.0  # weight decay never moves them, but keep it exact
+        if step % 50 == 0 or step == args.steps - 1:
+            rec = dict(step=step, loss=round(loss.item(), 4), contrastive=round(con_loss.item(), 4),
+                       caption=round(cap_loss.item(), 4), lr=round(lr_at(step, args), 6),
+                       logit_scale=round(model.logit_scale.exp().item(), 2), seconds=round(time.time() - t0, 1))
+            log.append(rec)
+            bar.set_postfix(loss=rec["loss"], con=rec["contrastive"], cap=rec["caption"])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tmp = args.out / "model.safetensors.part"
+    save_file(sd, str(tmp), metadata={"format": "pt", "note": "fp16 storage; videococa loads it as fp32"})
+    tmp.replace(args.out / "model.safetensors")
+    (args.out / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
+    info = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
+            "torch": torch.__version__, "open_clip": open_clip.__version__, "vocabulary_tokens": len(vocab),
+            "train_seconds": round(time.time() - t0, 1), "log": log}
+    (args.out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"wrote {args.out} in {time.time() - t0:.0f}s; final loss {log[-1]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""Text generation over open_clip CoCa's text tower and multimodal decoder, with KV caches.
+
+open_clip's `CoCa.generate` re-runs the whole text tower and decoder for every new token and
+needs `transformers<4.56`. Here each layer keeps the keys and values of earlier positions, the
+decoder's cross-attention keys/values over the image tokens are computed once per video, and
+beams of one video share them (beams are folded into the query axis rather than copied).
+
+Only open_clip's own submodules and weights are used (`ln_1`, `mlp`, `ls_*`, the attention
+projections); `decoder_hidden` and the tests hold the cached path to open_clip's full forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Method = Literal["greedy", "beam", "top_k", "top_p"]
+METHODS: tuple[str, ...] = ("greedy", "beam", "top_k", "top_p")
+
+
+@dataclass
+class Caption:
+    """One generated text."""
+
+    text: str
+    """The decoded text, without the prompt, start/end tokens or extra whitespace."""
+    token_ids: list[int]
+    """Generated token ids after the prompt, without the end token."""
+    score: float
+    """Sum of log-probabilities of the generated tokens (end token included); for beam
+    search divided by length ** length_penalty, the score beams are ranked by."""
+
+
+def decoder_hidden(decoder: nn.Module, image_embs: torch.Tensor, text_embs: torch.Tensor) -> torch.Tensor:
+    """The multimodal decoder's hidden states before the vocabulary projection (no cache).
+
+    image_embs (B, Q, E) generative image tokens; text_embs (B, L, W) unimodal text tokens.
+    The same submodule calls as `MultimodalTransformer.forward`, stopping at `ln_final`.
+    """
+    seq_len = text_embs.shape[1]
+    x = text_embs
+    for block, cross in zip(decoder.resblocks, decoder.cross_attn):
+        x = block(x, attn_mask=decoder.attn_mask[:seq_len, :seq_len])  # causal self-attention
+        x = cross(x, k_x=image_embs, v_x=image_embs)  # attends to every image token
+    return decoder.ln_final(x)  # (B, L, W)
+
+
+# --------------------------------------------------------------------------- cached attention
+def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
+    return x.unflatten(-1, (h, -1)).transpose(1, 2)  # (N, L, W) -> (N, H, L, D)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2).flatten(2)  # (N, H, L, D) -> (N, L, W)
+
+
+class _SelfAttnCache:
+    """Keys and values of one stack of causal self-attention blocks, preallocated to `max_len`."""
+
+    def __init__(self, blocks: nn.ModuleList, n: int, max_len: int, dtype: torch.dtype, device: torch.device):
+        self.blocks = blocks
+        attn = blocks[0].attn
+        self.h = attn.num_heads
+        d = attn.embed_dim // self.h
+        shape = (n, self.h, max_len, d)
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
+
+    def attend(self, i: int, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Self-attention of block i for new positions [pos, pos+L) given cached [0, pos)."""
+        attn = self.blocks[i].attn
+        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        end = pos + x.shape[1]
+        self.k[i][:, :, pos:end] = _heads(k, self.h)
+        self.v[i][:, :, pos:end] = _heads(v, self.h)
+        out = F.scaled_dot_product_attention(_heads(q, self.h), self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask)
+        return attn.out_proj(_merge(out))  # (N, L, W)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
+
+
+def _block(block: nn.Module, x: torch.Tensor, attend) -> torch.Tensor:
+    """A ResidualAttentionBlock with its attention supplied by `attend(normed_x)`."""
+    x = x + block.ls_1(attend(block.ln_1(x)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+class DecodeState:
+    """Everything generation carries from step to step for N sequences of B videos (N = B * k)."""
+
+    def __init__(self, coca: nn.Module, image_embs: torch.Tensor, rows_per_video: int, max_len: int):
+        self.coca = coca
+        self.text = coca.text
+        self.dec = coca.text_decoder
+        self.k = rows_per_video
+        b = image_embs.shape[0]
+        n = b * rows_per_video
+        device = image_embs.device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else image_embs.dtype
+        self.text_cache = _SelfAttnCache(self.text.transformer.resblocks, n, max_len, dtype, device)
+        self.dec_cache = _SelfAttnCache(self.dec.resblocks, n, max_len, dtype, device)
+        # open_clip's CoCa text mask: with the legacy CLS placement (all released CoCa weights) key j >= 1
+        # is masked when token j-1 is pad_id; with correct_cls_mask, when token j is
+        self.key_ok = torch.ones(n, max_len, dtype=torch.bool, device=device)
+        self.pad_id = getattr(self.text, "pad_id", 0)
+        self.shift = 0 if getattr(self.text, "correct_cls_mask", False) else 1
+        self.pos = 0
+        # cross-attention keys/values over the image tokens: once per video, shared by its rows
+        self.cross_k, self.cross_v = [], []
+        for cross in self.dec.cross_attn:
+            attn = cross.attn
+            kv = cross.ln_1_kv(image_embs)  # (B, Q, E)
+            w, bias = attn.in_proj_weight, attn.in_proj_bias
+            e = attn.embed_dim
+            self.cross_k.append(_heads(F.linear(kv, w[e : 2 * e], bias[e : 2 * e]), attn.num_heads))  # (B, H, Q, D)
+            self.cross_v.append(_heads(F.linear(kv, w[2 * e :], bias[2 * e :]), attn.num_heads))
+
+    def _cross(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        attn = self.dec.cross_attn[i].attn
+        e, h = attn.embed_dim, attn.num_heads
+        q = _heads(F.linear(x, attn.in_proj_weight[:e], attn.in_proj_bias[:e]), h)  # (N, H, L, D)
+        n, _, length, d = q.shape
+        b = n // self.k
+        # the k rows of a video attend to the same keys: fold them into the query axis, (B, H, k*L, D)
+        q = q.unflatten(0, (b, self.k)).permute(0, 2, 1, 3, 4).reshape(b, h, self.k * length, d)
+        out = F.scaled_dot_product_attention(q, self.cross_k[i], self.cross_v[i])
+        out = out.reshape(b, h, self.k, length, d).permute(0, 2, 1, 3, 4).reshape(n, h, length, d)
+        return attn.out_proj(_merge(out))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed new tokens (N, L) at the current position; returns logits (N, V) for the last one."""
+        n, length = tokens.shape
+        pos, end = self.pos, self.pos + tokens.shape[1]
+        # unimodal text tower (its CLS token comes last, so earlier positions never see it)
+        x = self.text.token_embedding(tokens).to(self.text.transformer.get_cast_dtype())
+        x = x + self.text.positional_embedding[pos:end].to(x.dtype)  # (N, L, W)
+        first = pos + self.shift
+        self.key_ok[:, first : end + self.shift] = tokens[:, : min(length, self.key_ok.shape[1] - first)] != self.pad_id
+        causal = torch.ones(length, end, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (L, end)
+        text_mask = causal[None, None] & self.key_ok[:, None, None, :end]  # (N, 1, L, end)
+        for i, block in enumerate(self.text_cache.blocks):
+            x = _block(block, x, lambda h, i=i: self.text_cache.attend(i, h, pos, text_mask))
+        # multimodal decoder: causal self-attention, then cross-attention to the video tokens
+        dec_mask = None if length == 1 else causal[None, None]
+        for i, block in enumerate(self.dec_cache.blocks):
+            x = _block(block, x, lambda h, i=i: self.dec_cache.attend(i, h, pos, dec_mask))
+            cross = self.dec.cross_attn[i]
+            x = _block(cross, x, lambda h, i=i: self._cross(i, h))
+        self.pos = end
+        out = self.dec.ln_final(x[:, -1])  # (N, W)
+        return (out @ self.dec.text_projection).float()  # (N, V)
+
+    def select(self, rows: torch.Tensor, videos: torch.Tensor | None = None) -> None:
+        """Keep (and reorder) these sequence rows; `videos` the videos they now belong to, if that changed."""
+        self.text_cache.select(rows)
+        self.dec_cache.select(rows)
+        self.key_ok = self.key_ok.index_select(0, rows)
+        if videos is not None:
+            self.cross_k = [t.index_select(0, videos) for t in self.cross_k]
+            self.cross_v = [t.index_select(0, videos) for t in self.cross_v]
+
+
+# --------------------------------------------------------------------------- logits processing
+def process_logits(
+    logits: torch.Tensor,
+    seqs: torch.Tensor,
+    generated: int,
+    *,
+    eot: int,
+    min_len: int,
+    repetition_penalty: float,
+) -> torch.Tensor:
+    """Repetition penalty (CTRL / Hugging Face rule) over `seqs`, and no end token before `min_len` new tokens."""
+    if repetition_penalty != 1.0:
+        picked = logits.gather(1, seqs)
+        picked = torch.where(picked < 0, picked * repetition_penalty, picked / repetition_penalty)
+        logits = logits.scatter(1, seqs, picked)
+    if generated < min_len:
+        logits = logits.clone()
+        logits[:, eot] = -math.inf
+    return logits
+
+
+def warp(logits: torch.Tensor, *, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Temperature, then top-k and/or nucleus (top-p) filtering; filtered logits become -inf."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the tokens ranked above it already reach top_p (the first is always kept)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), -math.inf)
+    return logits
+
+
+# --------------------------------------------------------------------------- search
+def _finish(ids: list[int], eot: int) -> list[int]:
+    return ids[: ids.index(eot)] if eot in ids else ids
+
+
+def generate_ids(
+    coca: nn.Module,
+    image_embs: torch.Tensor,
+    prefix: torch.Tensor,
+    *,
+    eot: int,
+    method: Method = "beam",
+    num_beams: int = 6,
+    max_len: int = 30,
+    min_len: int = 5,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float = 1.0,
+    repetition_penalty: float = 1.0,
+    length_penalty: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[tuple[list[int], float]]:
+    """Generated ids (without the end token) and score per video, all videos sharing one prefix length.
+
+    image_embs (B, Q, E); prefix (B, P) token ids starting with the start token.
+    max_len / min_len count new tokens; the end token counts towards both.
+    """
+    if method == "beam":
+        return _beam(coca, image_embs, prefix, eot=eot, num_beams=num_beams, max_len=max_len, min_len=min_len,
+                     repetition_penalty=repetition_penalty, length_penalty=length_penalty)
+    b = image_embs.shape[0]
+    state = DecodeState(coca, image_embs, 1, prefix.shape[1] + max_len)
+    logits = state.forward(prefix)  # (B, V)
+    seqs = prefix
+    alive = torch.arange(b, device=prefix.device)  # which video each row is
+    out: list[list[int]] = [[] for _ in range(b)]
+    scores = [0.0] * b
+    for step in range(max_len):
+        logits = process_logits(logits, seqs, step, eot=eot, min_len=min_len, repetition_penalty=repetition_penalty)
+        if method == "greedy":
+            logp = logits.log_softmax(-1)
+            nxt = logits.argmax(-1)  # (N,)
+        else:
+            warped = warp(logits, temperature=temperature, top_k=top_k if method == "top_k" else None,
+                          top_p=top_p if method == "top_p" else None)
+            logp = warped.log_softmax(-1)
+            nxt = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
+        picked = logp.gather(1, nxt[:, None])[:, 0].tolist()
+        for row, (video, tok) in enumerate(zip(alive.tolist(), nxt.tolist())):
+            out[video].append(tok)
+            scores[video] += picked[row]
+        done = nxt == eot
+        if step == max_len - 1 or done.all():
+            break
+        if done.any():  # finished sequences leave the batch: no more work for them
+            keep = (~done).nonzero()[:, 0]
+            state.select(keep, videos=keep)
+            alive, nxt, seqs = alive[keep], nxt[keep], seqs[keep]
+        seqs = torch.cat([seqs, nxt[:, None]], 1)
+        logits = state.forward(nxt[:, None])
+    return [(_finish(ids, eot), score) for ids, score in zip(out, scores)]
+
+
+def _beam(
+    coca, image_embs, prefix, *, eot, num_beams, max_len, min_len, repetition_penalty, length_penalty
+) -> list[tuple[list[int], float]]:
+    """Beam search. A hypothesis scores sum(log p) / len ** length_penalty, len counting new tokens with
+    the end token. Each step keeps, per video, the best `num_beams` continuations that do not end; an
+    ending one among the best `num_beams` candidates becomes a finished hypothesis. A video stops when
+    it has `num_beams` finished hypotheses and no live beam scores better than the worst of them
+    at its current length (Hugging Face's early_stopping=False rule), or at max_len."""
+    k = num_beams
+    b = image_embs.shape[0]
+    device = prefix.device
+    state = DecodeState(coca, image_embs, k, prefix.shape[1] + max_len)
+    seqs = prefix.repeat_interleave(k, 0)  # (B*k, P): rows grouped by video
+    logits = state.forward(seqs)
+    beam_scores = torch.zeros(b, k, device=device)
+    beam_scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
+    gen = torch.empty(b * k, 0, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(b)]  # (norm score, ids, raw)
+    alive = list(range(b))  # video of each row group
+    for step in range(max_len):
+        logits = process_logits(logits, seqs, step, eot=eot, min_len=min_len, repetition_penalty=repetition_penalty)
+        logp = logits.log_softmax(-1)  # (n*k, V)
+        vocab = logp.shape[-1]
+        cand = (beam_scores.reshape(-1, 1) + logp).view(len(alive), k * vocab)
+        top_scores, top_idx = cand.topk(2 * k, dim=-1)  # (n, 2k)
+        length = step + 1
+        next_rows, next_tokens, next_scores, still = [], [], [], []
+        for g, video in enumerate(alive):
+            rows, toks, scs = [], [], []
+            for rank, (score, idx) in enumerate(zip(top_scores[g].tolist(), top_idx[g].tolist())):
+                beam, tok = divmod(idx, vocab)
+                if score == -math.inf:
+                    break
+                if tok == eot:
+                    if rank < k:
+                        ids = gen[g * k + beam].tolist()
+                        finished[video].append((score / length**length_penalty, ids, score))
+                    continue
+                rows.append(g * k + beam)
+                toks.append(tok)
+                scs.append(score)
+                if len(rows) == k:
+                    break
+            hyps = sorted(finished[video], key=lambda h: -h[0])[:k]
+            finished[video] = hyps
+            best_alive = max(scs) if scs else -math.inf
+            done = len(rows) < k or (len(hyps) >= k and hyps[-1][0] >= best_alive / length**length_penalty)
+            if step == max_len - 1 and not done:  # out of length: live beams become hypotheses
+                for r, t, s in zip(rows, toks, scs):
+                    finished[video].append((s / length**length_penalty, gen[r].tolist() + [t], s))
+                done = True
+            if not done:
+                still.append(g)
+                next_rows += rows
+                next_tokens += toks
+                next_scores.append(scs)
+        if not still:
+            break
+        rows_t = torch.tensor(next_rows, device=device)
+        tok_t = torch.tensor(next_tokens, device=device)
+        kept_videos = torch.tensor(still, device=device) if len(still) < len(alive) else None
+        state.select(rows_t, videos=kept_videos)
+        alive = [alive[g] for g in still]
+        beam_scores = torch.tensor(next_scores, device=device)
+        seqs = torch.cat([seqs.index_select(0, rows_t), tok_t[:, None]], 1)
+        gen = torch.cat([gen.index_select(0, rows_t), tok_t[:, None]], 1)
+        logits = state.forward(tok_t[:, None])
+    results = []
+    for video in range(b):
+        best = max(finished[video], key=lambda h: h[0])
+        results.append((_finish(best[1], eot), best[0]))
+    return results
