@@ -42,3 +42,25 @@ def test_loader_arguments_checked():
         VideoLoader(["a.mp4"], batch_size=0)
     with pytest.raises(ValueError, match="unknown sampling 'x'"):
         VideoLoader(["a.mp4"], sampling="x")
+
+
+def test_works_in_a_process_that_already_runs_threads(paths):
+    """A forking loader deadlocked here (CPython's after-fork handler) once other threads existed."""
+    import threading
+
+    stop = threading.Event()
+    busy = [threading.Thread(target=stop.wait, daemon=True) for _ in range(3)]
+    for t in busy:
+        t.start()
+    try:
+        items = [x for b in VideoLoader(paths, num_frames=2, batch_size=2, workers=2) for x in b.items]
+    finally:
+        stop.set()
+    assert [x.path for x in items] == paths
+
+
+def test_stopping_early_and_len(paths):
+    loader = VideoLoader(paths, num_frames=2, batch_size=2, workers=2, prefetch=1)
+    assert len(loader) == 3
+    first = next(iter(loader))
+    assert [x.path for x in first.items] == paths[:2]

@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from ..errors import VideoDecodeError
 from .reader import Clip, read_video
@@ -56,30 +58,24 @@ class VideoBatch:
         return [c.path for c in self.clips]
 
 
-class _Videos(Dataset):
-    def __init__(self, paths, kwargs):
-        self.paths = paths
-        self.kwargs = kwargs
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Clip | LoadError:
-        path = self.paths[i]
-        try:
-            return read_video(path, **self.kwargs)
-        except VideoDecodeError as exc:
-            return LoadError(str(path), str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
-            return LoadError(str(path), f"{str(path)!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
-
-
-def _collate(items: list[Clip | LoadError]) -> VideoBatch:
-    return VideoBatch(list(items))
+def _read_one(path: str, kwargs: dict) -> Clip | LoadError:
+    try:
+        return read_video(path, **kwargs)
+    except VideoDecodeError as exc:
+        return LoadError(path, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
+        return LoadError(path, f"{path!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
 
 
 class VideoLoader:
-    """Iterate over VideoBatch-es of `batch_size` paths, decoded by `workers` processes (0: in this process)."""
+    """Iterate over VideoBatch-es of `batch_size` paths, read by `workers` threads (0: in the calling thread).
+
+    Threads, not processes: PyAV decodes and torch resizes with the GIL released, so threads overlap
+    decoding with model compute, and nothing is forked. Forking a process that already runs threads
+    (the model's, a progress bar's) deadlocked in CPython's after-fork handler in our test suite;
+    spawn/forkserver would instead re-run every caller's script without a `__main__` guard.
+    Up to `prefetch` batches are read ahead; results keep the input order.
+    """
 
     def __init__(
         self,
@@ -101,20 +97,33 @@ class VideoLoader:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, got {workers}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self.paths = [str(p) for p in paths]
-        kwargs = dict(num_frames=num_frames, sampling=sampling, size=size, seed=seed, mean=mean, std=std)
-        self._loader = DataLoader(
-            _Videos(self.paths, kwargs),
-            batch_size=batch_size,
-            shuffle=False,  # stable order
-            num_workers=workers,
-            collate_fn=_collate,
-            prefetch_factor=prefetch if workers > 0 else None,
-            persistent_workers=False,
-        )
+        self.batch_size = batch_size
+        self.workers = workers
+        self.prefetch = prefetch
+        self._kwargs = dict(num_frames=num_frames, sampling=sampling, size=size, seed=seed, mean=mean, std=std)
 
     def __len__(self) -> int:
-        return len(self._loader)
+        return -(-len(self.paths) // self.batch_size)
 
     def __iter__(self) -> Iterator[VideoBatch]:
-        return iter(self._loader)
+        batches = [self.paths[i : i + self.batch_size] for i in range(0, len(self.paths), self.batch_size)]
+        if self.workers == 0:
+            for batch in batches:
+                yield VideoBatch([_read_one(p, self._kwargs) for p in batch])
+            return
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read") as pool:
+            pending: deque[list[Future]] = deque()
+            try:
+                for batch in batches:
+                    pending.append([pool.submit(_read_one, p, self._kwargs) for p in batch])
+                    if len(pending) > self.prefetch:
+                        yield VideoBatch([f.result() for f in pending.popleft()])
+                while pending:
+                    yield VideoBatch([f.result() for f in pending.popleft()])
+            finally:  # stopped early (break, error, Ctrl-C): drop what is queued
+                for futures in pending:
+                    for f in futures:
+                        f.cancel()
