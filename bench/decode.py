@@ -88,4 +88,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+
+    faulthandler.dump_traceback_later(900, exit=True)  # print every thread's stack if a run hangs
     main()

@@ -9,7 +9,7 @@ columns of tokens that never occur in the synthetic texts are held at zero, so t
 exactly 0 and they enter the softmax normaliser as a constant log(count) term.
 
 Run:  .venv/bin/python scripts/train_tiny.py            (about 25 minutes on 2 CPU cores)
-Writes src/videococa/models/tiny/{config.json, model.safetensors, training.json}.
+Writes src/videococa/models/tiny/{config.json, generation.json, model.safetensors, training.json}.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ DEFAULT_OUT = ROOT / "src" / "videococa" / "models" / "tiny"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=2600)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=150)
@@ -159,6 +159,11 @@ def main(argv=None) -> None:
     save_file(sd, str(tmp), metadata={"format": "pt", "note": "fp16 storage; videococa loads it as fp32"})
     tmp.replace(args.out / "model.safetensors")
     (args.out / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
+    (args.out / "generation.json").write_text(json.dumps({
+        "caption_suppress": ["question"],
+        "why": "A share of the training texts were questions with answers ('question: ... answer: ...'); unprompted "
+               "captions must not drift into that format. Prompted generation (answer()) is unaffected.",
+    }, indent=4) + "\n")
     info = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
             "torch": torch.__version__, "open_clip": open_clip.__version__, "vocabulary_tokens": len(vocab),
             "train_seconds": round(time.time() - t0, 1), "log": log}

@@ -176,8 +176,12 @@ def process_logits(
     eot: int,
     min_len: int,
     repetition_penalty: float,
+    suppress: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Repetition penalty (CTRL / Hugging Face rule) over `seqs`, and no end token before `min_len` new tokens."""
+    """Repetition penalty (CTRL / Hugging Face rule) over `seqs`, no end token before `min_len` new tokens,
+    and never the `suppress` token ids."""
+    if suppress is not None and len(suppress):
+        logits = logits.index_fill(1, suppress, -math.inf)
     if repetition_penalty != 1.0:
         picked = logits.gather(1, seqs)
         picked = torch.where(picked < 0, picked * repetition_penalty, picked / repetition_penalty)
@@ -224,6 +228,7 @@ def generate_ids(
     repetition_penalty: float = 1.0,
     length_penalty: float = 1.0,
     generator: torch.Generator | None = None,
+    suppress: torch.Tensor | None = None,
 ) -> list[tuple[list[int], float]]:
     """Generated ids (without the end token) and score per video, all videos sharing one prefix length.
 
@@ -232,7 +237,7 @@ def generate_ids(
     """
     if method == "beam":
         return _beam(coca, image_embs, prefix, eot=eot, num_beams=num_beams, max_len=max_len, min_len=min_len,
-                     repetition_penalty=repetition_penalty, length_penalty=length_penalty)
+                     repetition_penalty=repetition_penalty, length_penalty=length_penalty, suppress=suppress)
     b = image_embs.shape[0]
     state = DecodeState(coca, image_embs, 1, prefix.shape[1] + max_len)
     logits = state.forward(prefix)  # (B, V)
@@ -241,7 +246,8 @@ def generate_ids(
     out: list[list[int]] = [[] for _ in range(b)]
     scores = [0.0] * b
     for step in range(max_len):
-        logits = process_logits(logits, seqs, step, eot=eot, min_len=min_len, repetition_penalty=repetition_penalty)
+        logits = process_logits(logits, seqs, step, eot=eot, min_len=min_len, repetition_penalty=repetition_penalty,
+                                suppress=suppress)
         if method == "greedy":
             logp = logits.log_softmax(-1)
             nxt = logits.argmax(-1)  # (N,)
@@ -267,7 +273,7 @@ def generate_ids(
 
 
 def _beam(
-    coca, image_embs, prefix, *, eot, num_beams, max_len, min_len, repetition_penalty, length_penalty
+    coca, image_embs, prefix, *, eot, num_beams, max_len, min_len, repetition_penalty, length_penalty, suppress=None
 ) -> list[tuple[list[int], float]]:
     """Beam search. A hypothesis scores sum(log p) / len ** length_penalty, len counting new tokens with
     the end token. Each step keeps, per video, the best `num_beams` continuations that do not end; an
@@ -286,7 +292,8 @@ def _beam(
     finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(b)]  # (norm score, ids, raw)
     alive = list(range(b))  # video of each row group
     for step in range(max_len):
-        logits = process_logits(logits, seqs, step, eot=eot, min_len=min_len, repetition_penalty=repetition_penalty)
+        logits = process_logits(logits, seqs, step, eot=eot, min_len=min_len, repetition_penalty=repetition_penalty,
+                                suppress=suppress)
         logp = logits.log_softmax(-1)  # (n*k, V)
         vocab = logp.shape[-1]
         cand = (beam_scores.reshape(-1, 1) + logp).view(len(alive), k * vocab)

@@ -282,4 +282,8 @@ def load_model(
         image_std=tuple(tag_cfg.get("std") or open_clip.OPENAI_DATASET_STD),
     )
     tokenizer = open_clip.SimpleTokenizer(context_length=info.context_length)
-    return VideoCoCa(coca, tokenizer, info, precision=precision).to(dev)
+    model = VideoCoCa(coca, tokenizer, info, precision=precision).to(dev)
+    if name == TINY_NAME and (TINY_DIR / "generation.json").is_file():
+        gen = json.loads((TINY_DIR / "generation.json").read_text())
+        model.caption_suppress = tuple(gen.get("caption_suppress", ()))
+    return model

@@ -68,6 +68,8 @@ class VideoCoCa(nn.Module):
         self.precision: Precision = check_choice(precision, PRECISIONS, "precision")  # type: ignore[assignment]
         self.frame_batch_size = 64
         """Frames per encoder call; bounds activation memory for long or many clips."""
+        self.caption_suppress: tuple[str, ...] = ()
+        """Words never generated in captions without a prompt (set by a bundled model's generation.json)."""
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -222,6 +224,7 @@ class VideoCoCa(nn.Module):
         length_penalty: float = 1.0,
         prompt: str | Sequence[str] | None = None,
         seed: int | None = None,
+        suppress: Sequence[str] | None = None,
         return_details: bool = False,
     ) -> list[str] | list[Caption]:
         """Captions (or continuations of `prompt`) for a batch of videos.
@@ -229,8 +232,10 @@ class VideoCoCa(nn.Module):
         Give frames (B, T, 3, H, W) or the generative tokens (B, Q-1, E) from
         `encode_video(..., return_tokens=True)`, so one encoding serves many decodings.
         method: greedy, beam (length-normalised), top_k or top_p sampling (seeded by `seed`).
-        max_len / min_len count new tokens. Returns strings, or Caption records with
-        token ids and scores when `return_details=True`.
+        max_len / min_len count new tokens. `suppress`: words (one token each) never generated;
+        by default, the model's own list for captions without a prompt (videococa-tiny: its
+        question-answer format). Returns strings, or Caption records with token ids and scores
+        when `return_details=True`.
         """
         image_embs = self._generation_tokens(frames, tokens)
         b = image_embs.shape[0]
@@ -258,6 +263,9 @@ class VideoCoCa(nn.Module):
                     f"prompt {p!r} is {len(ids) - 1} tokens; with max_len={max_len} that exceeds the model's "
                     f"{limit}-token context (shorten the prompt or lower max_len)"
                 )
+        if suppress is None:
+            suppress = self.caption_suppress if prompt is None else ()
+        suppress_ids = torch.tensor(self._single_token_ids(suppress), dtype=torch.long, device=self.device)
         generator = None
         if method in ("top_k", "top_p"):
             generator = torch.Generator(device=self.device)
@@ -273,6 +281,7 @@ class VideoCoCa(nn.Module):
                     self.coca, image_embs[idx], prefix, eot=self.eot_token_id, method=method, num_beams=num_beams,
                     max_len=max_len, min_len=min_len, top_k=top_k, top_p=top_p, temperature=temperature,
                     repetition_penalty=repetition_penalty, length_penalty=length_penalty, generator=generator,
+                    suppress=suppress_ids,
                 )
                 for i, (ids, score) in zip(idx, out):
                     results[i] = Caption(self.decode_ids(ids), ids, score)
@@ -320,6 +329,17 @@ class VideoCoCa(nn.Module):
                 f"return_tokens=True) returns, got {tuple(tokens.shape)}"
             )
         return tokens.to(self.device)
+
+    def _single_token_ids(self, words: Sequence[str]) -> list[int]:
+        if isinstance(words, str):
+            raise TypeError("suppress must be a list of words, not a single string; wrap it: [word]")
+        ids = []
+        for word in words:
+            toks = self.tokenizer.encode(word)
+            if len(toks) != 1:
+                raise ValueError(f"suppress word {word!r} is {len(toks)} tokens; give words that are one token each")
+            ids.append(toks[0])
+        return ids
 
     @staticmethod
     def _prompts(prompt: str | Sequence[str] | None, b: int) -> list[str]:

@@ -1,0 +1,128 @@
+"""Tier 3: videococa-tiny, trained on still images only, works on synthetic videos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import videococa
+from videococa.synthetic.benchmark import load_benchmark, make_benchmark, write_mp4
+from videococa.synthetic.evaluate import class_embeddings, evaluate, load_frames
+from videococa.synthetic.world import CLASS_NAMES, Obj, VideoSpec
+from videococa.models.loading import TINY_DIR
+
+pytestmark = pytest.mark.skipif("videococa-tiny" not in videococa.list_models(), reason="tiny model not bundled")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return videococa.load_model("videococa-tiny")
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(tmp_path_factory):
+    return make_benchmark(tmp_path_factory.mktemp("bench"), num_videos=60, seed=7)
+
+
+def test_tiny_is_listed_and_small():
+    assert videococa.list_models()["videococa-tiny"] == ["bundled"]
+    assert (TINY_DIR / "model.safetensors").stat().st_size <= 40 * 2**20
+
+
+def test_zero_shot_classification_well_above_chance(tiny, small_benchmark):
+    results = evaluate(tiny, small_benchmark, variants=("attentional",))
+    top1 = results["variants"]["attentional"]["classification_top1"]
+    chance = 1 / len(CLASS_NAMES)
+    assert top1 >= 6 * chance, f"top-1 {top1:.1%} vs chance {chance:.1%}"  # issue asks 3x; margin 2x on top
+
+
+def _easy_video(tmp_path, shape, colour, name, appears_at=0.0):
+    spec = VideoSpec(5, Obj(shape, colour, "large", 0.5, 0.5), "right", "plain", (128, 128, 128), appears_at=appears_at)
+    path = tmp_path / f"{name}.mp4"
+    write_mp4(path, spec.render_frames(16, 128))
+    return str(path)
+
+
+SHAPE_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="videococa-tiny confuses shapes (about 28% shape accuracy on 6 shapes, colour 100%); issue 5 stays open",
+)
+
+
+EASY = [("circle", "red"), ("square", "blue"), ("triangle", "green"), ("star", "yellow"), ("hexagon", "purple")]
+
+
+def test_captions_of_easy_videos_name_the_colour(tiny, tmp_path):
+    paths = [_easy_video(tmp_path, s, c, f"{c}_{s}") for s, c in EASY]
+    captions = tiny.generate(load_frames(tiny, paths, 8), method="beam", num_beams=3, max_len=16)
+    assert all(c in cap.split() for (_, c), cap in zip(EASY, captions)), captions
+
+
+@SHAPE_GAP
+def test_captions_of_easy_videos_name_colour_and_shape(tiny, tmp_path):
+    paths = [_easy_video(tmp_path, s, c, f"{c}_{s}") for s, c in EASY]
+    frames = load_frames(tiny, paths, 8)
+    captions = tiny.generate(frames, method="beam", num_beams=3, max_len=16)
+    hits = [c in cap.split() and s in cap.split() for (s, c), cap in zip(EASY, captions)]
+    assert sum(hits) >= 4, list(zip(EASY, captions))
+
+
+def test_colour_seen_only_in_later_frames_needs_all_frames(tiny, tmp_path):
+    """The point of pooling over all frames, on what the tiny model knows well: colour."""
+    path = _easy_video(tmp_path, "diamond", "orange", "late", appears_at=0.6)
+    frames = load_frames(tiny, [path], 8)  # frames 0-4 show only the background
+    assert tiny.answer(frames, "what colour is the diamond?") == ["orange"]
+    assert tiny.answer(frames[:, :1], "what colour is the diamond?") != ["orange"]
+    cls = class_embeddings(tiny)
+    orange = [i for i, name in enumerate(CLASS_NAMES) if name.startswith("orange ")]
+    rank_all = (tiny.encode_video(frames) @ cls.T)[0].argsort(descending=True)[:1].item()
+    rank_first = (tiny.encode_video(frames[:, :1]) @ cls.T)[0].argsort(descending=True)[:1].item()
+    assert rank_all in orange and rank_first not in orange
+
+
+@SHAPE_GAP
+def test_object_seen_only_in_later_frames_needs_all_frames(tiny, tmp_path):
+    path = _easy_video(tmp_path, "diamond", "orange", "late", appears_at=0.6)
+    frames = load_frames(tiny, [path], 8)  # frames 0-4 show only the background
+    cls = class_embeddings(tiny)
+    target = list(CLASS_NAMES).index("orange diamond")
+    all_frames = (tiny.encode_video(frames) @ cls.T)[0]
+    first_only = (tiny.encode_video(frames[:, :1]) @ cls.T)[0]
+    assert int(all_frames.argmax()) == target
+    assert int(first_only.argmax()) != target
+    assert tiny.answer(frames, "what colour is the diamond?") == ["orange"]
+
+
+def test_training_script_reproduces_the_shipped_log(tmp_path):
+    """The first 51 steps (all in warm-up, so the schedule does not depend on the total) match the log."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_tiny.py"
+    spec = importlib.util.spec_from_file_location("train_tiny", script)
+    train_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_tiny)
+    shipped = json.loads((TINY_DIR / "training.json").read_text())
+    assert shipped["args"]["warmup"] > 50
+    train_tiny.main(["--steps", "51", "--out", str(tmp_path)])
+    log = {r["step"]: r for r in json.loads((tmp_path / "training.json").read_text())["log"]}
+    ref = {r["step"]: r for r in shipped["log"]}
+    for step in (0, 50):
+        assert log[step]["loss"] == pytest.approx(ref[step]["loss"], rel=0.02), step
+
+
+def test_cached_greedy_equals_open_clip_forward_on_tiny(tiny, small_benchmark):
+    from reference import SOT, reference_beam, reference_greedy
+
+    items, _ = load_benchmark(small_benchmark)
+    frames = load_frames(tiny, [it.path for it in items[:3]], 8)
+    _, tokens = tiny.encode_video(frames, return_tokens=True)
+    out = tiny.generate(tokens=tokens, method="greedy", max_len=16, min_len=2, suppress=[], return_details=True)
+    beam = tiny.generate(tokens=tokens[:1], method="beam", num_beams=3, max_len=12, min_len=2, suppress=[],
+                         return_details=True)
+    for i in range(3):
+        assert out[i].token_ids == reference_greedy(tiny.coca, tokens[i : i + 1], [SOT], 16, 2)
+    score, ids = reference_beam(tiny.coca, tokens[:1], [SOT], 3, 12, 2)
+    assert beam[0].token_ids == [t for t in ids if t != 49407] and beam[0].score == pytest.approx(score, abs=1e-4)
