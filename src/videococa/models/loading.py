@@ -7,6 +7,7 @@ bundled `videococa-tiny`. Loading is strict: every key must match in name and sh
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,14 +38,15 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- registry
-def _coca_config_names() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _coca_config_names() -> tuple[str, ...]:
     """open_clip configs that are CoCa models with the CLIP BPE text tower we decode with."""
     names = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
         if cfg and "multimodal_cfg" in cfg and not cfg.get("text_cfg", {}).get("hf_model_name"):
             names.append(name)
-    return names
+    return tuple(names)
 
 
 def _tiny_available() -> bool:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..models.videococa import VideoCoCa
 from ..video import read_video
 from .benchmark import load_benchmark, make_benchmark
-from .world import CLASS_NAMES, COLOURS, SHAPES
+from .world import CLASS_NAMES
 
 CLASS_TEMPLATES = ("a {}", "a picture of a {}", "there is a {}")
 VARIANTS = ("attentional", "mean", "middle frame")
@@ -61,9 +61,9 @@ def recall_at(sim: torch.Tensor, k: int) -> float:
     return float((rank < k).float().mean())
 
 
-def mentions(caption: str, colour: str, shape: str) -> bool:
-    words = caption.lower().replace(",", " ").split()
-    return colour in words and shape in words
+def mentions(caption: str, word: str) -> bool:
+    """Whether `word` occurs in the caption as a whole word."""
+    return word in caption.lower().replace(",", " ").split()
 
 
 def evaluate(
@@ -77,12 +77,13 @@ def evaluate(
     progress: bool = False,
 ) -> dict:
     """All benchmark numbers for each pooling variant, as a nested dict."""
-    items, doc = load_benchmark(root)
+    items, _ = load_benchmark(root)
     items = items[:limit] if limit else items
     frames = load_frames(model, [it.path for it in items], num_frames, progress)
     classes = list(CLASS_NAMES)
     cls_emb = class_embeddings(model, classes)
     labels = torch.tensor([classes.index(it.label) for it in items])
+    late = torch.tensor([it.late for it in items])
     txt = model.encode_text([it.captions[0] for it in items])
     results: dict = {"videos": len(items), "frames": num_frames, "classes": len(classes),
                      "chance_top1": 1 / len(classes), "variants": {}}
@@ -90,14 +91,13 @@ def evaluate(
         t0 = time.perf_counter()
         emb, tokens = _encode(model, frames, variant)
         pred = (emb @ cls_emb.T).argmax(-1)
-        late = torch.tensor([it.late for it in items])
         sim = txt @ emb.T
         caps = []
         for chunk in tokens.split(64):
             caps += model.generate(tokens=chunk, method=caption_method, num_beams=3, max_len=16, min_len=2)
-        colour_ok = [it.label.split()[0] in c.lower().split() for it, c in zip(items, caps)]
-        shape_ok = [it.label.split()[1] in c.lower().split() for it, c in zip(items, caps)]
-        both_ok = [mentions(c, *it.label.split()) for it, c in zip(items, caps)]
+        colour_ok = [mentions(c, it.label.split()[0]) for it, c in zip(items, caps)]
+        shape_ok = [mentions(c, it.label.split()[1]) for it, c in zip(items, caps)]
+        both_ok = [a and b for a, b in zip(colour_ok, shape_ok)]
         qa = defaultdict(list)
         for kind in ("colour", "shape", "count", "size", "motion", "late"):
             idx = [i for i, it in enumerate(items) if any(q[2] == kind for q in it.questions)]

@@ -233,9 +233,11 @@ class _AVSource:
             return  # demuxing ran into a cut-off file: keep what decoded
 
     def _first_frame(self) -> av.VideoFrame:
+        """Decode the first frame and keep it as the decoding position (reads from the start need no seek)."""
+        frames = self._decode_iter()
         try:
-            for frame in self._decode_iter():
-                self._iter = None
+            for frame in frames:
+                self._iter, self._pending = frames, frame
                 return frame
         except av.error.DecoderNotFoundError:
             raise VideoDecodeError(f"{self.shown!r}: unsupported video codec (FFmpeg has no decoder for it)") from None

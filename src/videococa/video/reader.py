@@ -53,7 +53,7 @@ def _window(info: VideoInfo, start: float | None, end: float | None) -> tuple[fl
     return lo, hi
 
 
-def _read(path, windows_times, info_src, size, mean, std) -> list[tuple[torch.Tensor, list[float]]]:
+def _read(windows_times, info_src, size, mean, std) -> list[tuple[torch.Tensor, list[float]]]:
     flat = [t for times in windows_times for t in times]
     frames, stamps = info_src.frames_at(flat, lambda rgb: resize_crop(rgb, size))
     out, i = [], 0
@@ -90,7 +90,7 @@ def read_video(
     try:
         lo, hi = _window(src.info, start, end)
         times = uniform_times(num_frames, lo, hi) if sampling == "uniform" else random_times(num_frames, lo, hi, seed)
-        ((frames, stamps),) = _read(path, [times], src, size, mean, std)
+        ((frames, stamps),) = _read([times], src, size, mean, std)
         return Clip(str(path), frames, stamps, src.info, lo, hi, times)
     finally:
         src.close()
@@ -115,7 +115,7 @@ def read_clips(
     try:
         windows = clip_windows(src.info.duration, num_clips=num_clips, segment=segment)
         all_times = [uniform_times(num_frames, lo, hi) for lo, hi in windows]
-        read = _read(path, all_times, src, size, mean, std)
+        read = _read(all_times, src, size, mean, std)
         return [
             Clip(str(path), frames, stamps, src.info, lo, hi, times)
             for (frames, stamps), (lo, hi), times in zip(read, windows, all_times)
