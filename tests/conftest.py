@@ -60,3 +60,45 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py importable from every test folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Caches (text embeddings, demo videos) go to a per-run directory, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("VIDEOCOCA_CACHE")
+    os.environ["VIDEOCOCA_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("VIDEOCOCA_CACHE", None)
+    else:
+        os.environ["VIDEOCOCA_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from videococa import load_model
+
+    return load_model("videococa-tiny")
+
+
+EASY_VIDEOS = [("circle", "red", "right"), ("square", "blue", "down"), ("triangle", "green", "left"),
+               ("star", "yellow", "up"), ("hexagon", "purple", "right")]
+"""(shape, colour, direction): one large object each, on a plain background; colours all differ."""
+
+
+@pytest.fixture(scope="session")
+def easy_videos(tmp_path_factory) -> list[str]:
+    """Five short synthetic mp4 files, named colour_shape.mp4."""
+    from videococa.synthetic.benchmark import write_mp4
+    from videococa.synthetic.world import Obj, VideoSpec
+
+    root = tmp_path_factory.mktemp("easy")
+    paths = []
+    for i, (shape, colour, direction) in enumerate(EASY_VIDEOS):
+        spec = VideoSpec(i, Obj(shape, colour, "large", 0.5, 0.5), direction, "plain", (128, 128, 128))
+        path = root / f"{colour}_{shape}.mp4"
+        write_mp4(path, spec.render_frames(16, 96))
+        paths.append(str(path))
+    return paths

@@ -21,3 +21,11 @@ class WeightsUnavailableError(VideoCoCaError):
 
 class VideoDecodeError(VideoCoCaError):
     """A video (or image) file that cannot be read."""
+
+
+class LabelSetError(VideoCoCaError):
+    """A label-set name, label file or template file that cannot be used."""
+
+
+class IndexStoreError(VideoCoCaError):
+    """A video index that is missing, unwritable, corrupt or made with another model."""

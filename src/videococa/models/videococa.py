@@ -8,6 +8,7 @@ pooler + ln_post run once over it (Yan et al., 2022, "VideoCoCa", Sec. 3).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import string
 import warnings
@@ -70,6 +71,7 @@ class VideoCoCa(nn.Module):
         """Frames per encoder call; bounds activation memory for long or many clips."""
         self.caption_suppress: tuple[str, ...] = ()
         """Words never generated in captions without a prompt (set by a bundled model's generation.json)."""
+        self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -362,6 +364,27 @@ class VideoCoCa(nn.Module):
     def logit_scale(self) -> float:
         """The checkpoint's learned contrastive temperature, exp(logit_scale)."""
         return float(self.coca.logit_scale.exp())
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights (names, shapes and a strided sample of every tensor) and precision.
+
+        Caches and indexes record it and refuse to be reused with a model whose weights differ.
+        Computed once per model; call `refresh_fingerprint()` after changing weights in place.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.precision.encode())
+            for name, t in sorted(self.coca.state_dict().items()):
+                flat = t.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)][:4096].float().cpu().numpy()
+                h.update(f"{name}{tuple(t.shape)}".encode())
+                h.update(sample.round(5).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def refresh_fingerprint(self) -> str:
+        """Recompute `fingerprint()` (after weights were changed in place)."""
+        self._fingerprint = None
+        return self.fingerprint()
 
     def extra_repr(self) -> str:
         return f"name={self.info.name!r}, pretrained={self.info.pretrained!r}, precision={self.precision!r}"

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import av
 
+from ..cache import cache_root
 from .world import CLASS_NAMES, QA_TEMPLATE, VideoItem, video_spec
 
 DEFAULT_SEED = 2022
 FORMAT_VERSION = 1
-
-
-def cache_root() -> Path:
-    """Where generated data is cached: $VIDEOCOCA_CACHE, else ~/.cache/videococa."""
-    return Path(os.environ.get("VIDEOCOCA_CACHE") or Path.home() / ".cache" / "videococa")
 
 
 def write_mp4(path: str | os.PathLike, frames, fps: int = 8) -> None:

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..models.videococa import VideoCoCa
+from ..tasks.classify import ensemble_text_embeddings
 from ..video import read_video
 from .benchmark import load_benchmark, make_benchmark
 from .world import CLASS_NAMES
@@ -37,8 +38,7 @@ def load_frames(model: VideoCoCa, paths: list[str], num_frames: int, progress: b
 
 def class_embeddings(model: VideoCoCa, classes=CLASS_NAMES, templates=CLASS_TEMPLATES) -> torch.Tensor:
     """Mean of the L2-normalised template embeddings per class, re-normalised (CLIP's ensembling)."""
-    embs = [model.encode_text([t.format(c) for t in templates]).mean(0) for c in classes]
-    return torch.nn.functional.normalize(torch.stack(embs), dim=-1)  # (C, E)
+    return ensemble_text_embeddings(model, classes, templates)  # (C, E)
 
 
 def _encode(model: VideoCoCa, frames: torch.Tensor, variant: str, batch: int = 32):
