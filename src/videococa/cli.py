@@ -1,15 +1,25 @@
-"""The `videococa` command: argument parsing and printing only; every command calls the public API."""
+"""The `videococa` command: argument parsing and printing only; every command calls the public API.
+
+Output: an aligned table on a terminal; JSON lines with --json or when stdout is not a terminal.
+Progress bars go to stderr, only when it is a terminal. Exit codes: 0 all fine, 1 some inputs
+failed (each named on stderr, the rest processed), 2 usage errors, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from typing import Sequence
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,28 +28,120 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, frames: bool = True) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="model name (default: videococa-tiny if bundled)")
+    g.add_argument("--model", default=None, help="model name (default: videococa-tiny, the bundled model)")
     g.add_argument("--pretrained", default=None, help="pretrained tag, hf-hub:org/repo, or a weights file")
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    g.add_argument("--frames", type=int, default=8, help="frames sampled per video (default 8)")
+    if frames:
+        g.add_argument("--frames", type=_positive_int, default=8, help="frames sampled per video (default 8)")
 
 
-def _load(args):
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--batch-size", type=_positive_int, default=4, help="videos per model call (default 4)")
+    g.add_argument("--workers", type=int, default=2, help="threads reading videos (default 2; 0 reads inline)")
+    g.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
+
+
+def _sub(sub, name: str, help: str, example: str, func, *, model: bool = True, run: bool = True) -> argparse.ArgumentParser:
+    """A subcommand with an example in its help, the common model and run options, and its function."""
+    p = sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}.\n\nexample:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if model:
+        _add_model_options(p)
+    if run:
+        _add_run_options(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _load(args, *, name: str | None = None, pretrained: str | None = None, precision: str | None = None):
     import videococa
 
-    name = args.model or _default_model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning is printed by the caller
-        return videococa.load_model(name, args.pretrained, device=args.device, precision=args.precision)
+        return videococa.load_model(name or args.model or _default_model(), pretrained or args.pretrained,
+                                    device=args.device, precision=precision or args.precision)
 
 
 def _default_model() -> str:
     import videococa
 
     return "videococa-tiny" if "videococa-tiny" in videococa.list_models() else "coca_ViT-B-32"
+
+
+# --------------------------------------------------------------------------- output
+def _json_mode(args) -> bool:
+    return bool(getattr(args, "json", False)) or not sys.stdout.isatty()
+
+
+def _progress(args) -> bool:
+    return sys.stderr.isatty() and not getattr(args, "json", False)
+
+
+def _table(rows: list[dict], columns: Sequence[str]) -> None:
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return "" if v is None else str(v)
+
+
+def _emit(args, rows: list[dict], columns: Sequence[str]) -> None:
+    if _json_mode(args):
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+    elif rows:
+        _table(rows, columns)
+    sys.stdout.flush()
+
+
+def _report_failures(failures) -> int:
+    for f in failures:
+        print(f"videococa: skipped {f.path}: {f.reason}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
+    """(encoded clips, failures) for the given inputs; directories are expanded."""
+    from .tasks import encode_videos, expand_paths
+    from .video import LoadError
+
+    paths, failures = expand_paths(videos)
+    done = []
+    for item in encode_videos(model, paths, frames=args.frames, batch_size=args.batch_size, workers=args.workers,
+                              pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
+                              progress=_progress(args), desc=desc):
+        (failures if isinstance(item, LoadError) else done).append(item)
+    return done, failures
 
 
 # --------------------------------------------------------------------------- commands
@@ -56,6 +158,119 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
+def cmd_classify(args) -> int:
+    from .tasks import ZeroShotClassifier, load_labels, load_templates
+
+    labels = load_labels(args.labels)  # bad label sets fail before the model loads
+    load_templates(args.templates, labels)
+    model = _load(args)
+    clf = ZeroShotClassifier(model, labels, args.templates, multi_label=True if args.multi_label else None)
+    done, failures = _encode(args, model, args.videos, desc="classify")
+    rows = []
+    for item in done:
+        preds = clf.classify(item.embedding[None], top_k=args.top_k)[0]
+        if _json_mode(args):
+            rows.append({"video": item.clip.path, "predictions": [{"label": p.label, "score": round(p.score, 6)}
+                                                                  for p in preds]})
+        else:
+            rows.extend({"video": item.clip.path if r == 0 else "", "rank": r + 1, "label": p.label,
+                         "score": p.score} for r, p in enumerate(preds))
+    _emit(args, rows, ["video", "rank", "label", "score"])
+    return _report_failures(failures)
+
+
+def cmd_index(args) -> int:
+    from .index import VideoIndex
+
+    model = _load(args)
+    with VideoIndex(args.index, model, frames=args.frames, segment=args.segment) as index:
+        report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
+                              progress=_progress(args))
+        summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
+                   "unchanged": len(report.unchanged), "removed": len(report.removed),
+                   "failed": len(report.failed), "entries": len(index), "files": len(index.files()),
+                   "search": index.faiss_kind}
+    if _json_mode(args):
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['index']}: {summary['added']} added, {summary['updated']} re-embedded, "
+              f"{summary['unchanged']} unchanged, {summary['removed']} removed, {summary['failed']} failed; "
+              f"{summary['entries']} entries from {summary['files']} files ({summary['search']} search)")
+    return _report_failures(report.failed)
+
+
+def cmd_search(args) -> int:
+    from .index import VideoIndex
+
+    if (args.query is None) == (args.video is None):
+        raise UsageError("give a text QUERY or --video VIDEO (one of them)")
+    if args.query is not None and not args.query.strip():
+        raise UsageError("the search query is empty")
+    probe = VideoIndex(args.index, create=False)  # a missing index fails before any model loads
+    s = dict(probe.settings)
+    probe.close()
+    model = _load(args, name=args.model or s["model"], pretrained=args.pretrained or s["pretrained"] or None,
+                  precision=args.precision or s["precision"])
+    with VideoIndex(args.index, model, create=False) as index:
+        hits = index.search_video(args.video, top_k=args.top_k) if args.video else index.search(args.query,
+                                                                                             top_k=args.top_k)
+    rows = [{"rank": i + 1, "score": round(h.score, 6), "path": h.path, "start": round(h.start, 3),
+             "end": round(h.end, 3)} for i, h in enumerate(hits)]
+    _emit(args, rows, ["rank", "score", "path", "start", "end"])
+    return EXIT_OK
+
+
+def cmd_caption(args) -> int:
+    import torch
+
+    model = _load(args)
+    done, failures = _encode(args, model, args.videos, return_tokens=True, desc="caption")
+    rows = []
+    for i in range(0, len(done), args.batch_size):
+        part = done[i : i + args.batch_size]
+        caps = model.generate(tokens=torch.stack([d.tokens for d in part]), method=args.method,
+                              num_beams=args.num_beams, max_len=args.max_len, prompt=args.prompt, seed=args.seed)
+        rows.extend({"video": d.clip.path, "caption": c} for d, c in zip(part, caps))
+    _emit(args, rows, ["video", "caption"])
+    return _report_failures(failures)
+
+
+def cmd_ask(args) -> int:
+    import torch
+
+    *videos, question = args.args
+    if not videos:
+        raise UsageError("give at least one VIDEO and then the QUESTION")
+    if not question.strip():
+        raise UsageError("the question is empty")
+    model = _load(args)
+    done, failures = _encode(args, model, videos, return_tokens=True, desc="ask")
+    rows = []
+    for i in range(0, len(done), args.batch_size):
+        part = done[i : i + args.batch_size]
+        answers = model.answer(tokens=torch.stack([d.tokens for d in part]), questions=question)
+        rows.extend({"video": d.clip.path, "question": question, "answer": a} for d, a in zip(part, answers))
+    _emit(args, rows, ["video", "question", "answer"])
+    return _report_failures(failures)
+
+
+def cmd_embed(args) -> int:
+    from .tasks import embed_to_parquet, expand_paths
+
+    if not args.out.endswith(".parquet"):
+        raise UsageError(f"--out {args.out!r} should end in .parquet")
+    paths, failures = expand_paths(args.videos)
+    model = _load(args)
+    report = embed_to_parquet(model, paths, args.out, frames=args.frames, pooling=args.pooling, segment=args.segment,
+                              batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
+    summary = {"out": report.out, "rows": report.rows, "videos": report.videos,
+               "failed": len(failures) + len(report.failed), "interrupted": report.interrupted}
+    print(json.dumps(summary) if _json_mode(args) else
+          f"{report.out}: {report.rows} rows from {report.videos} videos" + (" (interrupted)" if report.interrupted else ""))
+    code = _report_failures(failures + report.failed)
+    return EXIT_INTERRUPTED if report.interrupted else code
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -66,42 +281,94 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="videococa",
-        description="Zero-shot video-text tasks with image-text CoCa models (VideoCoCa).",
+        description="Zero-shot video-text tasks with image-text CoCa models (VideoCoCa, Yan et al. 2022).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("models", help="list loadable models and pretrained tags",
-                       description="List loadable models and their pretrained tags.\n\nexample:\n  videococa models",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _sub(sub, "models", "list loadable models and pretrained tags", "videococa models", cmd_models,
+             model=False, run=False)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("demo", help="a short end-to-end tour on this machine",
-                       description="Load a model, read a real sample video and show what the model does with it.\n\n"
-                       "example:\n  videococa demo",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_model_options(p)
-    p.set_defaults(func=cmd_demo)
+    p = _sub(sub, "classify", "zero-shot classification of videos into a label set",
+             "videococa classify clip.mp4 videos/ --labels kinetics400 --top-k 5", cmd_classify)
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
+    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, ucf101, hmdb51, charades, or a file "
+                   "(one class per line; a Kinetics csv works too)")
+    p.add_argument("--templates", default="clip", help="clip (the label set's CLIP templates), kinetics, ucf101, "
+                   "single, or a file with one template per line containing {}")
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--multi-label", action="store_true", help="score classes independently (cosine similarity)")
+    p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
+
+    p = _sub(sub, "index", "build or update a searchable index of a video library",
+             "videococa index ~/videos --index ~/videos.vcindex --segment 10", cmd_index)
+    p.add_argument("videos", nargs="+", metavar="DIR|VIDEO", help="directories (searched recursively) or files")
+    p.add_argument("--index", required=True, help="index directory (created if missing)")
+    p.add_argument("--segment", type=_positive_float, default=None,
+                   help="cut videos into windows of this many seconds, so search returns moments")
+
+    p = _sub(sub, "search", "search an index by text or by an example video",
+             'videococa search ~/videos.vcindex "a dog catching a frisbee" --top-k 10', cmd_search,
+             model=False, run=False)
+    p.add_argument("index", metavar="INDEX", help="index directory made by `videococa index`")
+    p.add_argument("query", nargs="?", default=None, metavar="QUERY", help="text query")
+    p.add_argument("--video", default=None, help="find videos like this one instead of a text query")
+    p.add_argument("--top-k", type=_positive_int, default=10)
+    g = p.add_argument_group("model (default: the one the index was built with)")
+    g.add_argument("--model", default=None)
+    g.add_argument("--pretrained", default=None)
+    g.add_argument("--precision", default=None, choices=["fp32", "bf16"])
+    g.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
+
+    p = _sub(sub, "caption", "caption videos", "videococa caption clip.mp4 --method beam", cmd_caption)
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--method", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
+    p.add_argument("--num-beams", type=_positive_int, default=6)
+    p.add_argument("--max-len", type=_positive_int, default=30, help="new tokens at most")
+    p.add_argument("--prompt", default=None, help="text the caption continues")
+    p.add_argument("--seed", type=int, default=0, help="seed for top_k/top_p sampling")
+
+    p = _sub(sub, "ask", "answer a question about videos", 'videococa ask clip.mp4 "what colour is the car?"', cmd_ask)
+    p.add_argument("args", nargs="+", metavar="VIDEO... QUESTION", help="one or more videos, then the question")
+
+    p = _sub(sub, "embed", "write video embeddings and metadata to Parquet",
+             "videococa embed videos/ --out embeddings.parquet --segment 10", cmd_embed)
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
+    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--segment", type=_positive_float, default=None, help="one row per window of this many seconds")
+    p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
+
+    _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import VideoCoCaError
+    from .errors import VideoCoCaError, VideoDecodeError
 
     try:
         return args.func(args)
-    except VideoCoCaError as exc:
-        print(f"videococa: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except VideoDecodeError as exc:  # the one input of the command could not be read
+        print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    except VideoCoCaError as exc:  # a label set, index, model or weights file that cannot be used as given
+        print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ValueError as exc:
-        print(f"videococa: error: {exc}", file=sys.stderr)
+        print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("videococa: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _elapsed(t0: float) -> str:

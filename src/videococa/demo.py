@@ -23,7 +23,8 @@ DEMO_VIDEOS = [  # (shape, colour, size, direction, background, appears_at)
 
 
 def _demo_videos(size: int) -> list[tuple[Path, object]]:
-    from .synthetic.benchmark import cache_root, write_mp4
+    from .cache import cache_root
+    from .synthetic.benchmark import write_mp4
     from .synthetic.world import BACKGROUND_TONES, Obj, VideoSpec
 
     root = cache_root() / "demo"
@@ -39,10 +40,12 @@ def _demo_videos(size: int) -> list[tuple[Path, object]]:
 
 
 def run_demo(args) -> int:
+    import tempfile
+
     import videococa
 
     from .cli import _elapsed, _load
-    from .synthetic.evaluate import class_embeddings
+    from .synthetic.evaluate import CLASS_TEMPLATES
     from .synthetic.world import CLASS_NAMES
     from .video.samples import sample_videos
 
@@ -66,22 +69,24 @@ def run_demo(args) -> int:
     print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {args.frames} frames each, encoded "
           f"with flattened attentional pooling -> embeddings {tuple(emb.shape)}")
 
-    cls = class_embeddings(model)
-    probs = (model.logit_scale * emb @ cls.T).softmax(-1)
-    first = model.encode_video(frames[:, :1])
-    first_pred = (first @ cls.T).argmax(-1)
-    print(f"\n2. zero-shot classification over {len(CLASS_NAMES)} classes (colour + shape)")
+    clf = videococa.ZeroShotClassifier(model, list(CLASS_NAMES), list(CLASS_TEMPLATES))
+    preds = clf.classify(emb, top_k=1)
+    first = clf.classify(model.encode_video(frames[:, :1]), top_k=1)
+    print(f"\n2. zero-shot classification over {len(CLASS_NAMES)} classes (colour + shape), "
+          f"{len(CLASS_TEMPLATES)} prompt templates each")
     print(f"   {'video':<28} {'truth':<16} {'all frames':<26} first frame only")
-    for (path, spec), p, fp in zip(videos, probs, first_pred.tolist()):
-        top = int(p.argmax())
-        print(f"   {path.name:<28} {spec.label:<16} {CLASS_NAMES[top] + f' ({p[top]:.0%})':<26} {CLASS_NAMES[fp]}")
+    for (path, spec), p, fp in zip(videos, preds, first):
+        print(f"   {path.name:<28} {spec.label:<16} {p[0].label + f' ({p[0].score:.0%})':<26} {fp[0].label}")
 
-    queries = ["a green triangle", "a purple hexagon appears", "a yellow star moving up"]
-    sims = model.encode_text(queries) @ emb.T
-    print("\n3. text -> video search (cosine similarity, best first)")
-    for q, row in zip(queries, sims):
-        order = row.argsort(descending=True)[:3].tolist()
-        print(f"   {q!r:<28} " + ", ".join(f"{videos[i][0].name} {row[i]:.2f}" for i in order))
+    with tempfile.TemporaryDirectory(prefix="videococa-demo-") as tmp:
+        t = time.perf_counter()
+        with videococa.VideoIndex(Path(tmp) / "index", model, frames=args.frames) as index:
+            report = index.add([p for p, _ in videos], workers=0)
+            print(f"\n3. indexed {len(report.added)} videos (FAISS {index.faiss_kind} search + SQLite metadata, "
+                  f"{_elapsed(t)}); text -> video search, best first")
+            for q in ["a green triangle", "a purple hexagon", "a yellow star moving up"]:
+                hits = index.search(q, top_k=3)
+                print(f"   {q!r:<28} " + ", ".join(f"{Path(h.path).name} {h.score:.2f}" for h in hits))
 
     t = time.perf_counter()
     captions = model.generate(tokens=tokens, method="beam", num_beams=3, max_len=16)
@@ -109,5 +114,6 @@ def run_demo(args) -> int:
         if info.name == "videococa-tiny":
             print("   (the tiny model describes everything in its synthetic vocabulary; load a real CoCa, e.g.\n"
                   "    --model coca_ViT-B-32 --pretrained laion2b_s13b_b90k, for real footage)")
-    print(f"\ndone in {_elapsed(t0)}")
+    print(f"\nthe same from the command line: videococa classify | index | search | caption | ask | embed (--help each)")
+    print(f"done in {_elapsed(t0)}")
     return 0

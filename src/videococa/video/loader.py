@@ -1,4 +1,4 @@
-"""Batched loading: decode in worker processes so decoding overlaps with model compute."""
+"""Batched loading: decode in worker threads so decoding overlaps with model compute."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from ..errors import VideoDecodeError
-from .reader import Clip, read_video
+from .reader import Clip, read_clips, read_video
 from .sampling import SAMPLINGS, Sampling
 from .transforms import CLIP_MEAN, CLIP_STD
 
@@ -32,7 +32,7 @@ class VideoBatch:
     """One batch of results, in input order: a Clip or a LoadError per path."""
 
     items: list[Clip | LoadError]
-    """Results in the order of the input paths."""
+    """Results in the order of the input paths (with `segment`, one Clip per window of a file)."""
 
     @property
     def clips(self) -> list[Clip]:
@@ -58,13 +58,20 @@ class VideoBatch:
         return [c.path for c in self.clips]
 
 
-def _read_one(path: str, kwargs: dict) -> Clip | LoadError:
+def _read_one(path: str, kwargs: dict) -> list[Clip] | LoadError:
     try:
-        return read_video(path, **kwargs)
+        if kwargs.get("segment"):
+            kw = {k: v for k, v in kwargs.items() if k not in ("sampling", "seed")}
+            return read_clips(path, **kw)
+        return [read_video(path, **{k: v for k, v in kwargs.items() if k != "segment"})]
     except VideoDecodeError as exc:
         return LoadError(path, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
         return LoadError(path, f"{path!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
+
+
+def _batch(results: list[list[Clip] | LoadError]) -> "VideoBatch":
+    return VideoBatch([x for r in results for x in ([r] if isinstance(r, LoadError) else r)])
 
 
 class VideoLoader:
@@ -75,6 +82,7 @@ class VideoLoader:
     (the model's, a progress bar's) deadlocked in CPython's after-fork handler in our test suite;
     spawn/forkserver would instead re-run every caller's script without a `__main__` guard.
     Up to `prefetch` batches are read ahead; results keep the input order.
+    With `segment` (seconds), each file is cut into windows of that length and yields one Clip per window.
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class VideoLoader:
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         prefetch: int = 2,
+        segment: float | None = None,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
@@ -99,11 +108,14 @@ class VideoLoader:
             raise ValueError(f"workers must be 0 or more, got {workers}")
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        if segment is not None and not segment > 0:
+            raise ValueError(f"segment must be a positive number of seconds, got {segment!r}")
         self.paths = [str(p) for p in paths]
         self.batch_size = batch_size
         self.workers = workers
         self.prefetch = prefetch
-        self._kwargs = dict(num_frames=num_frames, sampling=sampling, size=size, seed=seed, mean=mean, std=std)
+        self._kwargs = dict(num_frames=num_frames, sampling=sampling, size=size, seed=seed, mean=mean, std=std,
+                            segment=segment)
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
@@ -112,7 +124,7 @@ class VideoLoader:
         batches = [self.paths[i : i + self.batch_size] for i in range(0, len(self.paths), self.batch_size)]
         if self.workers == 0:
             for batch in batches:
-                yield VideoBatch([_read_one(p, self._kwargs) for p in batch])
+                yield _batch([_read_one(p, self._kwargs) for p in batch])
             return
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read") as pool:
             pending: deque[list[Future]] = deque()
@@ -120,9 +132,9 @@ class VideoLoader:
                 for batch in batches:
                     pending.append([pool.submit(_read_one, p, self._kwargs) for p in batch])
                     if len(pending) > self.prefetch:
-                        yield VideoBatch([f.result() for f in pending.popleft()])
+                        yield _batch([f.result() for f in pending.popleft()])
                 while pending:
-                    yield VideoBatch([f.result() for f in pending.popleft()])
+                    yield _batch([f.result() for f in pending.popleft()])
             finally:  # stopped early (break, error, Ctrl-C): drop what is queued
                 for futures in pending:
                     for f in futures:

@@ -1,0 +1,187 @@
+"""The persistent index: incremental updates, crash safety, search parity after reopening, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videococa import IndexStoreError, VideoIndex
+from videococa.index import build_faiss
+
+from conftest import EASY_VIDEOS
+
+
+@pytest.fixture
+def library(tmp_path, easy_videos):
+    lib = tmp_path / "library"
+    (lib / "sub").mkdir(parents=True)
+    for i, p in enumerate(easy_videos):
+        shutil.copy(p, lib / ("sub" if i % 2 else "") / Path(p).name)
+    (lib / "notes.txt").write_text("not a video")  # not a video suffix: ignored by the directory walk
+    return lib
+
+
+def _entries(index):
+    return index.db.execute("SELECT f.path, e.start, e.end FROM entries e JOIN files f ON f.id = e.file_id "
+                            "ORDER BY f.path, e.start").fetchall()
+
+
+def test_add_rerun_modify_delete(tiny_model, library, tmp_path):
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        r = index.add([library])
+        assert len(r.added) == 5 and not r.failed and len(index) == 5
+        r = index.update([library])
+        assert (len(r.unchanged), r.added, r.updated, r.removed) == (5, [], [], [])
+        target = library / "red_circle.mp4"
+        shutil.copy(library / "sub" / "blue_square.mp4", target)  # new content under the same name
+        os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+        r = index.update([library])
+        assert r.updated == [str(target)] and len(r.unchanged) == 4
+        hit = index.search("a blue square", top_k=2)
+        assert {Path(h.path).name for h in hit} == {"red_circle.mp4", "blue_square.mp4"}  # both show a blue square
+        (library / "sub" / "blue_square.mp4").unlink()
+        r = index.update([library])
+        assert r.removed == [str(library / "sub" / "blue_square.mp4")] and len(index) == 4
+        assert all(Path(h.path).name != "blue_square.mp4" or "sub" not in h.path
+                   for h in index.search("a blue square", top_k=4))
+        assert len(index.files()) == 4
+
+
+def test_search_is_identical_after_reopening(tiny_model, library, tmp_path):
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        index.add([library])
+        before = [index.search(q, top_k=5) for q in ("a red circle", "a yellow star", "a purple hexagon")]
+    assert Path(before[0][0].path).name == "red_circle.mp4" and Path(before[1][0].path).name == "yellow_star.mp4"
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        after = [index.search(q, top_k=5) for q in ("a red circle", "a yellow star", "a purple hexagon")]
+    assert after == before
+
+
+def test_segments_return_moments(tiny_model, easy_videos, tmp_path):
+    with VideoIndex(tmp_path / "seg", tiny_model, segment=0.5, frames=2) as index:
+        index.add(easy_videos[:2])
+        rows = _entries(index)
+        assert len(rows) == 8  # 2 s videos, 4 windows each
+        assert [(s, e) for _, s, e in rows[:4]] == [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0)]
+        hits = index.search("a red circle", top_k=8)
+        assert len({(h.path, h.start) for h in hits}) == 8 and all(h.end - h.start == 0.5 for h in hits)
+    with pytest.raises(IndexStoreError, match="segments of 0.5 s, not 2"):
+        VideoIndex(tmp_path / "seg", tiny_model, segment=2)
+
+
+def test_a_stale_faiss_file_is_rebuilt_from_sqlite(tiny_model, library, tmp_path):
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        index.add([library])
+        want = index.search("a green triangle", top_k=5)
+    (tmp_path / "idx" / "vectors.faiss").write_bytes(b"damaged")
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        assert index.search("a green triangle", top_k=5) == want
+    (tmp_path / "idx" / "vectors.json").unlink()
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        assert index.search("a green triangle", top_k=5) == want
+
+
+def test_other_model_or_settings_are_refused(tiny_model, model, library, tmp_path):
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        index.add([library / "red_circle.mp4"])
+    with pytest.raises(IndexStoreError, match=r"built with model videococa-tiny.*not coca_ViT-B-32"):
+        VideoIndex(tmp_path / "idx", model)
+    with pytest.raises(IndexStoreError, match="uses 8 frames per entry, not 4"):
+        VideoIndex(tmp_path / "idx", tiny_model, frames=4)
+    with VideoIndex(tmp_path / "idx") as index:  # no model: opens for inspection
+        assert index.settings["model"] == "videococa-tiny" and len(index) == 1
+        with pytest.raises(IndexStoreError, match="text search needs the index's model"):
+            index.search("a red circle")
+
+
+def test_bad_index_paths(tiny_model, tmp_path):
+    with pytest.raises(IndexStoreError, match="no video index at"):
+        VideoIndex(tmp_path / "missing", tiny_model, create=False)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(IndexStoreError, match="is a file"):
+        VideoIndex(f, tiny_model)
+    with pytest.raises(IndexStoreError, match="cannot create the index"):
+        VideoIndex(f / "idx", tiny_model)  # parent is a file: not creatable (as root, permissions never stop us)
+    d = tmp_path / "corrupt"
+    d.mkdir()
+    (d / "index.sqlite").write_bytes(b"garbage" * 200)
+    with pytest.raises(IndexStoreError, match="not a usable video index"):
+        VideoIndex(d, tiny_model)
+
+
+def test_bad_files_are_reported_and_the_rest_indexed(tiny_model, library, tmp_path):
+    (library / "broken.mp4").write_bytes(b"\x00" * 1000)
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        r = index.update([library, tmp_path / "typo"])
+        assert len(r.added) == 5 and len(index) == 5
+        assert {Path(f.path).name for f in r.failed} == {"broken.mp4", "typo"}
+        assert any("no such file" in f.reason for f in r.failed)
+
+
+def test_kill_9_while_indexing_loses_nothing_committed(tiny_model, library, tmp_path):
+    idx = tmp_path / "idx"
+    for i in range(3):  # a bigger library, so the kill lands mid-run
+        for p in list(library.rglob("*.mp4"))[:5]:
+            shutil.copy(p, library / f"copy{i}_{p.name}")
+    script = textwrap.dedent(f"""
+        import videococa
+        m = videococa.load_model("videococa-tiny")
+        with videococa.VideoIndex({str(idx)!r}, m) as index:
+            index.add([{str(library)!r}], batch_size=1, workers=1)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    db = idx / "index.sqlite"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # wait until some, not all, files are committed
+        if db.is_file():
+            try:
+                n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            if n >= 3:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "indexing finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with VideoIndex(idx, tiny_model) as index:
+        committed = len(index.files())
+        assert 3 <= committed < 20
+        r = index.update([library])
+        assert len(r.unchanged) == committed and len(r.added) == 20 - committed
+        rows = _entries(index)
+        assert len(rows) == len(set(rows)) == 20 == len(index)  # complete, no duplicates
+        assert index._faiss.ntotal == 20
+
+
+def test_ivf_index_above_the_exact_limit_finds_neighbours_and_removes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 32)).astype(np.float32)
+    x = centres[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(100, 5100)
+    exact, kind_e = build_faiss(x, ids, 32)
+    approx, kind_a = build_faiss(x, ids, 32, exact_limit=1000)
+    assert (kind_e, kind_a) == ("exact", "ivf") and approx.nlist == 256
+    approx.nprobe = 32
+    q = x[:100]
+    _, ie = exact.search(q, 10)
+    _, ia = approx.search(q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ie, ia)])
+    assert recall >= 0.9
+    assert (ie[:, 0] == ids[:100]).all()  # each vector is its own nearest neighbour
+    approx.remove_ids(np.array([100, 101]))
+    _, ia = approx.search(q[:2], 1)
+    assert 100 not in ia and 101 not in ia and approx.ntotal == 4998
