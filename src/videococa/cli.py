@@ -271,6 +271,34 @@ def cmd_embed(args) -> int:
     return EXIT_INTERRUPTED if report.interrupted else code
 
 
+def cmd_eval(args) -> int:
+    from .eval.runner import evaluate, load_datasets, markdown_row
+
+    datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
+    model = _load(args)
+    out = evaluate(model, args.task, datasets, frames=args.frames, pooling=args.pooling, templates=args.templates,
+                   limit=args.limit, caption_method=args.method, batch_size=args.batch_size, workers=args.workers,
+                   progress=_progress(args))
+    if args.out:
+        tmp = f"{args.out}.part"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, args.out)
+    if _json_mode(args):
+        print(json.dumps(out))
+    else:
+        for r in out["results"]:
+            print(json.dumps(r, indent=1))
+            print(markdown_row(r))
+        if "mean_over_splits" in out:
+            print("mean over splits: " + ", ".join(f"{k} {v:.2f}" for k, v in out["mean_over_splits"].items()))
+    missing = sum(r["protocol"]["videos_missing"] + r["protocol"]["videos_unreadable"] for r in out["results"])
+    if missing:
+        print(f"videococa eval: {missing} listed videos were missing or unreadable and left out (see the protocol)",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -340,6 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", type=_positive_float, default=None, help="one row per window of this many seconds")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
 
+    p = _sub(sub, "eval", "evaluate on a standard benchmark (or the synthetic one) with its official protocol",
+             "videococa eval classify --dataset ucf101 --annotations classInd.txt testlist01.txt --videos UCF-101/",
+             cmd_eval)
+    p.add_argument("task", choices=["classify", "retrieve", "caption", "qa"])
+    p.add_argument("--dataset", required=True, help="kinetics400|kinetics600|kinetics700|ucf101|hmdb51|charades, "
+                   "msrvtt|msrvtt-1ka|msvd|vatex|activitynet|activitynet-segments|youcook2, "
+                   "msrvtt-qa|msvd-qa|activitynet-qa|ivqa, or synthetic")
+    p.add_argument("--annotations", nargs="+", required=True, metavar="PATH", help="the official annotation file(s)")
+    p.add_argument("--videos", default=None, help="root of your local copy of the videos (searched recursively)")
+    p.add_argument("--split", default=None, help="UCF101/HMDB51 split 1, 2 or 3 (default: every split given; mean)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N items only")
+    p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
+    p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")
+    p.add_argument("--method", default="beam", choices=["beam", "greedy"], help="caption decoding")
+    p.add_argument("--out", default=None, help="also write the results JSON here")
     _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
     return parser
 

@@ -1,0 +1,320 @@
+"""Readers for the official annotation formats of the standard video-text benchmarks.
+
+Each reader takes the annotation file(s) and the root of the user's local copy of the videos and
+returns a `Dataset`: items (video path, clip window, labels / captions / question and answers) and
+the videos that are missing on disk (common for YouTube-sourced sets: counted, never fatal).
+Videos are found by file name anywhere under the root (any common video extension), so both flat
+folders and the per-class / per-split layouts of the usual download scripts work.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import VideoCoCaError
+
+VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".3gp")
+
+
+class AnnotationError(VideoCoCaError):
+    """An annotation file that is missing or not in the expected format."""
+
+
+@dataclass
+class Item:
+    """One evaluation item."""
+
+    video_id: str
+    """The dataset's id for the video."""
+    path: str | None
+    """The video file found under the root, or None if missing."""
+    start: float | None = None
+    """Clip start in seconds (None: from the beginning)."""
+    end: float | None = None
+    """Clip end in seconds (None: to the end)."""
+    labels: list[int] = field(default_factory=list)
+    """Class indices (one for single-label sets, several for Charades)."""
+    captions: list[str] = field(default_factory=list)
+    """Reference captions."""
+    question: str | None = None
+    """QA: the question."""
+    answers: list[str] = field(default_factory=list)
+    """QA: accepted answers."""
+    group: str | None = None
+    """A subset the item belongs to, reported separately (synthetic: late entry, question kind)."""
+    label_words: list[str] = field(default_factory=list)
+    """Words a good caption must contain (synthetic: the object's colour and shape)."""
+
+
+@dataclass
+class Dataset:
+    """What a reader found."""
+
+    name: str
+    """Dataset name, with split."""
+    task: str
+    """classify, retrieve, caption or qa."""
+    items: list[Item]
+    """Items whose video exists."""
+    missing: list[str]
+    """Video ids listed in the annotations but not found under the root."""
+    classes: list[str] = field(default_factory=list)
+    """Class names, for classification sets (indices in Item.labels point here)."""
+    multi_label: bool = False
+    """Items may carry several classes."""
+
+
+class VideoFinder:
+    """Find a video by id (file stem) anywhere under a root, walking it once."""
+
+    def __init__(self, root: str | os.PathLike):
+        root = Path(root)
+        if not root.is_dir():
+            raise AnnotationError(f"video root {str(root)!r} is not a directory")
+        self.by_stem: dict[str, str] = {}
+        self.by_rel: dict[str, str] = {}
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                stem, ext = os.path.splitext(f)
+                if ext.lower() in VIDEO_EXTS:
+                    full = os.path.join(dirpath, f)
+                    self.by_stem.setdefault(stem, full)
+                    self.by_rel[os.path.relpath(full, root)] = full
+
+    def __call__(self, video_id: str) -> str | None:
+        return self.by_rel.get(video_id) or self.by_stem.get(os.path.splitext(os.path.basename(video_id))[0])
+
+
+def _read(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise AnnotationError(f"annotation file {str(p)!r} does not exist")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"annotation file {str(p)!r} cannot be read: {exc}") from None
+
+
+def _json(path: str | os.PathLike):
+    try:
+        return json.loads(_read(path))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"annotation file {str(path)!r} is not valid JSON: {exc}") from None
+
+
+def _csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict]:
+    rows = list(csv.DictReader(_read(path).splitlines()))
+    if rows:
+        absent = [c for c in required if c not in rows[0]]
+        if absent:
+            raise AnnotationError(f"annotation file {str(path)!r} lacks column(s) {', '.join(absent)} "
+                                  f"(has: {', '.join(rows[0])})")
+    return rows
+
+
+def _collect(name: str, task: str, entries: list[tuple[str, Item]], find: VideoFinder, **kw) -> Dataset:
+    items, missing = [], []
+    for vid, item in entries:
+        item.path = find(vid)
+        if item.path is None:
+            if vid not in missing:
+                missing.append(vid)
+        else:
+            items.append(item)
+    return Dataset(name, task, items, missing, **kw)
+
+
+# --------------------------------------------------------------------------- classification
+def read_kinetics(csv_path: str | os.PathLike, videos: str | os.PathLike, *, classes: Sequence[str] | None = None,
+                  name: str = "kinetics") -> Dataset:
+    """Kinetics-400/600/700 csv (label, youtube_id, time_start, time_end, split); files
+    `{youtube_id}_{start:06d}_{end:06d}.mp4`. Classes: the given list, else the csv's sorted labels."""
+    rows = _csv_rows(csv_path, ["label", "youtube_id", "time_start", "time_end"])
+    classes = list(classes) if classes is not None else sorted({r["label"] for r in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    entries = []
+    for r in rows:
+        if r["label"] not in index:
+            raise AnnotationError(f"{str(csv_path)!r}: label {r['label']!r} is not one of the {len(classes)} classes")
+        s, e = int(float(r["time_start"])), int(float(r["time_end"]))
+        vid = f"{r['youtube_id']}_{s:06d}_{e:06d}"
+        entries.append((vid, Item(vid, None, labels=[index[r["label"]]])))
+    return _collect(name, "classify", entries, VideoFinder(videos), classes=classes)
+
+
+def read_ucf101(class_ind: str | os.PathLike, test_list: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """UCF101: classInd.txt ("1 ApplyEyeMakeup") and testlist0N.txt ("ApplyEyeMakeup/v_..._g01_c01.avi")."""
+    classes = []
+    for line in _read(class_ind).split("\n"):
+        if line.strip():
+            num, cls = line.split()
+            if int(num) != len(classes) + 1:
+                raise AnnotationError(f"{str(class_ind)!r}: class numbers must run 1, 2, ...; got {num}")
+            classes.append(cls)
+    index = {c: i for i, c in enumerate(classes)}
+    entries = []
+    for line in _read(test_list).split("\n"):
+        rel = line.strip().split(" ")[0]
+        if rel:
+            cls = rel.split("/")[0]
+            if cls not in index:
+                raise AnnotationError(f"{str(test_list)!r}: {rel!r} names class {cls!r}, not in {str(class_ind)!r}")
+            entries.append((rel, Item(rel, None, labels=[index[cls]])))
+    split = re.search(r"(\d)\.txt$", str(test_list))
+    return _collect(f"ucf101-split{split.group(1) if split else '?'}", "classify", entries, VideoFinder(videos),
+                    classes=classes)
+
+
+def read_hmdb51(split_files: Sequence[str | os.PathLike], videos: str | os.PathLike) -> Dataset:
+    """HMDB51: `{class}_test_split{N}.txt` files, lines "file.avi 1|2|0" (1 train, 2 test); test items only."""
+    classes, entries, splits = [], [], set()
+    for f in sorted(split_files, key=lambda p: Path(p).name):
+        m = re.fullmatch(r"(.+)_test_split(\d)\.txt", Path(f).name)
+        if not m:
+            raise AnnotationError(f"{str(f)!r} is not named like an HMDB51 split file ({{class}}_test_split{{N}}.txt)")
+        cls, split = m.group(1), m.group(2)
+        splits.add(split)
+        if cls not in classes:
+            classes.append(cls)
+        for line in _read(f).split("\n"):
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == "2":
+                entries.append((parts[0], Item(parts[0], None, labels=[classes.index(cls)])))
+    if len(splits) != 1:
+        raise AnnotationError(f"give the split files of one split; got splits {sorted(splits)}")
+    return _collect(f"hmdb51-split{splits.pop()}", "classify", entries, VideoFinder(videos), classes=classes)
+
+
+def read_charades(test_csv: str | os.PathLike, classes_txt: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """Charades: Charades_v1_test.csv (id, actions "c092 11.90 21.20;...") and Charades_v1_classes.txt; multi-label."""
+    ids = []
+    names = []
+    for line in _read(classes_txt).split("\n"):
+        if line.strip():
+            cid, text = line.strip().split(" ", 1)
+            ids.append(cid)
+            names.append(text)
+    index = {c: i for i, c in enumerate(ids)}
+    entries = []
+    for r in _csv_rows(test_csv, ["id", "actions"]):
+        labels = sorted({index[a.split()[0]] for a in r["actions"].split(";") if a.strip()})
+        entries.append((r["id"], Item(r["id"], None, labels=labels)))
+    return _collect("charades", "classify", entries, VideoFinder(videos), classes=ids, multi_label=True)
+
+
+# --------------------------------------------------------------------------- retrieval and captioning
+def read_msrvtt(videodatainfo: str | os.PathLike, videos: str | os.PathLike, *, split: str = "test") -> Dataset:
+    """MSR-VTT full split: train_val_videodatainfo.json / test_videodatainfo.json (videos, sentences)."""
+    data = _json(videodatainfo)
+    caps: dict[str, list[str]] = {}
+    for s in data.get("sentences", []):
+        caps.setdefault(s["video_id"], []).append(s["caption"].strip())
+    entries = [(v["video_id"], Item(v["video_id"], None, captions=caps.get(v["video_id"], [])))
+               for v in data.get("videos", []) if v.get("split") == split]
+    if not entries:
+        raise AnnotationError(f"{str(videodatainfo)!r} has no videos in split {split!r}")
+    return _collect(f"msrvtt-{split}", "retrieve", entries, VideoFinder(videos))
+
+
+def read_msrvtt_1ka(csv_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """MSR-VTT 1k-A test split (MSRVTT_JSFUSION_test.csv: key, vid_key, video_id, sentence): one caption each."""
+    entries = [(r["video_id"], Item(r["video_id"], None, captions=[r["sentence"].strip()]))
+               for r in _csv_rows(csv_path, ["video_id", "sentence"])]
+    return _collect("msrvtt-1ka", "retrieve", entries, VideoFinder(videos))
+
+
+def read_msvd(descriptions: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """MSVD: AllVideoDescriptions.txt ("{video} {caption}" per line; '#' lines are comments)."""
+    caps: dict[str, list[str]] = {}
+    for line in _read(descriptions).split("\n"):
+        if line.strip() and not line.startswith("#"):
+            vid, cap = line.strip().split(" ", 1)
+            caps.setdefault(vid, []).append(cap.strip())
+    return _collect("msvd", "retrieve", [(v, Item(v, None, captions=c)) for v, c in caps.items()], VideoFinder(videos))
+
+
+def read_vatex(json_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """VATEX: [{"videoID": "{youtube_id}_{start:06d}_{end:06d}", "enCap": [...]}]; English captions."""
+    data = _json(json_path)
+    entries = [(d["videoID"], Item(d["videoID"], None, captions=[c.strip() for c in d.get("enCap", [])]))
+               for d in data]
+    return _collect("vatex", "retrieve", entries, VideoFinder(videos))
+
+
+def read_activitynet_captions(json_path: str | os.PathLike, videos: str | os.PathLike, *,
+                              level: str = "paragraph") -> Dataset:
+    """ActivityNet Captions ({"v_id": {"duration", "timestamps", "sentences"}}): one item per video with the
+    paragraph (`level="paragraph"`), or one per timestamped segment (`level="segment"`)."""
+    if level not in ("paragraph", "segment"):
+        raise ValueError(f"unknown level {level!r}; choose one of: paragraph, segment")
+    entries = []
+    for vid, d in _json(json_path).items():
+        if level == "paragraph":
+            entries.append((vid, Item(vid, None, captions=[" ".join(s.strip() for s in d["sentences"])])))
+        else:
+            for (s, e), sent in zip(d["timestamps"], d["sentences"]):
+                entries.append((vid, Item(vid, None, start=float(s), end=float(e), captions=[sent.strip()])))
+    return _collect(f"activitynet-{level}", "retrieve", entries, VideoFinder(videos))
+
+
+def read_youcook2(json_path: str | os.PathLike, videos: str | os.PathLike, *, subset: str = "validation") -> Dataset:
+    """YouCook2 (youcookii_annotations_trainval.json): one item per annotated segment of the subset."""
+    db = _json(json_path).get("database", {})
+    entries = [(vid, Item(vid, None, start=float(a["segment"][0]), end=float(a["segment"][1]),
+                          captions=[a["sentence"].strip()]))
+               for vid, d in db.items() if d.get("subset") == subset for a in d.get("annotations", [])]
+    return _collect(f"youcook2-{subset}", "caption", entries, VideoFinder(videos))
+
+
+# --------------------------------------------------------------------------- question answering
+def read_qa_json(json_path: str | os.PathLike, videos: str | os.PathLike, *, name: str,
+                 video_name: Callable[[object], str] = str) -> Dataset:
+    """MSRVTT-QA / MSVD-QA: [{"question", "answer", "video_id"}]. `video_name` maps the id to a file stem
+    (MSRVTT-QA: 7010 -> "video7010")."""
+    entries = []
+    for d in _json(json_path):
+        vid = video_name(d["video_id"])
+        entries.append((vid, Item(vid, None, question=d["question"].strip(), answers=[str(d["answer"]).strip()])))
+    return _collect(name, "qa", entries, VideoFinder(videos))
+
+
+def read_msrvtt_qa(json_path, videos) -> Dataset:
+    return read_qa_json(json_path, videos, name="msrvtt-qa", video_name=lambda v: f"video{v}")
+
+
+def read_msvd_qa(json_path, videos, *, mapping: str | os.PathLike | None = None) -> Dataset:
+    """MSVD-QA; with `mapping` (youtube_mapping.txt: "{youtube name} vid{N}") ids map to the original file names."""
+    names = {}
+    if mapping is not None:
+        for line in _read(mapping).split("\n"):
+            if line.strip():
+                yt, vid = line.split()
+                names[vid] = yt
+    return read_qa_json(json_path, videos, name="msvd-qa", video_name=lambda v: names.get(f"vid{v}", f"vid{v}"))
+
+
+def read_activitynet_qa(questions: str | os.PathLike, answers: str | os.PathLike, videos) -> Dataset:
+    """ActivityNet-QA: test_q.json [{"question", "question_id", "video_name"}] + test_a.json [{"answer", "question_id"}]."""
+    ans = {a["question_id"]: str(a["answer"]).strip() for a in _json(answers)}
+    entries = []
+    for q in _json(questions):
+        vid = "v_" + q["video_name"]
+        entries.append((vid, Item(vid, None, question=q["question"].strip(), answers=[ans[q["question_id"]]])))
+    return _collect("activitynet-qa", "qa", entries, VideoFinder(videos))
+
+
+def read_ivqa(csv_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """iVQA csv (video_id, start, end, question, answer1..answer5): any of the 5 answers counts."""
+    rows = _csv_rows(csv_path, ["video_id", "start", "end", "question", "answer1"])
+    entries = []
+    for r in rows:
+        answers = [r[k].strip() for k in ("answer1", "answer2", "answer3", "answer4", "answer5") if r.get(k, "").strip()]
+        vid = f"{r['video_id']}_{int(float(r['start']))}_{int(float(r['end']))}"
+        entries.append((vid, Item(vid, None, question=r["question"].strip(), answers=answers)))
+    return _collect("ivqa", "qa", entries, VideoFinder(videos))

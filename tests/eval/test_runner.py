@@ -1,0 +1,110 @@
+"""`videococa eval`: official formats through the runner, splits, the embedding cache, the synthetic benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from videococa.cli import main
+from videococa.eval import runner
+from videococa.eval.runner import EvalError, evaluate, evaluate_dataset, load_datasets
+
+from conftest import EASY_VIDEOS
+
+
+@pytest.fixture
+def ucf_like(tmp_path, easy_videos):
+    """A UCF101-format split pair whose classes are the easy videos' objects; one listed video is missing."""
+    root = tmp_path / "videos"
+    names = [f"{c}_{s}" for s, c, _ in EASY_VIDEOS]
+    for name, p in zip(names, easy_videos):
+        (root / name).mkdir(parents=True)
+        os.link(p, root / name / f"v_{name}_g01_c01.avi")
+    (tmp_path / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    (tmp_path / "testlist01.txt").write_text("".join(f"{n}/v_{n}_g01_c01.avi\n" for n in names) +
+                                             "red_circle/v_red_circle_g07_c03.avi\n")
+    (tmp_path / "testlist02.txt").write_text("".join(f"{n}/v_{n}_g01_c01.avi\n" for n in names[:2]))
+    return tmp_path, root
+
+
+def test_classification_on_an_official_format_with_splits_and_a_missing_video(tiny_model, ucf_like):
+    ann, root = ucf_like
+    dss = load_datasets("classify", "ucf101", [ann / "classInd.txt", ann / "testlist01.txt", ann / "testlist02.txt"],
+                        root)
+    out = evaluate(tiny_model, "classify", dss, frames=4, templates="single")
+    r1, r2 = out["results"]
+    assert (r1["protocol"]["dataset"], r1["protocol"]["videos_used"], r1["protocol"]["videos_missing"]) == \
+        ("ucf101-split1", 5, 1)
+    assert r1["metrics"]["top1"] == 100.0 and r2["metrics"]["top1"] == 100.0
+    assert out["mean_over_splits"]["top1"] == 100.0
+    assert r1["protocol"]["frames"] == 4 and r1["protocol"]["templates"] == 1
+    only2 = load_datasets("classify", "ucf101", [ann / "classInd.txt", ann / "testlist01.txt",
+                                                 ann / "testlist02.txt"], root, split="2")
+    assert [d.name for d in only2] == ["ucf101-split2"]
+
+
+def test_retrieval_and_qa_on_msrvtt_formats(tiny_model, tmp_path, easy_videos):
+    root = tmp_path / "v"
+    root.mkdir()
+    for i, p in enumerate(easy_videos):
+        os.link(p, root / f"video{7010 + i}.mp4")
+    info = {"videos": [{"video_id": f"video{7010 + i}", "split": "test", "id": 7010 + i} for i in range(6)],
+            "sentences": [{"caption": f"a {c} {s}", "video_id": f"video{7010 + i}", "sen_id": i}
+                          for i, (s, c, _) in enumerate(EASY_VIDEOS)]}
+    (tmp_path / "test_videodatainfo.json").write_text(json.dumps(info))
+    (ds,) = load_datasets("retrieve", "msrvtt", [tmp_path / "test_videodatainfo.json"], root)
+    r = evaluate_dataset(tiny_model, ds, frames=4)
+    assert ds.missing == ["video7015"] and r["protocol"]["texts"] == 5
+    assert r["metrics"]["t2v R@1"] == 100.0 and r["metrics"]["v2t R@1"] == 100.0 and r["metrics"]["t2v MdR"] == 1.0
+    qa = [{"answer": c, "id": i, "question": f"what colour is the {s}?", "video_id": 7010 + i}
+          for i, (s, c, _) in enumerate(EASY_VIDEOS)]
+    (tmp_path / "qa.json").write_text(json.dumps(qa))
+    (ds,) = load_datasets("qa", "msrvtt-qa", [tmp_path / "qa.json"], root)
+    r = evaluate_dataset(tiny_model, ds, frames=4)
+    assert r["metrics"]["accuracy"] >= 80.0  # colour questions: the tiny model's strength
+
+
+def test_embeddings_are_cached_across_runs(tiny_model, ucf_like, monkeypatch):
+    ann, root = ucf_like
+    (ds,) = load_datasets("classify", "ucf101", [ann / "classInd.txt", ann / "testlist01.txt"], root)
+    first = evaluate_dataset(tiny_model, ds, frames=2, templates="single")
+
+    def boom(*a, **k):
+        raise AssertionError("re-encoded although the embeddings are cached")
+
+    monkeypatch.setattr(tiny_model, "encode_video", boom)
+    again = evaluate_dataset(tiny_model, ds, frames=2, templates="kinetics")  # other prompts, no re-encoding
+    assert again["protocol"]["templates"] == 28 and first["protocol"]["templates"] == 1
+    with pytest.raises(AssertionError, match="re-encoded"):
+        evaluate_dataset(tiny_model, ds, frames=3, templates="single")  # other frames: a new encoding
+
+
+def test_bad_eval_requests(tmp_path):
+    with pytest.raises(EvalError, match="not a classify benchmark; choose one of: kinetics400"):
+        load_datasets("classify", "msrvtt", ["x.json"], tmp_path)
+    with pytest.raises(EvalError, match="no testlist0N.txt among --annotations"):
+        load_datasets("classify", "ucf101", [tmp_path / "classInd.txt"], tmp_path)
+    with pytest.raises(EvalError, match="--videos DIR is required"):
+        load_datasets("retrieve", "msrvtt", ["x.json"], None)
+
+
+def test_cli_eval_on_the_synthetic_benchmark_matches_the_synthetic_evaluation(tiny_model, tmp_path, capsys):
+    from videococa.synthetic.benchmark import make_benchmark
+    from videococa.synthetic.evaluate import evaluate as synthetic_evaluate
+
+    root = make_benchmark(tmp_path / "syn", num_videos=12, seed=3, frames=8, size=64)
+    code = main(["eval", "classify", "--dataset", "synthetic", "--annotations", str(root / "annotations.json"),
+                 "--frames", "4", "--json", "--out", str(tmp_path / "r.json")])
+    cli = json.loads(capsys.readouterr().out)["results"][0]
+    assert code == 0 and cli["protocol"]["videos_used"] == 12 and cli["protocol"]["pooling"] == "attentional"
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["metrics"] == cli["metrics"]
+    table = synthetic_evaluate(tiny_model, root, num_frames=4, variants=("attentional",))
+    assert table["variants"]["attentional"]["classification_top1"] == pytest.approx(cli["metrics"]["top1"] / 100)
+    code = main(["eval", "qa", "--dataset", "synthetic", "--annotations", str(root / "annotations.json"),
+                 "--frames", "4", "--json"])
+    qa = json.loads(capsys.readouterr().out)["results"][0]["metrics"]
+    assert table["variants"]["attentional"]["qa_accuracy"] == pytest.approx(qa["accuracy"] / 100)
+    assert qa["accuracy[motion]"] == 0.0  # stills cannot teach motion
