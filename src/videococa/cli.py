@@ -54,6 +54,7 @@ def _add_model_options(p: argparse.ArgumentParser, *, frames: bool = True) -> No
     g.add_argument("--pretrained", default=None, help="pretrained tag, hf-hub:org/repo, or a weights file")
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--finetuned", default=None, metavar="RUN_DIR", help="apply a `videococa finetune` run to the model")
     if frames:
         g.add_argument("--frames", type=_positive_int, default=8, help="frames sampled per video (default 8)")
 
@@ -83,7 +84,8 @@ def _load(args, *, name: str | None = None, pretrained: str | None = None, preci
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning is printed by the caller
         return videococa.load_model(name or args.model or _default_model(), pretrained or args.pretrained,
-                                    device=args.device, precision=precision or args.precision)
+                                    device=args.device, precision=precision or args.precision,
+                                    finetuned=getattr(args, "finetuned", None))
 
 
 def _default_model() -> str:
@@ -299,6 +301,62 @@ def cmd_eval(args) -> int:
     return EXIT_OK
 
 
+def _dataset_items(task: str, args, annotations):
+    from .eval.runner import load_datasets
+
+    datasets = load_datasets(task, args.dataset, annotations, args.videos)
+    missing = sum(len(d.missing) for d in datasets)
+    if missing:
+        print(f"videococa {args.command}: {missing} listed videos are missing under --videos and left out",
+              file=sys.stderr)
+    return [it for d in datasets for it in d.items], datasets
+
+
+def cmd_cache_features(args) -> int:
+    from .train import cache_features
+
+    items, _ = _dataset_items(args.task, args, args.annotations)
+    model = _load(args)
+    clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
+    report = cache_features(model, clips, args.out, frames=args.frames, batch_size=args.batch_size,
+                            progress=_progress(args))
+    summary = {"out": args.out, "cached": report.cached, "already_cached": report.skipped,
+               "failed": len(report.failed)}
+    print(json.dumps(summary) if _json_mode(args) else
+          f"{args.out}: {report.cached} clips cached, {report.skipped} already there, {len(report.failed)} failed")
+    for path, reason in report.failed:
+        print(f"videococa: skipped {path}: {reason}", file=sys.stderr)
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def cmd_finetune(args) -> int:
+    from .eval.runner import evaluate_dataset
+    from .train import FeatureCache, FinetuneConfig, finetune, training_pairs
+
+    train_items, _ = _dataset_items(args.task, args, args.train)
+    val_sets = _dataset_items(args.task, args, args.val)[1] if args.val else []
+    model = _load(args)
+    cache = FeatureCache(args.features, model)
+    pairs = training_pairs(train_items, args.task)
+    cfg = FinetuneConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, accumulate=args.accumulate,
+                         lr=args.lr, bf16=args.precision == "bf16", temporal=args.temporal, seed=args.seed,
+                         extra={"train": args.train, "val": args.val, "dataset": args.dataset})
+
+    def evaluate(m):
+        out = {}
+        for ds in val_sets:
+            r = evaluate_dataset(m, ds, frames=cache.frames, cache=False, meteor=False)["metrics"]
+            out.update({f"{ds.name} {k}": round(v, 3) for k, v in r.items() if isinstance(v, float)})
+        return out
+
+    info = finetune(model, cache, pairs, args.out, cfg, evaluate=evaluate if val_sets else None,
+                    progress=_progress(args))
+    print(json.dumps(info) if _json_mode(args) else
+          f"{args.out}: {info['step']} steps on {info['train_pairs']} pairs "
+          f"({info['missing_from_cache']} not in the cache); per epoch: {json.dumps(info['history'])}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -383,6 +441,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")
     p.add_argument("--method", default="beam", choices=["beam", "greedy"], help="caption decoding")
     p.add_argument("--out", default=None, help="also write the results JSON here")
+    p = _sub(sub, "cache-features", "run the frozen encoder once per video and store its frame tokens",
+             "videococa cache-features train.json --dataset msrvtt --videos MSRVTT/videos --out feats/",
+             cmd_cache_features)
+    p.add_argument("annotations", nargs="+", metavar="ANNOTATIONS", help="annotation file(s) of the videos to cache")
+    p.add_argument("--dataset", required=True, help="annotation format (as in `videococa eval`), or synthetic")
+    p.add_argument("--task", default="caption", choices=["caption", "qa", "retrieve", "classify"],
+                   help="how to read the annotations (default caption)")
+    p.add_argument("--videos", default=None, help="root of the videos")
+    p.add_argument("--out", required=True, help="cache directory (resumable)")
+
+    p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
+             "videococa finetune --task qa --dataset msrvtt-qa --train train.json --val val.json "
+             "--videos MSRVTT/videos --features feats/ --out run/", cmd_finetune)
+    p.add_argument("--task", required=True, choices=["caption", "qa"])
+    p.add_argument("--dataset", required=True, help="annotation format (as in `videococa eval`), or synthetic")
+    p.add_argument("--train", nargs="+", required=True, metavar="ANNOTATIONS")
+    p.add_argument("--val", nargs="+", default=None, metavar="ANNOTATIONS", help="evaluated after every epoch")
+    p.add_argument("--videos", default=None, help="root of the videos")
+    p.add_argument("--features", required=True, help="cache made by `videococa cache-features`")
+    p.add_argument("--out", required=True, help="run directory (re-running it resumes)")
+    p.add_argument("--epochs", type=_positive_int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--accumulate", type=_positive_int, default=1)
+    p.add_argument("--temporal", default="none", choices=["none", "embedding"],
+                   help="embedding: a learned per-frame embedding, zero at step 0")
+    p.add_argument("--seed", type=int, default=0)
     _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
     return parser
 

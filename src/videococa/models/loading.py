@@ -231,8 +231,12 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     precision: Precision = "fp32",
+    finetuned: str | os.PathLike | None = None,
 ) -> VideoCoCa:
     """Load a CoCa checkpoint as a VideoCoCa model (no video training needed).
+
+    finetuned: a run directory of `videococa finetune`; its trained poolers/decoder are applied on top of
+        the base, which must be the one it was trained from (checked by weight fingerprint).
 
     name: an open_clip CoCa config ('coca_ViT-B-32', 'coca_ViT-L-14', ...) or 'videococa-tiny'.
     pretrained: an open_clip tag ('laion2b_s13b_b90k', 'mscoco_finetuned_laion2b_s13b_b90k'),
@@ -288,4 +292,8 @@ def load_model(
     if name == TINY_NAME and (TINY_DIR / "generation.json").is_file():
         gen = json.loads((TINY_DIR / "generation.json").read_text())
         model.caption_suppress = tuple(gen.get("caption_suppress", ()))
+    if finetuned is not None:
+        from ..train.finetune import apply_finetuned
+
+        apply_finetuned(model, finetuned)
     return model

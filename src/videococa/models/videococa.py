@@ -72,6 +72,9 @@ class VideoCoCa(nn.Module):
         self.caption_suppress: tuple[str, ...] = ()
         """Words never generated in captions without a prompt (set by a bundled model's generation.json)."""
         self._fingerprint: str | None = None
+        self.temporal_embedding: nn.Parameter | None = None
+        """(MAX_FRAMES, W) learned per-frame offsets added to frame tokens before pooling; None in zero-shot
+        models. Finetuning can add one initialised at zero, so step 0 equals the zero-shot model."""
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -133,7 +136,11 @@ class VideoCoCa(nn.Module):
         if frame_tokens.ndim != 4:
             raise ValueError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
         visual = self.coca.visual
-        x = frame_tokens.to(self.device).flatten(1, 2)  # (B, T*N, W)
+        frame_tokens = frame_tokens.to(self.device, torch.float32)
+        if self.temporal_embedding is not None:
+            t = frame_tokens.shape[1]
+            frame_tokens = frame_tokens + self.temporal_embedding[:t, None, :].detach()  # (B, T, N, W)
+        x = frame_tokens.flatten(1, 2)  # (B, T*N, W)
         pooled, tokens = [], []
         with torch.inference_mode(), self.autocast():
             # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
@@ -373,7 +380,10 @@ class VideoCoCa(nn.Module):
         """
         if self._fingerprint is None:
             h = hashlib.sha256(self.precision.encode())
-            for name, t in sorted(self.coca.state_dict().items()):
+            tensors = dict(self.coca.state_dict())
+            if self.temporal_embedding is not None:
+                tensors["temporal_embedding"] = self.temporal_embedding
+            for name, t in sorted(tensors.items()):
                 flat = t.detach().reshape(-1)
                 sample = flat[:: max(1, flat.numel() // 4096)][:4096].float().cpu().numpy()
                 h.update(f"{name}{tuple(t.shape)}".encode())

@@ -1,0 +1,180 @@
+"""A cache of frozen per-frame encoder tokens, so finetuning never runs the image encoder again.
+
+Layout of a cache directory:
+    manifest.json        model name, tag, weight fingerprint, frames, sampling, token shape
+    index.sqlite         one row per clip: key, shard file, sha256 of its fp16 tokens
+    shard-NNNNN.safetensors   up to `shard_size` clips each, tokens (T, N, W) in fp16
+
+Shards are written atomically (temp file + rename) before their rows are committed, so an
+interrupted run keeps every committed shard and a re-run continues with the clips not yet cached.
+Loading verifies each clip's checksum and refuses a cache made with another model or frame count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..errors import VideoCoCaError
+from ..models.videococa import VideoCoCa
+from ..video.reader import read_video
+
+FORMAT_VERSION = 1
+
+
+class FeatureCacheError(VideoCoCaError):
+    """A feature cache that is missing, damaged or made with another model or frame count."""
+
+
+def clip_key(path: str, start: float | None = None, end: float | None = None) -> str:
+    """The cache key of a clip: absolute path and window."""
+    return f"{os.path.abspath(path)}|{'' if start is None else start}|{'' if end is None else end}"
+
+
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class CacheReport:
+    """What a cache-features run did."""
+
+    cached: int = 0
+    """Clips encoded and stored by this run."""
+    skipped: int = 0
+    """Clips already in the cache."""
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of clips that could not be read."""
+
+
+class FeatureCache:
+    """Open a feature cache; with `model`/`frames`, check it was made with them."""
+
+    def __init__(self, path: str | os.PathLike, model: VideoCoCa | None = None, frames: int | None = None):
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.is_file():
+            raise FeatureCacheError(f"no feature cache at {str(self.path)!r} (expected {str(mpath)!r}); "
+                                    "make one with `videococa cache-features`")
+        self.manifest = json.loads(mpath.read_text())
+        problems = []
+        if model is not None and model.fingerprint() != self.manifest["fingerprint"]:
+            problems.append(f"it was made with {self.manifest['model']} [{self.manifest['pretrained'] or 'random'}] "
+                            f"(weights {self.manifest['fingerprint']}), not {model.info.name} "
+                            f"[{model.info.pretrained or 'random'}] (weights {model.fingerprint()})")
+        if frames is not None and frames != self.manifest["frames"]:
+            problems.append(f"it holds {self.manifest['frames']} frames per clip, not {frames}")
+        if problems:
+            raise FeatureCacheError(f"feature cache {str(self.path)!r} does not match: " + "; ".join(problems))
+        self.db = sqlite3.connect(self.path / "index.sqlite")
+        self._rows = {k: (s, h) for k, s, h in self.db.execute("SELECT key, shard, sha256 FROM clips")}
+        self._shards: dict[str, dict[str, torch.Tensor]] = {}
+
+    @property
+    def frames(self) -> int:
+        return int(self.manifest["frames"])
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key: str) -> torch.Tensor:
+        """(T, N, W) fp16 tokens of a clip, checksum verified."""
+        if key not in self._rows:
+            raise KeyError(key)
+        shard, sha = self._rows[key]
+        if shard not in self._shards:
+            try:
+                self._shards[shard] = {k: v.clone() for k, v in load_file(str(self.path / shard)).items()}
+            except Exception as exc:  # noqa: BLE001
+                raise FeatureCacheError(f"feature cache shard {str(self.path / shard)!r} cannot be read: {exc}") from None
+        t = self._shards[shard][hashlib.sha1(key.encode()).hexdigest()]
+        if _sha(t) != sha:
+            raise FeatureCacheError(f"feature cache {str(self.path)!r}: clip {key!r} fails its checksum (damaged shard {shard})")
+        return t
+
+
+def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, float | None]],
+                   out: str | os.PathLike, *, frames: int = 8, shard_size: int = 256, batch_size: int = 8,
+                   progress: bool = False) -> CacheReport:
+    """Encode each (path, start, end) clip once with the frozen encoder and store its tokens (resumable)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / "manifest.json"
+    info = model.info
+    manifest = {"version": FORMAT_VERSION, "model": info.name, "pretrained": info.pretrained or "",
+                "fingerprint": model.fingerprint(), "precision": model.precision, "frames": frames,
+                "sampling": "uniform"}
+    if mpath.is_file():
+        FeatureCache(out, model, frames).db.close()  # refuses a mismatched cache before any work
+    else:
+        tmp = out / "manifest.json.part"
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(mpath)
+    db = sqlite3.connect(out / "index.sqlite", isolation_level=None)
+    db.execute("CREATE TABLE IF NOT EXISTS clips (key TEXT PRIMARY KEY, shard TEXT NOT NULL, sha256 TEXT NOT NULL)")
+    done = {r[0] for r in db.execute("SELECT key FROM clips")}
+    n_shards = len({r[0] for r in db.execute("SELECT shard FROM clips")})
+    report = CacheReport()
+    todo, queued = [], set()
+    for p, s, e in clips:
+        k = clip_key(p, s, e)
+        if k in done:
+            report.skipped += 1
+        elif k not in queued:
+            queued.add(k)
+            todo.append((k, p, s, e))
+    pending: dict[str, tuple[str, torch.Tensor]] = {}
+
+    def flush() -> None:
+        nonlocal n_shards
+        if not pending:
+            return
+        name = f"shard-{n_shards:05d}.safetensors"
+        while (out / name).exists():  # a shard from an interrupted run whose rows never committed
+            n_shards += 1
+            name = f"shard-{n_shards:05d}.safetensors"
+        tmp = out / (name + ".part")
+        save_file({hashlib.sha1(k.encode()).hexdigest(): t for k, (_, t) in pending.items()}, str(tmp))
+        tmp.replace(out / name)
+        db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO clips VALUES (?, ?, ?)", [(k, name, h) for k, (h, _) in pending.items()])
+        db.execute("COMMIT")
+        report.cached += len(pending)
+        pending.clear()
+        n_shards += 1
+
+    try:
+        for i in tqdm(range(0, len(todo), batch_size), desc="cache features", unit="batch", disable=not progress):
+            part, frames_ok = [], []
+            for k, p, s, e in todo[i : i + batch_size]:
+                try:
+                    clip = read_video(p, frames, start=s, end=e, size=info.image_size, mean=info.image_mean,
+                                      std=info.image_std)
+                except (VideoCoCaError, ValueError) as exc:
+                    report.failed.append((p, str(exc)))
+                    continue
+                part.append(k)
+                frames_ok.append(clip.frames)
+            if part:
+                tokens = model.encode_frames(torch.stack(frames_ok)).to(torch.float16).cpu()  # (b, T, N, W)
+                for k, t in zip(part, tokens):
+                    t = t.contiguous()
+                    pending[k] = (_sha(t), t)
+            if len(pending) >= shard_size:
+                flush()
+    finally:
+        flush()  # also on Ctrl-C: what was encoded is kept
+        db.close()
+    return report
