@@ -326,7 +326,7 @@ class VideoIndex:
         paths, errors = expand_paths([p for p in inputs if not (prune and not os.path.exists(p))])
         report.failed.extend(errors)
         known = {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT path, size, mtime_ns FROM files")}
-        todo: list[tuple[str, int, int]] = []
+        to_embed: list[tuple[str, int, int]] = []
         for p in paths:
             path = _abspath(p)
             try:
@@ -337,7 +337,7 @@ class VideoIndex:
             if known.get(path) == (st.st_size, st.st_mtime_ns):
                 report.unchanged.append(path)
             else:
-                todo.append((path, st.st_size, st.st_mtime_ns))
+                to_embed.append((path, st.st_size, st.st_mtime_ns))
         if prune:  # an input that no longer exists is how a deleted file is named; a typo names nothing indexed
             for p in inputs:
                 root = _abspath(p)
@@ -352,7 +352,7 @@ class VideoIndex:
                     ids = self._remove_file(path) or []
                     self._bump()
                 self._faiss_remove(ids)
-            stats = {p: (size, mtime) for p, size, mtime in todo}
+            stats = {p: (size, mtime) for p, size, mtime in to_embed}
             pending: list = []  # the entries of the file being read, until it is complete
             current: str | None = None
 
@@ -375,7 +375,7 @@ class VideoIndex:
                 self._faiss.add_with_ids(np.stack(vecs), np.asarray(new_ids, dtype=np.int64))
                 (report.updated if path in known else report.added).append(path)
 
-            for item in encode_videos(model, [p for p, _, _ in todo], frames=self.frames, batch_size=batch_size,
+            for item in encode_videos(model, [p for p, _, _ in to_embed], frames=self.frames, batch_size=batch_size,
                                       workers=workers, pooling=self.pooling, segment=self.segment,
                                       progress=progress, desc="index"):
                 if isinstance(item, LoadError):

@@ -127,14 +127,14 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
     done = {r[0] for r in db.execute("SELECT key FROM clips")}
     n_shards = len({r[0] for r in db.execute("SELECT shard FROM clips")})
     report = CacheReport()
-    todo, queued = [], set()
+    to_cache, queued = [], set()
     for p, s, e in clips:
         k = clip_key(p, s, e)
         if k in done:
             report.skipped += 1
         elif k not in queued:
             queued.add(k)
-            todo.append((k, p, s, e))
+            to_cache.append((k, p, s, e))
     pending: dict[str, tuple[str, torch.Tensor]] = {}
 
     def flush() -> None:
@@ -156,9 +156,9 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
         n_shards += 1
 
     try:
-        for i in tqdm(range(0, len(todo), batch_size), desc="cache features", unit="batch", disable=not progress):
+        for i in tqdm(range(0, len(to_cache), batch_size), desc="cache features", unit="batch", disable=not progress):
             part, frames_ok = [], []
-            for k, p, s, e in todo[i : i + batch_size]:
+            for k, p, s, e in to_cache[i : i + batch_size]:
                 try:
                     clip = read_video(p, frames, start=s, end=e, size=info.image_size, mean=info.image_mean,
                                       std=info.image_std)
