@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -282,10 +281,9 @@ def cmd_eval(args) -> int:
                    limit=args.limit, caption_method=args.method, batch_size=args.batch_size, workers=args.workers,
                    progress=_progress(args))
     if args.out:
-        tmp = f"{args.out}.part"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, args.out)
+        from .files import write_json_atomic
+
+        write_json_atomic(args.out, out, indent=1)
     if _json_mode(args):
         print(json.dumps(out))
     else:

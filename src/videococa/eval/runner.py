@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..cache import cache_root
+from ..files import load_tensors, save_tensors_atomic
 from ..data import readers as R
 from ..data.readers import AnnotationError, Dataset, Item
 from ..errors import VideoCoCaError
@@ -175,14 +175,13 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
         key = (it.path, it.start, it.end)
         rows.append(clips.setdefault(key, len(clips)))
     keys = list(clips)
-    stamp = [(p, s, e, os.path.getsize(p), os.stat(p).st_mtime_ns) for p, s, e in keys]
+    stamp = [(p, s, e, st.st_size, st.st_mtime_ns) for p, s, e in keys for st in [os.stat(p)]]
     h = hashlib.sha256(json.dumps([model.fingerprint(), frames, pooling, tokens, stamp]).encode()).hexdigest()[:24]
     path = cache_root() / "eval" / f"{model.info.name}-{h}.safetensors"
     if cache and path.is_file():
         try:
-            d = {k: v.clone() for k, v in load_file(str(path)).items()}
-            bad = json.loads(bytes(d.pop("unreadable").to(torch.uint8).tolist()).decode())
-            return d["embeddings"], d.get("tokens"), rows, [tuple(b) for b in bad]
+            d, meta = load_tensors(path)
+            return d["embeddings"], d.get("tokens"), rows, [tuple(b) for b in json.loads(meta["unreadable"])]
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed
             pass
     info = model.info
@@ -217,13 +216,8 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
             bar.update(len(part))
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        blob = torch.tensor(list(json.dumps(unreadable).encode()), dtype=torch.uint8)
-        d = {"embeddings": emb.contiguous(), "unreadable": blob}
-        if tok is not None:
-            d["tokens"] = tok.contiguous()
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        save_file(d, str(tmp))
-        tmp.replace(path)
+        d = {"embeddings": emb} if tok is None else {"embeddings": emb, "tokens": tok}
+        save_tensors_atomic(path, d, metadata={"unreadable": json.dumps(unreadable)})
     return emb, tok, rows, unreadable
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import IndexStoreError
+from ..files import atomic_path, write_json_atomic
 from ..video.loader import LoadError
 
 EXACT_LIMIT = 100_000
@@ -242,12 +243,10 @@ class VideoIndex:
         import faiss
 
         gen = self.generation
-        tmp = self.path / f"vectors.faiss.{os.getpid()}.part"
-        faiss.write_index(self._faiss, str(tmp))
-        tmp.replace(self.path / "vectors.faiss")
-        meta_tmp = self.path / f"vectors.json.{os.getpid()}.part"
-        meta_tmp.write_text(json.dumps({"generation": gen, "kind": self.faiss_kind, "count": int(self._faiss.ntotal)}))
-        meta_tmp.replace(self.path / "vectors.json")
+        with atomic_path(self.path / "vectors.faiss") as tmp:
+            faiss.write_index(self._faiss, str(tmp))
+        write_json_atomic(self.path / "vectors.json",
+                          {"generation": gen, "kind": self.faiss_kind, "count": int(self._faiss.ntotal)})
         self._saved_generation = gen
 
     def _settle(self) -> None:

@@ -131,18 +131,20 @@ class VideoCoCa(nn.Module):
         tokens = torch.cat(outs)
         return tokens.unflatten(0, (b, t))  # (B, T, N, W)
 
+    def add_temporal(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, W) frame tokens plus the per-frame temporal embedding, if the model has one."""
+        if self.temporal_embedding is None:
+            return frame_tokens
+        return frame_tokens + self.temporal_embedding[: frame_tokens.shape[1], None, :]  # (B, T, N, W)
+
     def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flattened attentional pooling: (B, T, N, W) -> embedding (B, E), generative tokens (B, Q-1, E)."""
         if frame_tokens.ndim != 4:
             raise ValueError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
         visual = self.coca.visual
-        frame_tokens = frame_tokens.to(self.device, torch.float32)
-        if self.temporal_embedding is not None:
-            t = frame_tokens.shape[1]
-            frame_tokens = frame_tokens + self.temporal_embedding[:t, None, :].detach()  # (B, T, N, W)
-        x = frame_tokens.flatten(1, 2)  # (B, T*N, W)
         pooled, tokens = [], []
         with torch.inference_mode(), self.autocast():
+            x = self.add_temporal(frame_tokens.to(self.device, torch.float32)).flatten(1, 2)  # (B, T*N, W)
             # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
             # B > 1 the CPU linear on that strided input copies the weight per batch element
             # (19x slower in bf16, 1.9x in fp32; bench/RESULTS.md). With B = 1 it is a plain matmul.

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 
 from ..cache import cache_root
+from ..files import write_json_atomic
 from .world import CLASS_NAMES, QA_TEMPLATE, VideoItem, video_spec
 
 DEFAULT_SEED = 2022
@@ -69,9 +70,7 @@ def make_benchmark(
         "qa_template": QA_TEMPLATE,
         "items": [asdict(x) for x in items],
     }
-    tmp = ann_path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(ann_path)
+    write_json_atomic(ann_path, doc, indent=1)
     return root
 
 

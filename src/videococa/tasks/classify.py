@@ -16,9 +16,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from ..cache import cache_root
+from ..files import load_tensors, save_tensors_atomic
 from ..models.videococa import VideoCoCa
 from .labels import LabelSet, load_labels, load_templates
 
@@ -67,7 +67,7 @@ class ZeroShotClassifier:
         path = cache_root() / "text" / f"{self.model.info.name}-{key.hexdigest()[:20]}.safetensors"
         if cache and path.is_file():
             try:
-                emb = load_file(str(path))["class_embeddings"].clone()  # not a view of the file: it may be rewritten
+                emb = load_tensors(path)[0]["class_embeddings"]
                 if emb.shape == (len(self.labels), self.model.info.embed_dim):
                     self.cache_path = path
                     return emb.to(self.model.device)
@@ -77,11 +77,9 @@ class ZeroShotClassifier:
         if cache:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.part")
-                save_file({"class_embeddings": emb.cpu().contiguous()}, str(tmp),
-                          metadata={"model": self.model.info.name, "labels": self.labels.name,
-                                    "templates": str(len(self.templates))})
-                tmp.replace(path)
+                save_tensors_atomic(path, {"class_embeddings": emb},
+                                    metadata={"model": self.model.info.name, "labels": self.labels.name,
+                                              "templates": str(len(self.templates))})
                 self.cache_path = path
             except OSError:
                 pass  # an unwritable cache only costs recomputation

@@ -1,6 +1,6 @@
 """Embeddings of many videos into a Parquet file (one row per video or segment).
 
-Rows are written in row groups as they are computed, to `OUT.part`; the file is renamed to OUT
+Rows are written in row groups as they are computed, to a temp file next to OUT, renamed to OUT
 when the run ends, also when it is interrupted with Ctrl-C (the rows done so far are kept).
 """
 
@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import atomic_path
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError
 from .batch import encode_videos
@@ -62,7 +63,6 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
         ("embedding", pa.list_(pa.float32(), dim)),
     ], metadata={f"videococa.{k}": v for k, v in meta.items()})
     report = EmbedReport(str(out))
-    tmp = out.with_name(out.name + ".part")
     rows: list[tuple] = []
     seen: set[str] = set()
 
@@ -76,7 +76,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
             report.rows += len(rows)
             rows.clear()
 
-    with pq.ParquetWriter(str(tmp), schema) as writer:
+    with atomic_path(out) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:  # renamed once the writer closes
         try:
             for item in encode_videos(model, paths, frames=frames, batch_size=batch_size, workers=workers,
                                       pooling=pooling, segment=segment, progress=progress, desc="embed"):
@@ -93,6 +93,5 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
             report.interrupted = True
         finally:
             flush(writer)
-    tmp.replace(out)
     report.videos = len(seen)
     return report

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..errors import VideoCoCaError
+from ..files import load_tensors, save_tensors_atomic, write_json_atomic
 from ..models.videococa import VideoCoCa
 from ..video.reader import read_video
 
@@ -96,7 +96,7 @@ class FeatureCache:
         shard, sha = self._rows[key]
         if shard not in self._shards:
             try:
-                self._shards[shard] = {k: v.clone() for k, v in load_file(str(self.path / shard)).items()}
+                self._shards[shard] = load_tensors(self.path / shard)[0]
             except Exception as exc:  # noqa: BLE001
                 raise FeatureCacheError(f"feature cache shard {str(self.path / shard)!r} cannot be read: {exc}") from None
         t = self._shards[shard][hashlib.sha1(key.encode()).hexdigest()]
@@ -119,9 +119,7 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
     if mpath.is_file():
         FeatureCache(out, model, frames).db.close()  # refuses a mismatched cache before any work
     else:
-        tmp = out / "manifest.json.part"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(mpath)
+        write_json_atomic(mpath, manifest, indent=1)
     db = sqlite3.connect(out / "index.sqlite", isolation_level=None)
     db.execute("CREATE TABLE IF NOT EXISTS clips (key TEXT PRIMARY KEY, shard TEXT NOT NULL, sha256 TEXT NOT NULL)")
     done = {r[0] for r in db.execute("SELECT key FROM clips")}
@@ -145,9 +143,7 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
         while (out / name).exists():  # a shard from an interrupted run whose rows never committed
             n_shards += 1
             name = f"shard-{n_shards:05d}.safetensors"
-        tmp = out / (name + ".part")
-        save_file({hashlib.sha1(k.encode()).hexdigest(): t for k, (_, t) in pending.items()}, str(tmp))
-        tmp.replace(out / name)
+        save_tensors_atomic(out / name, {hashlib.sha1(k.encode()).hexdigest(): t for k, (_, t) in pending.items()})
         db.execute("BEGIN")
         db.executemany("INSERT OR REPLACE INTO clips VALUES (?, ?, ?)", [(k, name, h) for k, (h, _) in pending.items()])
         db.execute("COMMIT")

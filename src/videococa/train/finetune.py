@@ -25,10 +25,11 @@ from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from ..errors import VideoCoCaError
+from ..files import atomic_path, save_tensors_atomic, write_json_atomic
 from ..models.decoding import decoder_hidden
 from ..models.videococa import MAX_FRAMES, VideoCoCa
 from .features import FeatureCache, clip_key
@@ -102,9 +103,7 @@ def trainable_parameters(model: VideoCoCa) -> dict[str, torch.nn.Parameter]:
 
 def pool_train(model: VideoCoCa, frame_tokens: torch.Tensor) -> torch.Tensor:
     """Differentiable flattened pooling: (B, T, N, W) -> generative tokens (B, Q-1, E)."""
-    x = frame_tokens.float()
-    if model.temporal_embedding is not None:
-        x = x + model.temporal_embedding[: x.shape[1], None, :]  # (B, T, N, W)
+    x = model.add_temporal(frame_tokens.float())  # (B, T, N, W)
     _, tokens = model.coca.visual._pool(x.flatten(1, 2))  # (B, T*N, W) -> (B, Q-1, E)
     return tokens
 
@@ -228,17 +227,12 @@ def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str,
 
 
 def _save(run: Path, model, params, opt, step, base, cfg, history, pairs, missing, seconds) -> None:
-    tmp = run / "trained.safetensors.part"
-    save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(tmp))
-    tmp.replace(run / "trained.safetensors")
-    tmp = run / "state.pt.part"
-    torch.save({"optimizer": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(run / "state.pt")
+    save_tensors_atomic(run / "trained.safetensors", dict(params))
+    with atomic_path(run / "state.pt") as tmp:
+        torch.save({"optimizer": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp)
     info = {"base": base, "config": asdict(cfg), "step": step, "history": history, "train_pairs": len(pairs),
             "missing_from_cache": len(missing), "seconds_this_session": round(seconds, 1)}
-    tmp = run / "run.json.part"
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(run / "run.json")
+    write_json_atomic(run / "run.json", info, indent=1)
 
 
 def apply_finetuned(model: VideoCoCa, run_dir: str | os.PathLike) -> VideoCoCa:
