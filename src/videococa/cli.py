@@ -327,31 +327,52 @@ def cmd_cache_features(args) -> int:
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
+def _finetune_reading(task: str, dataset: str) -> tuple[str, list[str]]:
+    """How `finetune --task` reads annotations: (reader task for training, reader tasks for validation)."""
+    from .eval.runner import DATASETS
+
+    if task in ("caption", "qa"):
+        return task, [task]
+    train = "caption" if dataset in DATASETS["caption"] else "retrieve"
+    val = ["retrieve"] + (["caption"] if task == "retrieval+caption" and dataset in DATASETS["caption"] else [])
+    return train, val
+
+
 def cmd_finetune(args) -> int:
+    import os
+
     from .eval.runner import evaluate_dataset
     from .train import FeatureCache, FinetuneConfig, finetune, training_pairs
 
-    train_items, _ = _dataset_items(args.task, args, args.train)
-    val_sets = _dataset_items(args.task, args, args.val)[1] if args.val else []
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and args.device.startswith("cuda") and ":" not in args.device:
+        args.device = f"cuda:{local_rank}"  # one GPU per torchrun process
+    read_as, val_tasks = _finetune_reading(args.task, args.dataset)
+    train_items, _ = _dataset_items(read_as, args, args.train)
+    val_sets = [ds for t in val_tasks for ds in _dataset_items(t, args, args.val)[1]] if args.val else []
     model = _load(args)
     cache = FeatureCache(args.features, model)
     pairs = training_pairs(train_items, args.task)
     cfg = FinetuneConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, accumulate=args.accumulate,
-                         lr=args.lr, bf16=args.precision == "bf16", temporal=args.temporal, seed=args.seed,
+                         lr=args.lr, bf16=args.precision == "bf16", temporal=args.temporal,
+                         temporal_layers=args.temporal_layers, contrastive_weight=args.contrastive_weight,
+                         caption_weight=args.caption_weight, train_text=args.train_text, seed=args.seed,
                          extra={"train": args.train, "val": args.val, "dataset": args.dataset})
 
     def evaluate(m):
         out = {}
         for ds in val_sets:
-            r = evaluate_dataset(m, ds, frames=cache.frames, cache=False, meteor=False)["metrics"]
+            r = evaluate_dataset(m, ds, frames=cache.frames, cache=False, meteor=False,
+                                 frame_tokens=cache.lookup)["metrics"]
             out.update({f"{ds.name} {k}": round(v, 3) for k, v in r.items() if isinstance(v, float)})
         return out
 
     info = finetune(model, cache, pairs, args.out, cfg, evaluate=evaluate if val_sets else None,
                     progress=_progress(args))
-    print(json.dumps(info) if _json_mode(args) else
-          f"{args.out}: {info['step']} steps on {info['train_pairs']} pairs "
-          f"({info['missing_from_cache']} not in the cache); per epoch: {json.dumps(info['history'])}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(info) if _json_mode(args) else
+              f"{args.out}: {info['step']} steps on {info['train_pairs']} pairs "
+              f"({info['missing_from_cache']} not in the cache); per epoch: {json.dumps(info['history'])}")
     return EXIT_OK
 
 
@@ -452,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
              "videococa finetune --task qa --dataset msrvtt-qa --train train.json --val val.json "
              "--videos MSRVTT/videos --features feats/ --out run/", cmd_finetune)
-    p.add_argument("--task", required=True, choices=["caption", "qa"])
+    p.add_argument("--task", required=True, choices=["caption", "qa", "retrieval", "retrieval+caption"],
+                   help="caption, qa: captioning loss; retrieval: contrastive loss; retrieval+caption: both")
     p.add_argument("--dataset", required=True, help="annotation format (as in `videococa eval`), or synthetic")
     p.add_argument("--train", nargs="+", required=True, metavar="ANNOTATIONS")
     p.add_argument("--val", nargs="+", default=None, metavar="ANNOTATIONS", help="evaluated after every epoch")
@@ -462,8 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--accumulate", type=_positive_int, default=1)
-    p.add_argument("--temporal", default="none", choices=["none", "embedding"],
-                   help="embedding: a learned per-frame embedding, zero at step 0")
+    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer"],
+                   help="embedding: a learned per-frame embedding; transformer: that plus a factorised temporal "
+                        "self-attention (both leave the model unchanged at step 0)")
+    p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
+    p.add_argument("--contrastive-weight", type=float, default=None,
+                   help="weight of the contrastive loss (default: 1 for retrieval tasks, else 0)")
+    p.add_argument("--caption-weight", type=float, default=None,
+                   help="weight of the captioning loss (default: 2 for retrieval+caption, 0 for retrieval, else 1)")
+    p.add_argument("--train-text", action="store_true", help="also train the text tower")
     p.add_argument("--seed", type=int, default=0)
     _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
     return parser

@@ -14,7 +14,7 @@ from videococa.data.readers import Item
 from videococa.train import (FeatureCache, FeatureCacheError, FinetuneConfig, FinetuneError, cache_features,
                              clip_key, finetune, training_pairs)
 from videococa.train import features as features_mod
-from videococa.train.finetune import add_temporal_embedding, caption_loss, pool_train
+from videococa.train.finetune import caption_loss, pool_train
 
 from conftest import EASY_VIDEOS
 
@@ -85,7 +85,7 @@ def test_step_zero_is_the_zero_shot_model(fresh_tiny, easy_videos):
     frames = videococa.read_video(easy_videos[0], 4, size=fresh_tiny.info.image_size).frames[None]
     tokens = fresh_tiny.encode_frames(frames)
     emb0, gen0 = fresh_tiny.pool_frame_tokens(tokens)
-    add_temporal_embedding(fresh_tiny)
+    fresh_tiny.enable_temporal("embedding")
     emb1, gen1 = fresh_tiny.pool_frame_tokens(tokens)
     torch.testing.assert_close(emb1, emb0)
     torch.testing.assert_close(gen1, gen0)

@@ -14,7 +14,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -166,9 +166,14 @@ def _missing_split(split: str, files) -> list:
 
 # --------------------------------------------------------------------------- encoding with a cache
 def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, pooling: str, tokens: bool,
-                 batch_size: int = 8, workers: int = 2, progress: bool = False,
-                 cache: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[str, str]]]:
-    """(embeddings (U, E), tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique clips."""
+                 batch_size: int = 8, workers: int = 2, progress: bool = False, cache: bool = True,
+                 frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[str, str]]]:
+    """(embeddings (U, E), tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique clips.
+
+    `frame_tokens((path, start, end))` may return a clip's stored encoder tokens (T, N, W) (a finetuning
+    feature cache); such clips are pooled from them without decoding or encoding (attentional pooling only).
+    """
     clips: dict[tuple, int] = {}
     rows = []
     for it in items:
@@ -197,10 +202,28 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
         except (VideoCoCaError, ValueError) as exc:
             return str(exc)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(keys), desc="encode", unit="clip",
+    stored: dict[int, torch.Tensor] = {}
+    if frame_tokens is not None and pooling == "attentional":
+        cache = False  # results from stored tokens are not written to the evaluation cache
+        stored = {i: t for i, k in enumerate(keys) for t in [frame_tokens(k)] if t is not None}
+
+    def put(ix, e, t):
+        nonlocal tok
+        emb[ix] = e.float().cpu()
+        if t is not None:
+            if tok is None:
+                tok = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
+            tok[ix] = t.cpu().half()
+
+    for start in range(0, len(stored), batch_size):
+        part = sorted(stored)[start : start + batch_size]
+        e, t = model.pool_frame_tokens(torch.stack([stored[i] for i in part]))  # (b, T, N, W) -> (b, E), (b, Q-1, E)
+        put(part, e, t if tokens else None)
+    to_encode = [i for i in range(len(keys)) if i not in stored]
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(to_encode), desc="encode", unit="clip",
                                                          disable=not progress, leave=False) as bar:
-        for start in range(0, len(keys), batch_size):
-            part = list(range(start, min(start + batch_size, len(keys))))
+        for start in range(0, len(to_encode), batch_size):
+            part = to_encode[start : start + batch_size]
             got = list(pool.map(read, [keys[i] for i in part]))
             ok = [i for i, g in zip(part, got) if isinstance(g, torch.Tensor)]
             unreadable += [(keys[i][0], g) for i, g in zip(part, got) if not isinstance(g, torch.Tensor)]
@@ -208,11 +231,7 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
                 out = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
                                          return_tokens=tokens)
                 e, t = out if tokens else (out, None)
-                emb[ok] = e.float().cpu()
-                if t is not None:
-                    if tok is None:
-                        tok = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
-                    tok[ok] = t.cpu().half()
+                put(ok, e, t)
             bar.update(len(part))
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,8 +254,12 @@ def _prompt_names(ds: Dataset) -> list[str]:
 def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling: str = "attentional",
                      templates: str | Sequence[str] | None = None, limit: int | None = None,
                      caption_method: str = "beam", num_beams: int = 3, max_len: int = 20, batch_size: int = 8,
-                     workers: int = 2, progress: bool = False, cache: bool = True, meteor: bool = True) -> dict:
-    """Metrics of one dataset for its task, with the protocol. `meteor`: also METEOR for captions (Java)."""
+                     workers: int = 2, progress: bool = False, cache: bool = True, meteor: bool = True,
+                     frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None) -> dict:
+    """Metrics of one dataset for its task, with the protocol. `meteor`: also METEOR for captions (Java).
+
+    `frame_tokens`: stored encoder tokens per clip, as in `encode_items` (validation during finetuning).
+    """
     from ..tasks.classify import ensemble_text_embeddings
     from ..tasks.labels import load_templates
 
@@ -246,6 +269,7 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
     t0 = time.perf_counter()
     need_tokens = ds.task in ("caption", "qa")
     emb, tok, rows, unreadable = encode_items(model, items, frames=frames, pooling=pooling, tokens=need_tokens,
+                                             frame_tokens=frame_tokens,
                                              batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     bad = {p for p, _ in unreadable}
     keep = [i for i, it in enumerate(items) if it.path not in bad]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import re
 import string
 import warnings
@@ -26,6 +27,8 @@ POOLINGS: tuple[str, ...] = ("attentional", "mean")
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 MAX_FRAMES = 64
+Temporal = Literal["none", "embedding", "transformer"]
+TEMPORALS: tuple[str, ...] = ("none", "embedding", "transformer")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,59 @@ def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
     return value
 
 
+def _sincos(length: int, width: int) -> torch.Tensor:
+    """The Transformer's sinusoidal position table (Vaswani et al., 2017): (length, width), values in [-1, 1]."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]  # (L, 1)
+    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))  # (W/2,)
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : width // 2]
+    return table
+
+
+class _TemporalBlock(nn.Module):
+    """Pre-LN self-attention + MLP over time whose residual branches start at exactly zero."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        for layer in (self.attn.out_proj, self.mlp[2]):  # zero output layers: the block is the identity at init
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x) + pos  # (S, T, W); frame positions enter the attention only, not the residual
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class TemporalMixer(nn.Module):
+    """Factorised temporal self-attention: every token attends to the tokens at its own spatial position in
+    the other frames (the temporal half of ViViT's factorised self-attention, Arnab et al., 2021), including
+    the per-frame class token, so the pooler can see how each place changes over time.
+
+    Output layers start at zero, so a new mixer is exactly the identity (finetuning starts at zero-shot).
+    """
+
+    def __init__(self, width: int, *, layers: int = 1, heads: int | None = None):
+        super().__init__()
+        heads = heads or max(1, width // 64)
+        self.layers = layers
+        self.pos = nn.Parameter(_sincos(MAX_FRAMES, width))  # (MAX_FRAMES, W) frame positions, learned from sin-cos
+        self.blocks = nn.ModuleList(_TemporalBlock(width, heads) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, n, w = x.shape
+        h = x.transpose(1, 2).reshape(b * n, t, w)  # (B*N, T, W): one sequence over time per spatial token
+        for block in self.blocks:
+            h = block(h, self.pos[:t])
+        return h.reshape(b, n, t, w).transpose(1, 2)  # (B, T, N, W)
+
+
 class VideoCoCa(nn.Module):
     """A video-text model over an open_clip CoCa; every weight is the image model's."""
 
@@ -75,6 +131,8 @@ class VideoCoCa(nn.Module):
         self.temporal_embedding: nn.Parameter | None = None
         """(MAX_FRAMES, W) learned per-frame offsets added to frame tokens before pooling; None in zero-shot
         models. Finetuning can add one initialised at zero, so step 0 equals the zero-shot model."""
+        self.temporal_mixer: TemporalMixer | None = None
+        """Factorised temporal self-attention over the frame tokens before pooling; None in zero-shot models."""
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -131,11 +189,35 @@ class VideoCoCa(nn.Module):
         tokens = torch.cat(outs)
         return tokens.unflatten(0, (b, t))  # (B, T, N, W)
 
+    @property
+    def temporal(self) -> str:
+        """Which temporal modules the model has: none, embedding or transformer (see `enable_temporal`)."""
+        if self.temporal_mixer is not None:
+            return "transformer"
+        return "none" if self.temporal_embedding is None else "embedding"
+
+    def enable_temporal(self, kind: Temporal, *, layers: int = 1) -> None:
+        """Add new temporal modules that leave every output unchanged until trained.
+
+        embedding: a per-frame embedding (MAX_FRAMES, W) at zero. transformer: the same plus a `TemporalMixer`
+        of `layers` blocks whose output layers are zero. none: nothing.
+        """
+        check_choice(kind, TEMPORALS, "temporal variant")
+        width = self.coca.visual.transformer.width
+        if kind in ("embedding", "transformer") and self.temporal_embedding is None:
+            self.temporal_embedding = nn.Parameter(torch.zeros(MAX_FRAMES, width, device=self.device))
+        if kind == "transformer" and self.temporal_mixer is None:
+            self.temporal_mixer = TemporalMixer(width, layers=layers).to(self.device)
+        self.refresh_fingerprint()
+
     def add_temporal(self, frame_tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, N, W) frame tokens plus the per-frame temporal embedding, if the model has one."""
-        if self.temporal_embedding is None:
-            return frame_tokens
-        return frame_tokens + self.temporal_embedding[: frame_tokens.shape[1], None, :]  # (B, T, N, W)
+        """(B, T, N, W) frame tokens after the model's temporal modules (identity in a zero-shot model)."""
+        x = frame_tokens
+        if self.temporal_embedding is not None:
+            x = x + self.temporal_embedding[: x.shape[1], None, :]  # (B, T, N, W)
+        if self.temporal_mixer is not None:
+            x = self.temporal_mixer(x)  # (B, T, N, W)
+        return x
 
     def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flattened attentional pooling: (B, T, N, W) -> embedding (B, E), generative tokens (B, Q-1, E)."""
@@ -385,6 +467,8 @@ class VideoCoCa(nn.Module):
             tensors = dict(self.coca.state_dict())
             if self.temporal_embedding is not None:
                 tensors["temporal_embedding"] = self.temporal_embedding
+            if self.temporal_mixer is not None:
+                tensors.update({f"temporal_mixer.{k}": v for k, v in self.temporal_mixer.state_dict().items()})
             for name, t in sorted(tensors.items()):
                 flat = t.detach().reshape(-1)
                 sample = flat[:: max(1, flat.numel() // 4096)][:4096].float().cpu().numpy()

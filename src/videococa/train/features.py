@@ -89,6 +89,11 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def lookup(self, clip: tuple[str, float | None, float | None]) -> torch.Tensor | None:
+        """(T, N, W) tokens of a (path, start, end) clip, or None if it is not cached."""
+        key = clip_key(*clip)
+        return self.get(key) if key in self._rows else None
+
     def get(self, key: str) -> torch.Tensor:
         """(T, N, W) fp16 tokens of a clip, checksum verified."""
         if key not in self._rows:

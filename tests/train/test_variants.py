@@ -1,0 +1,198 @@
+"""Temporal variants, the contrastive loss, retrieval finetuning, TensorBoard logs and DDP under torchrun."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import videococa
+from videococa.eval.runner import encode_items
+from videococa.train import FeatureCache, FinetuneConfig, cache_features, finetune, training_pairs
+from videococa.train.finetune import TASKS, contrastive_loss, pool_train_both
+
+from test_finetune import _items
+
+
+def _log(run):
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def cache8(tiny_model, easy_videos, tmp_path):
+    cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc8", frames=4, batch_size=5)
+    return FeatureCache(tmp_path / "fc8", tiny_model, 4)
+
+
+@pytest.mark.parametrize("variant", ["embedding", "transformer"])
+def test_every_variant_starts_at_the_zero_shot_model(variant, cache8, easy_videos):
+    m = videococa.load_model("videococa-tiny")
+    tokens = torch.stack([cache8.get(k) for k, _ in training_pairs(_items(easy_videos), "caption")]).float()
+    emb0, gen0 = m.pool_frame_tokens(tokens)
+    m.enable_temporal(variant, layers=2)
+    assert m.temporal == variant
+    emb1, gen1 = m.pool_frame_tokens(tokens)
+    assert torch.equal(emb1, emb0) and torch.equal(gen1, gen0)  # exactly, not approximately
+    e2, g2 = pool_train_both(m, tokens)  # the training path is the inference path
+    torch.testing.assert_close(e2, emb0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g2, gen0, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown temporal variant 'lstm'; choose one of: none, embedding, transformer"):
+        m.enable_temporal("lstm")
+
+
+def test_only_temporal_modules_see_frame_order(cache8, easy_videos):
+    """Flattened pooling is blind to frame order (a set of tokens); a trained temporal transformer is not."""
+    m = videococa.load_model("videococa-tiny")
+    # four clearly different frames (the first frame of four videos) as one clip: (1, T=4, N, W)
+    tokens = torch.stack([cache8.lookup((p, None, None))[0] for p in easy_videos[:4]]).float()[None]
+    backwards = tokens.flip(1)
+    torch.testing.assert_close(m.pool_frame_tokens(backwards)[0], m.pool_frame_tokens(tokens)[0], atol=1e-5, rtol=1e-4)
+    m.enable_temporal("transformer")
+    with torch.no_grad():
+        for block in m.temporal_mixer.blocks:  # as if trained: non-zero output layers
+            torch.nn.init.normal_(block.attn.out_proj.weight, std=0.5)
+            torch.nn.init.normal_(block.mlp[2].weight, std=0.5)
+    a, b = m.pool_frame_tokens(tokens)[0], m.pool_frame_tokens(backwards)[0]
+    assert float((a - b).abs().max()) > 1e-3
+
+
+def test_contrastive_loss_matches_a_hand_computation():
+    torch.manual_seed(0)
+    v, t = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(math.log(10.0))
+    sim = 10 * v @ t.T
+    by_hand = sum(-torch.log_softmax(sim[i], 0)[i] - torch.log_softmax(sim[:, i], 0)[i] for i in range(4)) / 8
+    torch.testing.assert_close(contrastive_loss(v, t, ["a", "b", "c", "d"], scale), by_hand)
+    # rows 0 and 1 are two captions of one clip: each is not the other's negative
+    keep = [[0, 2, 3], [1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
+    by_hand = sum(-torch.log_softmax(sim[i, keep[i]], 0)[keep[i].index(i)]
+                  - torch.log_softmax(sim[keep[i], i], 0)[keep[i].index(i)] for i in range(4)) / 8
+    torch.testing.assert_close(contrastive_loss(v, t, ["a", "a", "c", "d"], scale), by_hand)
+
+
+def test_retrieval_finetuning_trains_the_temperature_and_aligns_videos(cache8, easy_videos, tmp_path):
+    m = videococa.load_model("videococa-tiny")
+    right = training_pairs(_items(easy_videos), "retrieval")
+    # each video is paired with the next video's caption: a mapping the zero-shot model gets wrong
+    pairs = [(k, right[(i + 1) % len(right)][1]) for i, (k, _) in enumerate(right)]
+    texts = [t for _, t in pairs]
+    feats = torch.stack([cache8.get(k) for k, _ in pairs])
+
+    def text_to_video_correct(model):
+        v, _ = model.pool_frame_tokens(feats)
+        return int((model.encode_text(texts) @ v.T).argmax(1).eq(torch.arange(len(texts))).sum())
+
+    before_scale, before_correct = m.logit_scale, text_to_video_correct(m)
+    cfg = FinetuneConfig(task="retrieval+caption", epochs=30, batch_size=5, lr=3e-3, warmup=2, temporal="transformer")
+    assert cfg.weights() == (1.0, 2.0)
+    info = finetune(m, cache8, pairs, tmp_path / "run", cfg)
+    log = _log(tmp_path / "run")
+    assert float(log[-1]["contrastive"]) < 0.5 * float(log[0]["contrastive"])
+    assert float(log[-1]["caption"]) < 0.5 * float(log[0]["caption"])
+    for row in log:  # the logged total is the weighted sum
+        assert float(row["loss"]) == pytest.approx(float(row["contrastive"]) + 2 * float(row["caption"]), abs=1e-4)
+    assert before_correct == 0 and text_to_video_correct(m) == 5 and m.logit_scale != before_scale
+    saved = load_file(str(tmp_path / "run" / "trained.safetensors"))
+    assert {"coca.logit_scale", "coca.visual.proj", "temporal_embedding"} <= set(saved)
+    assert any(k.startswith("temporal_mixer.blocks.0.attn") for k in saved)
+    assert not any(k.startswith(("coca.visual.transformer", "coca.text.")) for k in saved)  # frozen stays out
+    loaded = videococa.load_model("videococa-tiny", finetuned=tmp_path / "run")
+    assert loaded.temporal == "transformer" and loaded.fingerprint() == m.fingerprint()
+    torch.testing.assert_close(loaded.pool_frame_tokens(feats)[0], m.pool_frame_tokens(feats)[0])
+    assert info["config"]["task"] == "retrieval+caption"
+
+
+def test_text_tower_trains_only_when_asked(cache8, easy_videos, tmp_path):
+    m = videococa.load_model("videococa-tiny")
+    pairs = training_pairs(_items(easy_videos), "retrieval")
+    text_before = m.coca.text.transformer.resblocks[0].mlp.c_fc.weight.clone()
+    finetune(m, cache8, pairs, tmp_path / "run", FinetuneConfig(task="retrieval", epochs=1, batch_size=5,
+                                                               train_text=True))
+    assert not torch.equal(m.coca.text.transformer.resblocks[0].mlp.c_fc.weight, text_before)
+    assert any(k.startswith("coca.text.") for k in load_file(str(tmp_path / "run" / "trained.safetensors")))
+    with pytest.raises(ValueError, match="unknown finetuning task 'ranking'"):
+        FinetuneConfig(task="ranking").weights()
+    with pytest.raises(ValueError, match="not both 0"):
+        FinetuneConfig(task="caption", caption_weight=0).weights()
+
+
+def test_tensorboard_log_holds_the_csv_numbers(cache8, easy_videos, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    m = videococa.load_model("videococa-tiny")
+    pairs = training_pairs(_items(easy_videos), "caption")
+    finetune(m, cache8, pairs, tmp_path / "run", FinetuneConfig(epochs=2, batch_size=5),
+             evaluate=lambda model: {"val score": 0.5})
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    want = [(int(r["step"]), float(r["loss"])) for r in _log(tmp_path / "run")]
+    assert [s for s, _ in got] == [s for s, _ in want] == [1, 2]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-4)
+    assert [e.value for e in acc.Scalars("val/val score")] == [0.5, 0.5]
+
+
+def test_validation_from_the_feature_cache_matches_decoding_the_videos(cache8, tiny_model, easy_videos):
+    items = _items(easy_videos)
+    live, _, rows, _ = encode_items(tiny_model, items, frames=4, pooling="attentional", tokens=False, cache=False)
+    stored, _, rows2, _ = encode_items(tiny_model, items, frames=4, pooling="attentional", tokens=False,
+                                       frame_tokens=cache8.lookup)
+    assert rows == rows2
+    torch.testing.assert_close(stored, live, atol=2e-3, rtol=0)  # fp16 storage of the tokens
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_torchrun_match_one_process(tmp_path, capsys):
+    """DDP (gloo, 2 CPU processes) gives the same losses and weights as 1 process with the same global batch."""
+    from videococa.cli import main
+    from videococa.synthetic.benchmark import make_benchmark
+
+    root = make_benchmark(tmp_path / "syn", num_videos=6, seed=5, frames=8, size=64)
+    ann = str(root / "annotations.json")
+    assert main(["cache-features", ann, "--dataset", "synthetic", "--task", "caption", "--out",
+                 str(tmp_path / "fc"), "--frames", "2", "--json"]) == 0
+    args = ["finetune", "--task", "retrieval+caption", "--dataset", "synthetic", "--train", ann, "--features",
+            str(tmp_path / "fc"), "--epochs", "2", "--batch-size", "4", "--accumulate", "2", "--lr", "1e-3",
+            "--temporal", "transformer", "--json"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    one = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert one["train_pairs"] % 2 == 0  # so both runs see every pair
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), "-m", "videococa"] + args
+                          + ["--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout.strip().splitlines()[-1])  # printed once, by process 0
+    assert two["processes"] == 2 and one["processes"] == 1 and two["step"] == one["step"] >= 4
+    for a, b in zip(_log(tmp_path / "one"), _log(tmp_path / "two"), strict=True):
+        for k in ("loss", "contrastive", "caption"):
+            assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-5), (k, a, b)
+    wa, wb = (load_file(str(tmp_path / r / "trained.safetensors")) for r in ("one", "two"))
+    assert set(wa) == set(wb)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3)
+
+
+def test_cli_task_choices_are_the_library_tasks():
+    from videococa.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    finetune_parser = sub.choices["finetune"]
+    task = next(a for a in finetune_parser._actions if a.dest == "task")
+    assert tuple(task.choices) == TASKS
