@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) bench/encode.py
 	$(PY) bench/decode.py
 	$(PY) bench/search.py
+	$(PY) bench/finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

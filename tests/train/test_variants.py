@@ -164,9 +164,11 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path, capsys):
     from videococa.synthetic.benchmark import make_benchmark
 
     root = make_benchmark(tmp_path / "syn", num_videos=6, seed=5, frames=8, size=64)
+    other = make_benchmark(tmp_path / "syn2", num_videos=2, seed=6, frames=8, size=64)
     ann = str(root / "annotations.json")
-    assert main(["cache-features", ann, "--dataset", "synthetic", "--task", "caption", "--out",
-                 str(tmp_path / "fc"), "--frames", "2", "--json"]) == 0
+    assert main(["cache-features", ann, str(other / "annotations.json"), "--dataset", "synthetic", "--task",
+                 "caption", "--out", str(tmp_path / "fc"), "--frames", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cached"] == 8  # both annotation files
     args = ["finetune", "--task", "retrieval+caption", "--dataset", "synthetic", "--train", ann, "--features",
             str(tmp_path / "fc"), "--epochs", "2", "--batch-size", "4", "--accumulate", "2", "--lr", "1e-3",
             "--temporal", "transformer", "--json"]

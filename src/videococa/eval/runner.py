@@ -107,7 +107,7 @@ def load_datasets(task: str, name: str, annotations: Sequence[str], videos: str 
     if not files:
         raise EvalError(f"--annotations is required: {ANNOTATIONS_HELP.get(name, 'the annotation file(s)')}")
     if name == "synthetic":
-        return [read_synthetic(files[0], task)]
+        return [read_synthetic(f, task) for f in files]
     if videos is None:
         raise EvalError("--videos DIR is required: the root of your local copy of the videos")
     if name.startswith("kinetics"):

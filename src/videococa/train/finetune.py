@@ -194,6 +194,8 @@ class _Losses(nn.Module):
         batch over all processes; `share`: the batch's part of the optimizer step. Returns this process's
         loss to backpropagate and the (contrastive, caption) values of the whole batch."""
         coca = self.model.coca
+        if not self.con_w:  # drop all-padding columns: exact for the captioning loss (causal attention,
+            tok = tok[:, : int((tok != 0).sum(1).max())]  # padding targets ignored), and 5-7x less work
         with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
             text_latent, text_embs = coca._encode_text(tok)  # (b, E) normalised, (b, L, W)
         video, image_embs = pool_train_both(self.model, frame_tokens)
@@ -358,7 +360,7 @@ def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str,
             con_v, cap_v = (float(v) for v in sums)
             total_loss = weights[0] * con_v + weights[1] * cap_v
             if rank == 0:
-                scale = float(model.coca.logit_scale.exp())
+                scale = float(model.coca.logit_scale.detach().exp())
                 log.writerow([step, epoch, round(total_loss, 5), round(con_v, 5), round(cap_v, 5), lr, round(scale, 4)])
                 if tb is not None:
                     for k, v in (("loss", total_loss), ("contrastive", con_v), ("caption", cap_v), ("lr", lr),
