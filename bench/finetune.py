@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import count_flops, header  # noqa: E402
 
 import videococa  # noqa: E402
-from videococa.synthetic.benchmark import make_benchmark  # noqa: E402
+from videococa.synthetic.benchmark import load_benchmark, make_benchmark  # noqa: E402
 from videococa.train import FeatureCache, cache_features, clip_key  # noqa: E402
 from videococa.train.finetune import _Losses, trainable_parameters  # noqa: E402
 
@@ -45,16 +45,18 @@ def main() -> None:
         model = videococa.load_model("coca_ViT-B-32", device=args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     root = make_benchmark(tmp / "videos", num_videos=args.batch, seed=3, frames=16, size=224)
-    from videococa.synthetic.benchmark import load_benchmark
-
     videos, _ = load_benchmark(root)
     paths = [v.path for v in videos]
     texts = [v.captions[0] for v in videos]
     cache_features(model, [(p, None, None) for p in paths], tmp / "fc", frames=FRAMES, batch_size=args.batch)
     cache = FeatureCache(tmp / "fc", model, FRAMES)
     info = model.info
-    frames_in_memory = torch.stack([videococa.read_video(p, FRAMES, size=info.image_size, mean=info.image_mean,
-                                                         std=info.image_std).frames for p in paths])  # (B, T, 3, H, W)
+
+    def read_all() -> torch.Tensor:  # (B, T, 3, H, W)
+        return torch.stack([videococa.read_video(p, FRAMES, size=info.image_size, mean=info.image_mean,
+                                                 std=info.image_std).frames for p in paths])
+
+    frames_in_memory = read_all()
 
     params = trainable_parameters(model)
     for p in model.parameters():
@@ -81,9 +83,7 @@ def main() -> None:
         step(model.encode_frames(frames_in_memory).clone())  # frozen encoder on B*T frames
 
     def decode_encoder():
-        frames = torch.stack([videococa.read_video(p, FRAMES, size=info.image_size, mean=info.image_mean,
-                                                   std=info.image_std).frames for p in paths])
-        step(model.encode_frames(frames).clone())
+        step(model.encode_frames(read_all()).clone())
 
     runs = {"cached": cached, "encoder": encoder, "decode+encoder": decode_encoder}
     for fn in runs.values():  # warm-up

@@ -215,8 +215,9 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
                 tok = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
             tok[ix] = t.cpu().half()
 
-    for start in range(0, len(stored), batch_size):
-        part = sorted(stored)[start : start + batch_size]
+    ordered = sorted(stored)
+    for start in range(0, len(ordered), batch_size):
+        part = ordered[start : start + batch_size]
         e, t = model.pool_frame_tokens(torch.stack([stored[i] for i in part]))  # (b, T, N, W) -> (b, E), (b, Q-1, E)
         put(part, e, t if tokens else None)
     to_encode = [i for i in range(len(keys)) if i not in stored]

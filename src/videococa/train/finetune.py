@@ -172,7 +172,9 @@ def contrastive_loss(video: torch.Tensor, text: torch.Tensor, keys: Sequence[str
     Other pairs of the same clip (several captions of one video in a batch) are not counted as negatives.
     """
     logits = logit_scale.exp() * video @ text.t()  # (B, B)
-    same = torch.tensor([[a == b for b in keys] for a in keys], device=logits.device)
+    ids = {k: i for i, k in enumerate(keys)}
+    clip = torch.tensor([ids[k] for k in keys], device=logits.device)  # (B,) one id per clip
+    same = clip[:, None] == clip[None, :]  # (B, B)
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
     labels = torch.arange(len(keys), device=logits.device)
