@@ -71,3 +71,16 @@ def test_motion_direction_matches_answer():
         expected = {"left": dx < 0, "right": dx > 0, "up": dy < 0, "down": dy > 0}[spec.direction]
         assert expected
         assert (f"which way does the {spec.obj.shape} move?", spec.direction, "motion") in spec.questions()
+
+
+def test_hard_negative_scenes_share_colour_and_background_and_keep_the_other_draws():
+    for seed in range(30):
+        free = random_scene(random.Random(seed))
+        fixed = random_scene(random.Random(seed), colour="green", background=("striped", (100, 115, 130)))
+        assert all(o.colour == "green" for o in fixed.objects)
+        assert (fixed.background, fixed.tone) == ("striped", (100, 115, 130))
+        strip = lambda s: [(o.shape, o.size, o.x, o.y, o.angle) for o in s.objects]  # noqa: E731
+        assert strip(fixed) == strip(free)
+    img, text = image_sample(5, colour="blue", background=("plain", (128, 128, 128)), qa_share=0.0)
+    assert "blue" in text and not any(c in text.split() for c in COLOURS if c != "blue")
+

@@ -137,18 +137,28 @@ def _place(rng: random.Random, n: int) -> list[tuple[float, float]]:
     return [(0.3 + 0.4 * (k % 2), 0.3 + 0.4 * (k // 2)) for k in range(n)]
 
 
-def random_scene(rng: random.Random, *, max_objects: int = 3) -> Scene:
+def random_scene(rng: random.Random, *, max_objects: int = 3, colour: str | None = None,
+                 background: tuple[str, tuple[int, int, int]] | None = None) -> Scene:
+    """A random scene of 1..max_objects objects with distinct shapes.
+
+    `colour` paints every object that colour and `background` fixes (kind, tone): a group of scenes
+    sharing both differs only in shapes, sizes and places (hard negatives for the contrastive loss).
+    The random draws are the same with and without them, so the other attributes do not change.
+    """
     n = rng.choices(range(1, max_objects + 1), weights=[5, 3, 2][:max_objects])[0]
     kinds: list[tuple[str, str]] = []
-    while len(kinds) < n:  # distinct colour+shape per object keeps questions unambiguous
+    while len(kinds) < n:  # distinct shapes per object keep "the circle" unambiguous
         k = (rng.choice(SHAPES), rng.choice(list(COLOURS)))
         if all(k[0] != s for s, _ in kinds):
-            kinds.append(k)
+            kinds.append(k if colour is None else (k[0], colour))
     objects = [
-        Obj(shape, colour, rng.choice(list(SIZES)), x, y, rng.uniform(-0.3, 0.3))
-        for (shape, colour), (x, y) in zip(kinds, _place(rng, n))
+        Obj(shape, c, rng.choice(list(SIZES)), x, y, rng.uniform(-0.3, 0.3))
+        for (shape, c), (x, y) in zip(kinds, _place(rng, n))
     ]
-    return Scene(objects, rng.choice(BACKGROUNDS), rng.choice(BACKGROUND_TONES), rng.randrange(1 << 30))
+    kind, tone = rng.choice(BACKGROUNDS), rng.choice(BACKGROUND_TONES)
+    if background is not None:
+        kind, tone = background
+    return Scene(objects, kind, tone, rng.randrange(1 << 30))
 
 
 def _relation(a: Obj, b: Obj) -> str:
@@ -212,10 +222,14 @@ def qa_text(question: str, answer: str) -> str:
     return f"{QA_TEMPLATE.format(question)} {answer}"
 
 
-def image_sample(seed: int, size: int = 64, *, qa_share: float = 0.3) -> tuple[np.ndarray, str]:
-    """One training pair (image, text): a caption, or with probability `qa_share` a question with its answer."""
+def image_sample(seed: int, size: int = 64, *, qa_share: float = 0.3, colour: str | None = None,
+                 background: tuple[str, tuple[int, int, int]] | None = None) -> tuple[np.ndarray, str]:
+    """One training pair (image, text): a caption, or with probability `qa_share` a question with its answer.
+
+    `colour` and `background` constrain the scene as in `random_scene`.
+    """
     rng = random.Random(seed)
-    scene = random_scene(rng)
+    scene = random_scene(rng, colour=colour, background=background)
     img = render(scene, size, brightness=rng.uniform(0.8, 1.15))
     if rng.random() < qa_share:
         q, a = rng.choice(questions(scene))
