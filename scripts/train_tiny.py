@@ -88,9 +88,10 @@ def batch(step: int, args, tokenizer, mean, std):
     for g in range(0, args.batch_size, args.hard_group):
         # a group shares colour and background, so its captions differ in shape, size and place: the
         # contrastive loss cannot be met by colour alone (with 1, every image is drawn freely)
-        rng = random.Random(seeds[g] * 7 + 1)
-        colour = rng.choice(list(COLOURS)) if args.hard_group > 1 else None
-        background = (rng.choice(BACKGROUNDS), rng.choice(BACKGROUND_TONES)) if args.hard_group > 1 else None
+        colour = background = None
+        if args.hard_group > 1:
+            rng = random.Random(seeds[g] * 7 + 1)
+            colour, background = rng.choice(list(COLOURS)), (rng.choice(BACKGROUNDS), rng.choice(BACKGROUND_TONES))
         samples += [image_sample(s, 64, qa_share=args.qa_share, colour=colour, background=background)
                     for s in seeds[g:g + args.hard_group]]
     images = torch.from_numpy(np.stack([img for img, _ in samples])).permute(0, 3, 1, 2)  # (B, 3, 64, 64) uint8

@@ -114,19 +114,20 @@ def test_training_batches_come_in_groups_sharing_colour_and_background():
     from videococa.synthetic.world import COLOURS
 
     train_tiny = _train_tiny_module()
-    args = train_tiny.parse_args(["--batch-size", "16", "--qa-share", "0", "--hard-group", "4"])
     tokenizer = open_clip.SimpleTokenizer(context_length=32)
-    images, tokens, _ = train_tiny.batch(3, args, tokenizer, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
-    texts = [tokenizer.decode(t[(t != 0)].tolist()) for t in tokens]
-    groups = [texts[g:g + 4] for g in range(0, 16, 4)]
-    colours = [{w for t in grp for w in t.split() if w in COLOURS} for grp in groups]
-    assert all(len(c) == 1 for c in colours), groups
+
+    def group_colours(hard_group: int):
+        """The batch images and, per run of 4 captions, the colour words they use."""
+        args = train_tiny.parse_args(["--batch-size", "16", "--qa-share", "0", "--hard-group", str(hard_group)])
+        images, tokens, _ = train_tiny.batch(3, args, tokenizer, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
+        texts = [tokenizer.decode(t[(t != 0)].tolist()) for t in tokens]
+        return images, [{w for t in texts[g:g + 4] for w in t.split() if w in COLOURS} for g in range(0, 16, 4)]
+
+    images, colours = group_colours(4)
+    assert all(len(c) == 1 for c in colours), colours
     assert len(set().union(*colours)) > 1, "groups draw their colours independently"
     assert images.shape == (16, 3, 64, 64)
-    free = train_tiny.parse_args(["--batch-size", "16", "--qa-share", "0", "--hard-group", "1"])
-    _, tokens, _ = train_tiny.batch(3, free, tokenizer, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
-    texts = [tokenizer.decode(t[(t != 0)].tolist()) for t in tokens]
-    colours = [{w for t in texts[g:g + 4] for w in t.split() if w in COLOURS} for g in range(0, 16, 4)]
+    _, colours = group_colours(1)
     assert any(len(c) > 1 for c in colours), "with --hard-group 1 images are drawn freely"
 
 
