@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from videococa.models.decoding import decoder_hidden  # noqa: E402
-from videococa.synthetic.world import BACKGROUND_TONES, BACKGROUNDS, COLOURS, image_sample  # noqa: E402
+from videococa.synthetic.world import (  # noqa: E402
+    BACKGROUND_TONES, BACKGROUNDS, COLOURS, SHAPES, image_sample, image_sample_with_scene, shape_coverage,
+)
 from videococa.video.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
 
 DEFAULT_OUT = ROOT / "src" / "videococa" / "models" / "tiny"
@@ -52,11 +54,13 @@ def parse_args(argv=None):
     p.add_argument("--caption-weight", type=float, default=2.0)
     p.add_argument("--qa-share", type=float, default=0.3, help="share of texts that are question+answer")
     # off by default: the shipped model was trained without them (they did not make shape learnable in
-    # 3500 CPU steps; bench/RESULTS.md, "why shape is not learned")
+    # 3500-3600 CPU steps; bench/RESULTS.md, "why shape is not learned", second and third rounds)
     p.add_argument("--hard-group", type=int, default=1,
                    help="images per group sharing colour and background (contrastive hard negatives); 1 = off")
     p.add_argument("--pos-init", choices=("sincos", "random"), default="random",
                    help="initial (learnable) ViT position embedding: 2-D sin-cos or open_clip's random")
+    p.add_argument("--dense-shape", type=float, default=0.0,
+                   help="weight of an auxiliary per-patch shape loss on the ViT tokens (head discarded after training); 0 = off")
     p.add_argument("--fast-step", action="store_true",
                    help="fused AdamW and the decoder run only to the longest text: 0.64 -> 0.46 s/step on 2 cores; "
                         "same maths, different float rounding from the shipped run")
@@ -92,13 +96,23 @@ def batch(step: int, args, tokenizer, mean, std):
         if args.hard_group > 1:
             rng = random.Random(seeds[g] * 7 + 1)
             colour, background = rng.choice(list(COLOURS)), (rng.choice(BACKGROUNDS), rng.choice(BACKGROUND_TONES))
-        samples += [image_sample(s, 64, qa_share=args.qa_share, colour=colour, background=background)
+        samples += [image_sample_with_scene(s, 64, qa_share=args.qa_share, colour=colour, background=background)
                     for s in seeds[g:g + args.hard_group]]
-    images = torch.from_numpy(np.stack([img for img, _ in samples])).permute(0, 3, 1, 2)  # (B, 3, 64, 64) uint8
+    images = torch.from_numpy(np.stack([img for img, _, _ in samples])).permute(0, 3, 1, 2)  # (B, 3, 64, 64) uint8
     images = (images.float() / 255 - mean) / std
-    texts = [t for _, t in samples]
+    texts = [t for _, t, _ in samples]
     is_caption = torch.tensor([not t.startswith("question:") for t in texts])
-    return images, tokenizer(texts), is_caption
+    coverage = None
+    if args.dense_shape > 0:
+        coverage = torch.from_numpy(np.stack([shape_coverage(sc, 64, 8) for _, _, sc in samples]))  # (B, 1+S, 8, 8)
+    return images, tokenizer(texts), is_caption, coverage
+
+
+def encode_image_with_patches(visual, images):
+    """open_clip's VisionTransformer.forward, keeping the transformer's patch outputs for the dense loss."""
+    x = visual.transformer(visual._embeds(images))  # (B, 1+N, W)
+    pooled, tokens = visual._pool(x)
+    return F.normalize(pooled @ visual.proj, dim=-1), tokens, x[:, 1:]  # (B, E), (B, 255, E), (B, N, W)
 
 
 def main(argv=None) -> None:
@@ -118,6 +132,12 @@ def main(argv=None) -> None:
             model.visual.positional_embedding.copy_(
                 torch.from_numpy(get_2d_sincos_pos_embed(model.visual.positional_embedding.shape[1], grid, cls_token=True)))
 
+    dense_head = None
+    if args.dense_shape > 0:
+        # reads the tokens the attentional pooler attends over; trained with the model, never saved
+        dense_head = torch.nn.Sequential(torch.nn.LayerNorm(model.visual.transformer.width),
+                                         torch.nn.Linear(model.visual.transformer.width, 1 + len(SHAPES)))
+
     vocab = text_vocabulary(tokenizer)
     vocab_t = torch.tensor(vocab)
     n_unused = cfg["multimodal_cfg"]["vocab_size"] - len(vocab)
@@ -130,7 +150,8 @@ def main(argv=None) -> None:
         dec.text_projection[:, ~keep] = 0.0  # logits of tokens that never occur stay exactly 0
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters()) + ([] if dense_head is None else list(dense_head.named_parameters("dense_head")))
+    for name, p in named:
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("query") else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -146,10 +167,14 @@ def main(argv=None) -> None:
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
-        images, tokens, is_caption = batch(step, args, tokenizer, mean, std)
+        images, tokens, is_caption, coverage = batch(step, args, tokenizer, mean, std)
         # the math attention kernel: CPU flash-attention backward is slow on these short sequences
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16), sdpa_kernel(SDPBackend.MATH):
-            img_latent, img_embs = model._encode_image(images)  # (B, E), (B, 255, E)
+            if dense_head is None:
+                img_latent, img_embs = model._encode_image(images)  # (B, E), (B, 255, E)
+            else:
+                img_latent, img_embs, patches = encode_image_with_patches(model.visual, images)
+                patch_logits = dense_head(patches)  # (B, N, 1+S)
             txt_latent, tok_embs = model._encode_text(tokens)  # (B, E), (B, L, W)
             # the decoder only up to the longest text: causal attention makes this exact for every real token
             n = int((tokens != 0).sum(1).max()) if args.fast_step else tokens.shape[1]
@@ -166,16 +191,22 @@ def main(argv=None) -> None:
         con_loss = clip_loss(F.normalize(img_latent[sel].float(), dim=-1), F.normalize(txt_latent[sel].float(), dim=-1),
                              model.logit_scale.exp())
         loss = con_loss + args.caption_weight * cap_loss
+        dense_loss = torch.zeros(())
+        if dense_head is not None:  # soft cross-entropy against each patch's shape coverage
+            cover = coverage.flatten(2).transpose(1, 2)  # (B, N, 1+S)
+            dense_loss = -(cover * patch_logits.float().log_softmax(-1)).sum(-1).mean()
+            loss = loss + args.dense_shape * dense_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
             dec.text_projection[:, ~keep] = 0.0  # weight decay never moves them, but keep it exact
         if step % 50 == 0 or step == args.steps - 1:
             rec = dict(step=step, loss=round(loss.item(), 4), contrastive=round(con_loss.item(), 4),
-                       caption=round(cap_loss.item(), 4), lr=round(lr_at(step, args), 6),
+                       caption=round(cap_loss.item(), 4), **({"dense": round(dense_loss.item(), 4)} if dense_head else {}),
+                       lr=round(lr_at(step, args), 6),
                        logit_scale=round(model.logit_scale.exp().item(), 2), seconds=round(time.time() - t0, 1))
             log.append(rec)
             bar.set_postfix(loss=rec["loss"], con=rec["contrastive"], cap=rec["caption"])

@@ -189,9 +189,12 @@ def test_ivf_index_above_the_exact_limit_finds_neighbours_and_removes():
 
 def test_ctrl_c_through_the_cli_keeps_what_was_committed(library, tmp_path):
     idx = tmp_path / "idx"
-    for i in range(3):
+    # far more files than it takes to see 3 committed, so a slow or oversubscribed test machine (the poll below can
+    # stall for seconds) still interrupts a run with work left
+    for i in range(12):
         for p in list(library.rglob("*.mp4"))[:5]:
             shutil.copy(p, library / f"copy{i}_{p.name}")
+    total = len(list(library.rglob("*.mp4")))  # 65
     proc = subprocess.Popen([sys.executable, "-m", "videococa", "index", str(library), "--index", str(idx),
                              "--batch-size", "1", "--workers", "1", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -211,4 +214,4 @@ def test_ctrl_c_through_the_cli_keeps_what_was_committed(library, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     meta = (idx / "vectors.json").read_text()
     with VideoIndex(idx) as index:  # FAISS was saved on the way out: it matches SQLite, no rebuild needed
-        assert f'"generation": {index.generation}' in meta and 3 <= len(index) < 20
+        assert f'"generation": {index.generation}' in meta and 3 <= len(index) < total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_training_batches_come_in_groups_sharing_colour_and_background():
     def group_colours(hard_group: int):
         """The batch images and, per run of 4 captions, the colour words they use."""
         args = train_tiny.parse_args(["--batch-size", "16", "--qa-share", "0", "--hard-group", str(hard_group)])
-        images, tokens, _ = train_tiny.batch(3, args, tokenizer, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
+        images, tokens, _, _ = train_tiny.batch(3, args, tokenizer, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
         texts = [tokenizer.decode(t[(t != 0)].tolist()) for t in tokens]
         return images, [{w for t in texts[g:g + 4] for w in t.split() if w in COLOURS} for g in range(0, 16, 4)]
 
@@ -129,6 +130,32 @@ def test_training_batches_come_in_groups_sharing_colour_and_background():
     assert images.shape == (16, 3, 64, 64)
     _, colours = group_colours(1)
     assert any(len(c) > 1 for c in colours), "with --hard-group 1 images are drawn freely"
+
+
+def test_dense_shape_targets_and_patch_encoding():
+    """--dense-shape: each image's per-patch shape coverage, and the patch tokens of open_clip's own forward."""
+    import open_clip
+    from videococa.synthetic.world import image_sample_with_scene, shape_coverage
+
+    train_tiny = _train_tiny_module()
+    tokenizer = open_clip.SimpleTokenizer(context_length=32)
+    zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    args = train_tiny.parse_args(["--batch-size", "6", "--dense-shape", "0.5"])
+    images, _, _, coverage = train_tiny.batch(2, args, tokenizer, zero, one)
+    assert coverage.shape == (6, 7, 8, 8)
+    for i in range(6):  # image i of step 2 is seed 2 * 6 + i
+        _, _, scene = image_sample_with_scene(2 * 6 + i, 64, qa_share=args.qa_share)
+        assert torch.equal(coverage[i], torch.from_numpy(shape_coverage(scene, 64, 8)))
+    assert train_tiny.batch(2, train_tiny.parse_args(["--batch-size", "6"]), tokenizer, zero, one)[3] is None
+
+    cfg = json.loads((Path(train_tiny.__file__).parent / "tiny_config.json").read_text())
+    torch.manual_seed(0)
+    model = open_clip.CoCa(**{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    latent, tokens, patches = train_tiny.encode_image_with_patches(model.visual, x)
+    ref_latent, ref_tokens = model._encode_image(x)
+    assert torch.equal(latent, ref_latent) and torch.equal(tokens, ref_tokens)
+    assert patches.shape == (2, 64, cfg["vision_cfg"]["width"])  # the 8 x 8 patch tokens, class token dropped
 
 
 def test_training_script_reproduces_the_shipped_log(tmp_path):

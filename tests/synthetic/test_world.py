@@ -7,8 +7,8 @@ import random
 import numpy as np
 
 from videococa.synthetic.world import (
-    CLASS_NAMES, COLOURS, SHAPES, SIZES, Obj, Scene, VideoSpec, caption, image_sample, questions, random_scene,
-    render, video_spec,
+    CLASS_NAMES, COLOURS, SHAPES, SIZES, Obj, Scene, VideoSpec, caption, image_sample, image_sample_with_scene,
+    questions, random_scene, render, shape_coverage, video_spec,
 )
 
 
@@ -43,6 +43,37 @@ def test_captions_and_questions_name_the_objects():
         assert qa["how many shapes are there?"] == ["zero", "one", "two", "three"][len(scene.objects)]
         for obj in scene.objects:
             assert qa[f"what colour is the {obj.shape}?"] == obj.colour
+
+
+def test_shape_coverage_marks_the_patches_each_shape_covers():
+    # a large square (radius 0.21 of 64 px: 9.5 px from centre to side) centred at (16, 16), on a plain background
+    square = Obj("square", "red", "large", 0.25, 0.25)
+    scene = Scene([square, Obj("circle", "blue", "small", 0.75, 0.75)], "plain", (128, 128, 128))
+    cov = shape_coverage(scene, 64, 8)
+    assert cov.shape == (1 + len(SHAPES), 8, 8) and cov.dtype == np.float32
+    np.testing.assert_allclose(cov.sum(0), 1.0, atol=1e-6)
+    sq, ci = 1 + SHAPES.index("square"), 1 + SHAPES.index("circle")
+    # patches (1,1),(1,2),(2,1),(2,2) span pixels 8..24: wholly inside the square (sides at 16 +- 9.5)
+    np.testing.assert_allclose(cov[sq, 1:3, 1:3], 1.0)
+    # areas in patch units (64 px each), within PIL's pixel rounding of the outlines
+    assert abs(cov[sq].sum() - (2 * 0.21 * 64 / 2 ** 0.5) ** 2 / 64) < 0.12 * cov[sq].sum()
+    assert abs(cov[ci].sum() - np.pi * (0.09 * 64) ** 2 / 64) < 0.12 * cov[ci].sum()
+    assert cov[ci, 5:7, 5:7].min() > 0.3 and cov[ci, :4].max() == 0  # the circle sits at (48, 48)
+    assert cov[0, 0, 7] == 1.0 and cov[1:, 0, 7].sum() == 0  # a far corner is background only
+    # the same pixels render paints: per patch, the share of red in the rendered square matches its coverage
+    alone = render(Scene([square], "plain", (128, 128, 128)), 64).astype(np.float32)
+    red = (alone[..., 0] - 128) / (COLOURS["red"][0] - 128)  # (64, 64): 1 inside, 0 outside, between on edges
+    per_patch = red.reshape(8, 8, 8, 8).mean((1, 3))  # (8, 8)
+    np.testing.assert_allclose(per_patch, cov[sq], atol=0.03)
+
+
+def test_sample_with_scene_is_the_sample_and_its_scene():
+    for seed in range(20):
+        img, text = image_sample(seed)
+        img2, text2, scene = image_sample_with_scene(seed)
+        assert np.array_equal(img, img2) and text == text2
+        assert all(o.colour in text or o.shape in text or text.startswith("question:") for o in scene.objects)
+        assert scene == random_scene(random.Random(seed))
 
 
 def test_relations_follow_positions():

@@ -105,6 +105,36 @@ def _background(kind: str, tone: tuple[int, int, int], size: int, seed: int) -> 
     return img
 
 
+def _draw_object(draw: ImageDraw.ImageDraw, obj: Obj, big: int, fill, outline=None) -> None:
+    cx, cy, r = obj.x * big, obj.y * big, obj.radius * big
+    if obj.shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline)
+    else:
+        draw.polygon(_polygon(obj.shape, cx, cy, r, obj.angle), fill=fill, outline=outline)
+
+
+def shape_coverage(scene: Scene, size: int = 64, patch: int = 8) -> np.ndarray:
+    """Per-patch shape distribution of a still: (1 + len(SHAPES), size/patch, size/patch) float32.
+
+    Channel 0 is background, channel 1 + k the share of the patch covered by SHAPES[k] (drawn at the
+    same 2x supersampling as `render`); every patch sums to 1. Dense labels for training a ViT.
+    """
+    if size % patch:
+        raise ValueError(f"size {size} is not a multiple of patch {patch}")
+    big, grid = size * 2, size // patch
+    out = np.zeros((1 + len(SHAPES), grid, grid), dtype=np.float32)
+    for obj in scene.objects:
+        im = Image.new("L", (big, big))
+        _draw_object(ImageDraw.Draw(im), obj, big, 255)
+        mask = np.asarray(im, dtype=np.float32).reshape(grid, 2 * patch, grid, 2 * patch).mean((1, 3)) / 255  # (grid, grid)
+        out[1 + SHAPES.index(obj.shape)] += mask
+    out[1:] = np.minimum(out[1:], 1.0)
+    covered = out[1:].sum(0)
+    out[1:] /= np.maximum(covered, 1.0)  # overlapping objects (not drawn by random_scene) still sum to 1
+    out[0] = 1.0 - out[1:].sum(0)
+    return out
+
+
 def render(scene: Scene, size: int = 64, *, brightness: float = 1.0, occluder: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """Draw a scene as an (size, size, 3) uint8 RGB image, supersampled 2x for smooth edges."""
     big = size * 2
@@ -112,13 +142,8 @@ def render(scene: Scene, size: int = 64, *, brightness: float = 1.0, occluder: t
     im = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for obj in scene.objects:
-        cx, cy, r = obj.x * big, obj.y * big, obj.radius * big
-        colour = COLOURS[obj.colour]
         outline = (60, 60, 60) if obj.colour in ("white", "yellow") else None
-        if obj.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour, outline=outline)
-        else:
-            draw.polygon(_polygon(obj.shape, cx, cy, r, obj.angle), fill=colour, outline=outline)
+        _draw_object(draw, obj, big, COLOURS[obj.colour], outline)
     if occluder is not None:  # a grey bar passing in front of the scene
         x0, y0, x1, y1 = (v * big for v in occluder)
         draw.rectangle([x0, y0, x1, y1], fill=(90, 90, 90))
@@ -228,13 +253,20 @@ def image_sample(seed: int, size: int = 64, *, qa_share: float = 0.3, colour: st
 
     `colour` and `background` constrain the scene as in `random_scene`.
     """
+    img, text, _ = image_sample_with_scene(seed, size, qa_share=qa_share, colour=colour, background=background)
+    return img, text
+
+
+def image_sample_with_scene(seed: int, size: int = 64, *, qa_share: float = 0.3, colour: str | None = None,
+                            background: tuple[str, tuple[int, int, int]] | None = None) -> tuple[np.ndarray, str, Scene]:
+    """`image_sample` plus the scene it drew (for dense labels such as `shape_coverage`)."""
     rng = random.Random(seed)
     scene = random_scene(rng, colour=colour, background=background)
     img = render(scene, size, brightness=rng.uniform(0.8, 1.15))
     if rng.random() < qa_share:
         q, a = rng.choice(questions(scene))
-        return img, qa_text(q, a)
-    return img, caption(scene, rng)
+        return img, qa_text(q, a), scene
+    return img, caption(scene, rng), scene
 
 
 # --------------------------------------------------------------------------- videos
