@@ -205,7 +205,7 @@ def main(argv=None) -> None:
             dec.text_projection[:, ~keep] = 0.0  # weight decay never moves them, but keep it exact
         if step % 50 == 0 or step == args.steps - 1:
             rec = dict(step=step, loss=round(loss.item(), 4), contrastive=round(con_loss.item(), 4),
-                       caption=round(cap_loss.item(), 4), **({"dense": round(dense_loss.item(), 4)} if dense_head else {}),
+                       caption=round(cap_loss.item(), 4), **({"dense": round(dense_loss.item(), 4)} if dense_head is not None else {}),
                        lr=round(lr_at(step, args), 6),
                        logit_scale=round(model.logit_scale.exp().item(), 2), seconds=round(time.time() - t0, 1))
             log.append(rec)
