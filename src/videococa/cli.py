@@ -502,9 +502,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import VideoCoCaError, VideoDecodeError
+    from .interrupt import catching_sigint, check
 
     try:
-        return args.func(args)
+        with catching_sigint():
+            code = args.func(args)
+            check()  # a Ctrl-C whose KeyboardInterrupt a finaliser swallowed after the last item
+        return code
     except UsageError as exc:
         print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from .. import interrupt
 from ..errors import VideoDecodeError
 from .reader import Clip, read_clips, read_video
 from .sampling import SAMPLINGS, Sampling
@@ -124,6 +125,7 @@ class VideoLoader:
         batches = [self.paths[i : i + self.batch_size] for i in range(0, len(self.paths), self.batch_size)]
         if self.workers == 0:
             for batch in batches:
+                interrupt.check()
                 yield _batch([_read_one(p, self._kwargs) for p in batch])
             return
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read") as pool:
@@ -132,8 +134,10 @@ class VideoLoader:
                 for batch in batches:
                     pending.append([pool.submit(_read_one, p, self._kwargs) for p in batch])
                     if len(pending) > self.prefetch:
+                        interrupt.check()
                         yield _batch([f.result() for f in pending.popleft()])
                 while pending:
+                    interrupt.check()
                     yield _batch([f.result() for f in pending.popleft()])
             finally:  # stopped early (break, error, Ctrl-C): drop what is queued
                 for futures in pending:
