@@ -54,13 +54,19 @@ def parse_args(argv=None):
     p.add_argument("--caption-weight", type=float, default=2.0)
     p.add_argument("--qa-share", type=float, default=0.3, help="share of texts that are question+answer")
     # off by default: the shipped model was trained without them (they did not make shape learnable in
-    # 3500-3600 CPU steps; bench/RESULTS.md, "why shape is not learned", second and third rounds)
+    # 2900-3600 CPU steps; bench/RESULTS.md, "why shape is not learned", second to fourth rounds)
     p.add_argument("--hard-group", type=int, default=1,
                    help="images per group sharing colour and background (contrastive hard negatives); 1 = off")
     p.add_argument("--pos-init", choices=("sincos", "random"), default="random",
                    help="initial (learnable) ViT position embedding: 2-D sin-cos or open_clip's random")
     p.add_argument("--dense-shape", type=float, default=0.0,
                    help="weight of an auxiliary per-patch shape loss on the ViT tokens (head discarded after training); 0 = off")
+    p.add_argument("--shape-label", type=float, default=0.0,
+                   help="weight of an auxiliary multi-label loss (which shapes are in the image) on the contrastive "
+                        "image embedding (linear head discarded after training); 0 = off")
+    p.add_argument("--patch-whiten", type=float, default=0.0, metavar="EPS",
+                   help="initialise the ViT patch embedding as a whitening of image patches (eigenvectors of the "
+                        "patch covariance scaled by 1/sqrt(eigenvalue + EPS)); 0 = open_clip's random init")
     p.add_argument("--fast-step", action="store_true",
                    help="fused AdamW and the decoder run only to the longest text: 0.64 -> 0.46 s/step on 2 cores; "
                         "same maths, different float rounding from the shipped run")
@@ -103,9 +109,31 @@ def batch(step: int, args, tokenizer, mean, std):
     texts = [t for _, t, _ in samples]
     is_caption = torch.tensor([not t.startswith("question:") for t in texts])
     coverage = None
-    if args.dense_shape > 0:
+    if args.dense_shape > 0 or args.shape_label > 0:
         coverage = torch.from_numpy(np.stack([shape_coverage(sc, 64, 8) for _, _, sc in samples]))  # (B, 1+S, 8, 8)
     return images, tokenizer(texts), is_caption, coverage
+
+
+def patch_whitening(visual, images: torch.Tensor, eps: float) -> None:
+    """Set visual.conv1 to whiten the patches of `images` (B, 3, H, W): its outputs start decorrelated.
+
+    The top `width` principal directions of the (3*P*P)-dim patches, each scaled by 1/sqrt(eigenvalue + eps),
+    in conv1's (out, 3, P, P) layout; a data-dependent init of the same learnable layer (the first layer of
+    Keller Jordan's airbench CIFAR-10 speedruns is initialised the same way).
+    """
+    width, _, p, _ = visual.conv1.weight.shape
+    patches = images.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * p * p)  # (n, 3*P*P)
+    patches = patches.double() - patches.double().mean(0)
+    eigval, eigvec = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+    eigval, eigvec = eigval.flip(0)[:width], eigvec.flip(1)[:, :width]
+    weight = (eigvec / (eigval.clamp_min(0) + eps).sqrt()).T  # (width, 3*P*P)
+    with torch.no_grad():
+        visual.conv1.weight.copy_(weight.reshape(width, 3, p, p).to(visual.conv1.weight.dtype))
+
+
+def shapes_present(coverage: torch.Tensor) -> torch.Tensor:
+    """(B, S) 0/1 targets of --shape-label: which shapes cover any part of each image's (B, 1+S, g, g) coverage maps."""
+    return (coverage[:, 1:].sum((2, 3)) > 0).float()
 
 
 def encode_image_with_patches(visual, images):
@@ -132,6 +160,17 @@ def main(argv=None) -> None:
             model.visual.positional_embedding.copy_(
                 torch.from_numpy(get_2d_sincos_pos_embed(model.visual.positional_embedding.shape[1], grid, cls_token=True)))
 
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    if args.patch_whiten > 0:  # 512 stills from seeds the training batches never use
+        stills = np.stack([image_sample(2 * 10**9 + i, 64, qa_share=0.0)[0] for i in range(512)])
+        stills = torch.from_numpy(stills).permute(0, 3, 1, 2).float() / 255  # (512, 3, 64, 64)
+        patch_whitening(model.visual, (stills - mean) / std, args.patch_whiten)
+
+    label_head = None
+    if args.shape_label > 0:  # reads the contrastive image embedding; trained with the model, never saved
+        label_head = torch.nn.Linear(cfg["embed_dim"], len(SHAPES))
+
     dense_head = None
     if args.dense_shape > 0:
         # reads the tokens the attentional pooler attends over; trained with the model, never saved
@@ -150,7 +189,9 @@ def main(argv=None) -> None:
         dec.text_projection[:, ~keep] = 0.0  # logits of tokens that never occur stay exactly 0
 
     decay, no_decay = [], []
-    named = list(model.named_parameters()) + ([] if dense_head is None else list(dense_head.named_parameters("dense_head")))
+    named = list(model.named_parameters())
+    for prefix, head in (("dense_head", dense_head), ("label_head", label_head)):
+        named += [] if head is None else list(head.named_parameters(prefix))
     for name, p in named:
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("query") else decay).append(p)
     opt = torch.optim.AdamW(
@@ -158,8 +199,6 @@ def main(argv=None) -> None:
         lr=args.lr, betas=(0.9, 0.98), eps=1e-6, fused=args.fast_step or None,  # unfused: a fifth of the step
     )
     clip_loss = ClipLoss()
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     log = []
     t0 = time.time()
     model.train()
@@ -170,11 +209,11 @@ def main(argv=None) -> None:
         images, tokens, is_caption, coverage = batch(step, args, tokenizer, mean, std)
         # the math attention kernel: CPU flash-attention backward is slow on these short sequences
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16), sdpa_kernel(SDPBackend.MATH):
-            if dense_head is None:
-                img_latent, img_embs = model._encode_image(images)  # (B, E), (B, 255, E)
-            else:
-                img_latent, img_embs, patches = encode_image_with_patches(model.visual, images)
+            img_latent, img_embs, patches = encode_image_with_patches(model.visual, images)  # (B, E), (B, 255, E), (B, N, W)
+            if dense_head is not None:
                 patch_logits = dense_head(patches)  # (B, N, 1+S)
+            if label_head is not None:
+                shape_logits = label_head(img_latent)  # (B, S)
             txt_latent, tok_embs = model._encode_text(tokens)  # (B, E), (B, L, W)
             # the decoder only up to the longest text: causal attention makes this exact for every real token
             n = int((tokens != 0).sum(1).max()) if args.fast_step else tokens.shape[1]
@@ -196,6 +235,10 @@ def main(argv=None) -> None:
             cover = coverage.flatten(2).transpose(1, 2)  # (B, N, 1+S)
             dense_loss = -(cover * patch_logits.float().log_softmax(-1)).sum(-1).mean()
             loss = loss + args.dense_shape * dense_loss
+        label_loss = torch.zeros(())
+        if label_head is not None:  # which shapes the image holds, read off its coverage maps
+            label_loss = F.binary_cross_entropy_with_logits(shape_logits.float(), shapes_present(coverage))
+            loss = loss + args.shape_label * label_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -206,6 +249,7 @@ def main(argv=None) -> None:
         if step % 50 == 0 or step == args.steps - 1:
             rec = dict(step=step, loss=round(loss.item(), 4), contrastive=round(con_loss.item(), 4),
                        caption=round(cap_loss.item(), 4), **({"dense": round(dense_loss.item(), 4)} if dense_head is not None else {}),
+                       **({"shape_label": round(label_loss.item(), 4)} if label_head is not None else {}),
                        lr=round(lr_at(step, args), 6),
                        logit_scale=round(model.logit_scale.exp().item(), 2), seconds=round(time.time() - t0, 1))
             log.append(rec)

@@ -11,7 +11,7 @@ import torch
 import videococa
 from videococa.synthetic.benchmark import load_benchmark, make_benchmark, write_mp4
 from videococa.synthetic.evaluate import class_embeddings, load_frames
-from videococa.synthetic.world import CLASS_NAMES, Obj, VideoSpec
+from videococa.synthetic.world import CLASS_NAMES, SHAPES, Obj, VideoSpec
 from videococa.models.loading import TINY_DIR
 
 pytestmark = pytest.mark.skipif("videococa-tiny" not in videococa.list_models(), reason="tiny model not bundled")
@@ -147,6 +147,12 @@ def test_dense_shape_targets_and_patch_encoding():
         _, _, scene = image_sample_with_scene(2 * 6 + i, 64, qa_share=args.qa_share)
         assert torch.equal(coverage[i], torch.from_numpy(shape_coverage(scene, 64, 8)))
     assert train_tiny.batch(2, train_tiny.parse_args(["--batch-size", "6"]), tokenizer, zero, one)[3] is None
+    # --shape-label reads the same maps: its targets are exactly the shapes each scene drew
+    args = train_tiny.parse_args(["--batch-size", "6", "--shape-label", "1"])
+    present = train_tiny.shapes_present(train_tiny.batch(2, args, tokenizer, zero, one)[3])
+    for i in range(6):
+        _, _, scene = image_sample_with_scene(2 * 6 + i, 64, qa_share=args.qa_share)
+        assert [SHAPES[k] for k in present[i].nonzero()[:, 0]] == sorted({o.shape for o in scene.objects}, key=SHAPES.index)
 
     cfg = json.loads((Path(train_tiny.__file__).parent / "tiny_config.json").read_text())
     torch.manual_seed(0)
@@ -156,6 +162,31 @@ def test_dense_shape_targets_and_patch_encoding():
     ref_latent, ref_tokens = model._encode_image(x)
     assert torch.equal(latent, ref_latent) and torch.equal(tokens, ref_tokens)
     assert patches.shape == (2, 64, cfg["vision_cfg"]["width"])  # the 8 x 8 patch tokens, class token dropped
+
+
+def test_patch_whitening_decorrelates_the_patch_embedding():
+    """--patch-whiten: conv1's outputs on the patches it was fitted to have covariance diag(eig / (eig + eps))."""
+    import open_clip
+
+    train_tiny = _train_tiny_module()
+    visual = open_clip.transformer.VisionTransformer(image_size=16, patch_size=4, width=24, layers=1, heads=1,
+                                                     mlp_ratio=2.0, output_dim=8)
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(48, 48, generator=g)  # correlated, unequal-variance patch pixels
+    images = (torch.randn(400 * 16, 48, generator=g) @ mix).reshape(400, 4, 4, 3, 4, 4).permute(0, 3, 1, 4, 2, 5)
+    images = images.reshape(400, 3, 16, 16)  # (B, 3, 16, 16): the 4 x 4 grid of (3, 4, 4) patches
+    train_tiny.patch_whitening(visual, images, eps=0.0)
+    with torch.no_grad():
+        out = visual.conv1(images)  # (B, 24, 4, 4)
+    feats = out.permute(0, 2, 3, 1).reshape(-1, 24).double()
+    cov = (feats - feats.mean(0)).T @ (feats - feats.mean(0)) / len(feats)
+    assert torch.allclose(cov, torch.eye(24, dtype=torch.float64), atol=2e-3)  # 24 of 48 directions kept, all unit variance
+    train_tiny.patch_whitening(visual, images, eps=1e6)  # eps >> eigenvalues: W ~ V.T / 1000, output variance ~ eigenvalue / 1e6
+    with torch.no_grad():
+        feats = visual.conv1(images).permute(0, 2, 3, 1).reshape(-1, 24).double()
+    patches = images.unfold(2, 4, 4).unfold(3, 4, 4).permute(0, 2, 3, 1, 4, 5).reshape(-1, 48).double()
+    top = torch.linalg.eigvalsh(torch.cov(patches.T, correction=0)).flip(0)[:24]  # the 24 largest, descending
+    assert torch.allclose(feats.var(0, correction=0) * 1e6, top, rtol=1e-3)  # the principal directions, largest first
 
 
 def test_training_script_reproduces_the_shipped_log(tmp_path):
