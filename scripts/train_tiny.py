@@ -230,15 +230,14 @@ def main(argv=None) -> None:
         con_loss = clip_loss(F.normalize(img_latent[sel].float(), dim=-1), F.normalize(txt_latent[sel].float(), dim=-1),
                              model.logit_scale.exp())
         loss = con_loss + args.caption_weight * cap_loss
-        dense_loss = torch.zeros(())
+        aux = {}  # the auxiliary losses that are on, by their log name
         if dense_head is not None:  # soft cross-entropy against each patch's shape coverage
             cover = coverage.flatten(2).transpose(1, 2)  # (B, N, 1+S)
-            dense_loss = -(cover * patch_logits.float().log_softmax(-1)).sum(-1).mean()
-            loss = loss + args.dense_shape * dense_loss
-        label_loss = torch.zeros(())
+            aux["dense"] = -(cover * patch_logits.float().log_softmax(-1)).sum(-1).mean()
+            loss = loss + args.dense_shape * aux["dense"]
         if label_head is not None:  # which shapes the image holds, read off its coverage maps
-            label_loss = F.binary_cross_entropy_with_logits(shape_logits.float(), shapes_present(coverage))
-            loss = loss + args.shape_label * label_loss
+            aux["shape_label"] = F.binary_cross_entropy_with_logits(shape_logits.float(), shapes_present(coverage))
+            loss = loss + args.shape_label * aux["shape_label"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -248,8 +247,7 @@ def main(argv=None) -> None:
             dec.text_projection[:, ~keep] = 0.0  # weight decay never moves them, but keep it exact
         if step % 50 == 0 or step == args.steps - 1:
             rec = dict(step=step, loss=round(loss.item(), 4), contrastive=round(con_loss.item(), 4),
-                       caption=round(cap_loss.item(), 4), **({"dense": round(dense_loss.item(), 4)} if dense_head is not None else {}),
-                       **({"shape_label": round(label_loss.item(), 4)} if label_head is not None else {}),
+                       caption=round(cap_loss.item(), 4), **{k: round(v.item(), 4) for k, v in aux.items()},
                        lr=round(lr_at(step, args), 6),
                        logit_scale=round(model.logit_scale.exp().item(), 2), seconds=round(time.time() - t0, 1))
             log.append(rec)
