@@ -45,6 +45,19 @@ def test_captions_and_questions_name_the_objects():
             assert qa[f"what colour is the {obj.shape}?"] == obj.colour
 
 
+def test_a_shape_question_names_one_object():
+    """'what shape is the red object?' is asked only of scenes with one red object."""
+    rng, asked, shared = random.Random(1), 0, 0
+    for _ in range(400):
+        scene = random_scene(rng)
+        colours = [o.colour for o in scene.objects]
+        shared += len(set(colours)) < len(colours)
+        qs = [q for q, _ in questions(scene) if q.startswith("what shape")]
+        assert sorted(qs) == sorted(f"what shape is the {c} object?" for c in colours if colours.count(c) == 1)
+        asked += len(qs)
+    assert shared > 0 and asked > 0  # the sample holds scenes with a shared colour, and questions are still asked
+
+
 def test_shape_coverage_marks_the_patches_each_shape_covers():
     # a large square (radius 0.21 of 64 px: 9.5 px from centre to side) centred at (16, 16), on a plain background
     square = Obj("square", "red", "large", 0.25, 0.25)

@@ -233,7 +233,8 @@ def questions(scene: Scene) -> list[tuple[str, str]]:
     qa = [("how many shapes are there?", NUMBERS[len(objs)])]
     for o in objs:
         qa.append((f"what colour is the {o.shape}?", o.colour))
-        qa.append((f"what shape is the {o.colour} object?", o.shape))
+        if sum(p.colour == o.colour for p in objs) == 1:  # "the red object" must name one object
+            qa.append((f"what shape is the {o.colour} object?", o.shape))
         qa.append((f"how big is the {o.shape}?", o.size))
     qa.append(("what is the background?", scene.background))
     return qa
