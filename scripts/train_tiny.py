@@ -8,7 +8,11 @@ The captioning loss is the exact full-vocabulary cross-entropy computed cheaply:
 columns of tokens that never occur in the synthetic texts are held at zero, so their logits are
 exactly 0 and they enter the softmax normaliser as a constant log(count) term.
 
-Run:  .venv/bin/python scripts/train_tiny.py            (about 25 minutes on 2 CPU cores)
+Shape: the image tower first trains alone for --vision-warmup steps on two auxiliary losses (which shape
+covers each patch; which shapes the image holds, read from the contrastive embedding), then the CoCa
+steps keep them on; their heads are discarded (bench/RESULTS.md, "why shape is not learned").
+
+Run:  .venv/bin/python scripts/train_tiny.py            (about 23 minutes on 2 idle CPU cores)
 Writes src/videococa/models/tiny/{config.json, generation.json, model.safetensors, training.json}.
 """
 
@@ -46,34 +50,40 @@ DEFAULT_OUT = ROOT / "src" / "videococa" / "models" / "tiny"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2600)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--caption-weight", type=float, default=2.0)
     p.add_argument("--qa-share", type=float, default=0.3, help="share of texts that are question+answer")
-    # off by default: the shipped model was trained without them (they did not make shape learnable in
-    # 2900-3600 CPU steps; bench/RESULTS.md, "why shape is not learned", second to fourth rounds)
+    # shape: the shipped model uses --patch-whiten, --dense-shape, --shape-label and --vision-warmup (fifth
+    # round in bench/RESULTS.md); --hard-group and --pos-init are off (second round: no effect on shape)
     p.add_argument("--hard-group", type=int, default=1,
                    help="images per group sharing colour and background (contrastive hard negatives); 1 = off")
     p.add_argument("--pos-init", choices=("sincos", "random"), default="random",
                    help="initial (learnable) ViT position embedding: 2-D sin-cos or open_clip's random")
-    p.add_argument("--dense-shape", type=float, default=0.0,
+    p.add_argument("--dense-shape", type=float, default=1.0,
                    help="weight of an auxiliary per-patch shape loss on the ViT tokens (head discarded after training); 0 = off")
-    p.add_argument("--shape-label", type=float, default=0.0,
+    p.add_argument("--shape-label", type=float, default=1.0,
                    help="weight of an auxiliary multi-label loss (which shapes are in the image) on the contrastive "
-                        "image embedding (linear head discarded after training); 0 = off")
-    p.add_argument("--patch-whiten", type=float, default=0.0, metavar="EPS",
+                        "image embedding before L2 normalisation (linear head discarded after training); 0 = off")
+    p.add_argument("--vision-warmup", type=int, default=1200, metavar="STEPS",
+                   help="steps that train the image tower alone on the --dense-shape and --shape-label losses "
+                        "(constant lr) before the CoCa steps; 0 = off")
+    p.add_argument("--patch-whiten", type=float, default=0.01, metavar="EPS",
                    help="initialise the ViT patch embedding as a whitening of image patches (eigenvectors of the "
                         "patch covariance scaled by 1/sqrt(eigenvalue + EPS)); 0 = open_clip's random init")
-    p.add_argument("--fast-step", action="store_true",
+    p.add_argument("--fast-step", action=argparse.BooleanOptionalAction, default=True,
                    help="fused AdamW and the decoder run only to the longest text: 0.64 -> 0.46 s/step on 2 cores; "
-                        "same maths, different float rounding from the shipped run")
+                        "same maths as --no-fast-step, different float rounding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.vision_warmup and not (args.dense_shape > 0 or args.shape_label > 0):
+        p.error("--vision-warmup trains on the shape losses: give --dense-shape and/or --shape-label a weight > 0")
+    return args
 
 
 def text_vocabulary(tokenizer, n: int = 20000) -> list[int]:
@@ -92,8 +102,12 @@ def lr_at(step: int, args) -> float:
     return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def batch(step: int, args, tokenizer, mean, std):
-    seeds = [args.seed * 10**7 + step * args.batch_size + i for i in range(args.batch_size)]
+VISION_WARMUP_SEEDS = 5 * 10**6
+"""Offset of the --vision-warmup batches' seeds from the CoCa batches' (which use the first steps x batch)."""
+
+
+def batch(step: int, args, tokenizer, mean, std, offset: int = 0):
+    seeds = [args.seed * 10**7 + offset + step * args.batch_size + i for i in range(args.batch_size)]
     samples = []
     for g in range(0, args.batch_size, args.hard_group):
         # a group shares colour and background, so its captions differ in shape, size and place: the
@@ -137,10 +151,79 @@ def shapes_present(coverage: torch.Tensor) -> torch.Tensor:
 
 
 def encode_image_with_patches(visual, images):
-    """open_clip's VisionTransformer.forward, keeping the transformer's patch outputs for the dense loss."""
+    """open_clip's VisionTransformer.forward, keeping the transformer's patch outputs for the dense loss.
+
+    The image latent is returned before L2 normalisation (open_clip's encode_image normalises it).
+    """
     x = visual.transformer(visual._embeds(images))  # (B, 1+N, W)
     pooled, tokens = visual._pool(x)
-    return F.normalize(pooled @ visual.proj, dim=-1), tokens, x[:, 1:]  # (B, E), (B, 255, E), (B, N, W)
+    return pooled @ visual.proj, tokens, x[:, 1:]  # (B, E), (B, 255, E), (B, N, W)
+
+
+def shape_losses(dense_head, label_head, latent, patches, coverage) -> dict:
+    """The auxiliary shape losses that are on, by their log name (unweighted)."""
+    aux = {}
+    if dense_head is not None:  # soft cross-entropy against each patch's shape coverage
+        cover = coverage.flatten(2).transpose(1, 2)  # (B, N, 1+S)
+        aux["dense"] = -(cover * dense_head(patches).float().log_softmax(-1)).sum(-1).mean()
+    if label_head is not None:  # which shapes the image holds, read off its coverage maps
+        aux["shape_label"] = F.binary_cross_entropy_with_logits(label_head(latent).float(), shapes_present(coverage))
+    return aux
+
+
+def aux_total(args, aux: dict) -> torch.Tensor:
+    weights = {"dense": args.dense_shape, "shape_label": args.shape_label}
+    return sum(weights[k] * v for k, v in aux.items())
+
+
+def make_optimizer(args, model, dense_head, label_head):
+    """AdamW over the model and the shape heads; returns the (name, parameter) list and the optimiser.
+
+    No weight decay on gains, biases, embeddings, the temperature, the pooler's queries (rows the current
+    loss leaves without gradient must not shrink) and the discarded heads.
+    """
+    decay, no_decay = [], []
+    named = list(model.named_parameters())
+    for prefix, head in (("dense_head", dense_head), ("label_head", label_head)):
+        named += [] if head is None else list(head.named_parameters(prefix))
+    for name, p in named:
+        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("query")
+         or name.startswith(("dense_head", "label_head")) else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.98), eps=1e-6, fused=args.fast_step or None,  # unfused: a fifth of the step
+    )
+    return named, opt
+
+
+def vision_warmup(args, visual, dense_head, label_head, opt, tokenizer, mean, std, log: list) -> None:
+    """--vision-warmup: train the image tower alone on the shape losses, before any text is seen.
+
+    Constant lr after a linear ramp over the first --warmup steps. `opt` is the run's optimiser: the
+    parameters this stage leaves without gradients (text tower, decoder) are not touched by it.
+    Logged as steps -N..-1 before the CoCa steps.
+    """
+    params = [*visual.parameters(), *(p for h in (dense_head, label_head) if h is not None for p in h.parameters())]
+    t0 = time.time()
+    bar = tqdm(range(args.vision_warmup), desc="vision warm-up", unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+        images, _, _, coverage = batch(step, args, tokenizer, mean, std, offset=VISION_WARMUP_SEEDS)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16), sdpa_kernel(SDPBackend.MATH):
+            x = visual.transformer(visual._embeds(images))  # (B, 1+N, W)
+            pooled, _ = visual._pool(x)  # (B, W): the contrastive query only; the decoder's are untouched here
+            aux = shape_losses(dense_head, label_head, pooled @ visual.proj, x[:, 1:], coverage)
+        loss = aux_total(args, aux)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == args.vision_warmup - 1:
+            log.append(dict(step=step - args.vision_warmup, loss=round(loss.item(), 4),
+                            **{k: round(v.item(), 4) for k, v in aux.items()}, lr=round(opt.param_groups[0]["lr"], 6),
+                            seconds=round(time.time() - t0, 1)))
+            bar.set_postfix(**{k: v for k, v in log[-1].items() if k in aux})
 
 
 def main(argv=None) -> None:
@@ -188,20 +271,13 @@ def main(argv=None) -> None:
         keep[vocab_t] = True
         dec.text_projection[:, ~keep] = 0.0  # logits of tokens that never occur stay exactly 0
 
-    decay, no_decay = [], []
-    named = list(model.named_parameters())
-    for prefix, head in (("dense_head", dense_head), ("label_head", label_head)):
-        named += [] if head is None else list(head.named_parameters(prefix))
-    for name, p in named:
-        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("query") else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.98), eps=1e-6, fused=args.fast_step or None,  # unfused: a fifth of the step
-    )
+    named, opt = make_optimizer(args, model, dense_head, label_head)
     clip_loss = ClipLoss()
     log = []
     t0 = time.time()
     model.train()
+    if args.vision_warmup:
+        vision_warmup(args, model.visual, dense_head, label_head, opt, tokenizer, mean, std, log)
     bar = tqdm(range(args.steps), desc="train videococa-tiny", unit="step")
     for step in bar:
         for g in opt.param_groups:
@@ -210,10 +286,7 @@ def main(argv=None) -> None:
         # the math attention kernel: CPU flash-attention backward is slow on these short sequences
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16), sdpa_kernel(SDPBackend.MATH):
             img_latent, img_embs, patches = encode_image_with_patches(model.visual, images)  # (B, E), (B, 255, E), (B, N, W)
-            if dense_head is not None:
-                patch_logits = dense_head(patches)  # (B, N, 1+S)
-            if label_head is not None:
-                shape_logits = label_head(img_latent)  # (B, S)
+            aux = shape_losses(dense_head, label_head, img_latent, patches, coverage)
             txt_latent, tok_embs = model._encode_text(tokens)  # (B, E), (B, L, W)
             # the decoder only up to the longest text: causal attention makes this exact for every real token
             n = int((tokens != 0).sum(1).max()) if args.fast_step else tokens.shape[1]
@@ -229,15 +302,7 @@ def main(argv=None) -> None:
         sel = is_caption.nonzero()[:, 0]
         con_loss = clip_loss(F.normalize(img_latent[sel].float(), dim=-1), F.normalize(txt_latent[sel].float(), dim=-1),
                              model.logit_scale.exp())
-        loss = con_loss + args.caption_weight * cap_loss
-        aux = {}  # the auxiliary losses that are on, by their log name
-        if dense_head is not None:  # soft cross-entropy against each patch's shape coverage
-            cover = coverage.flatten(2).transpose(1, 2)  # (B, N, 1+S)
-            aux["dense"] = -(cover * patch_logits.float().log_softmax(-1)).sum(-1).mean()
-            loss = loss + args.dense_shape * aux["dense"]
-        if label_head is not None:  # which shapes the image holds, read off its coverage maps
-            aux["shape_label"] = F.binary_cross_entropy_with_logits(shape_logits.float(), shapes_present(coverage))
-            loss = loss + args.shape_label * aux["shape_label"]
+        loss = con_loss + args.caption_weight * cap_loss + aux_total(args, aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
