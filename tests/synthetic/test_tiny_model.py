@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,7 +39,27 @@ def test_zero_shot_classification_well_above_chance(tiny, small_benchmark):
     result = evaluate_dataset(tiny, read_synthetic(small_benchmark / "annotations.json", "classify"), cache=False)
     top1 = result["metrics"]["top1"] / 100
     chance = 1 / len(CLASS_NAMES)
-    assert top1 >= 6 * chance, f"top-1 {top1:.1%} vs chance {chance:.1%}"  # issue asks 3x; margin 2x on top
+    # the issue asks 3x chance; measured 65.0% here (31x; the previous model 18.3%), so 20x leaves a wide margin
+    assert top1 >= 20 * chance, f"top-1 {top1:.1%} vs chance {chance:.1%}"
+
+
+def test_zero_shot_tells_shapes_apart_at_every_size(tiny):
+    """Shape, the hard part of the synthetic world: before the fifth training round large objects were at chance."""
+    import random
+
+    from videococa.synthetic.world import random_scene, render
+    from videococa.video.transforms import preprocess_frames
+
+    scenes = [random_scene(random.Random(888 * 10**6 + i), max_objects=1) for i in range(150)]  # unseen seeds
+    info = tiny.info
+    x = preprocess_frames(np.stack([render(sc, 64) for sc in scenes]), 64, info.image_mean, info.image_std)
+    with torch.no_grad():
+        pred = (tiny.encode_video(x[:, None]) @ class_embeddings(tiny).T).argmax(1)  # one-frame videos
+    right = np.array([CLASS_NAMES[p].split()[-1] == sc.objects[0].shape for p, sc in zip(pred, scenes)])
+    sizes = np.array([sc.objects[0].size for sc in scenes])
+    by_size = {s: right[sizes == s].mean() for s in ("small", "medium", "large")}
+    # chance is 1/6; measured 95% here (94 / 95 / 98% by size; the previous model 25%, large 23%)
+    assert right.mean() >= 0.75 and min(by_size.values()) >= 0.6, (right.mean(), by_size)
 
 
 def _easy_video(tmp_path, shape, colour, name, appears_at=0.0):
