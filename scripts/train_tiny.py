@@ -211,13 +211,12 @@ def vision_warmup(args, visual, dense_head, label_head, opt, tokenizer, mean, st
             g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
         images, _, _, coverage = batch(step, args, tokenizer, mean, std, offset=VISION_WARMUP_SEEDS)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16), sdpa_kernel(SDPBackend.MATH):
-            x = visual.transformer(visual._embeds(images))  # (B, 1+N, W)
-            pooled, _ = visual._pool(x)  # (B, W): the contrastive query only; the decoder's are untouched here
-            aux = shape_losses(dense_head, label_head, pooled @ visual.proj, x[:, 1:], coverage)
+            latent, _, patches = encode_image_with_patches(visual, images)  # the decoder's tokens get no loss here
+            aux = shape_losses(dense_head, label_head, latent, patches, coverage)
         loss = aux_total(args, aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)  # this order of summation is the shipped model's
         opt.step()
         if step % 50 == 0 or step == args.vision_warmup - 1:
             log.append(dict(step=step - args.vision_warmup, loss=round(loss.item(), 4),

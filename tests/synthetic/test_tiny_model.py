@@ -198,8 +198,8 @@ def test_vision_warmup_trains_the_image_tower_alone():
     _, opt = train_tiny.make_optimizer(args, model, dense, label)  # the script's own parameter groups
     log = []
     zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
-    train_tiny.vision_warmup(args, model.visual, dense, label, opt, open_clip.SimpleTokenizer(context_length=32),
-                             zero, one, log)
+    tokenizer = open_clip.SimpleTokenizer(context_length=32)
+    train_tiny.vision_warmup(args, model.visual, dense, label, opt, tokenizer, zero, one, log)
     after = model.state_dict()
     moved = {k for k in after if not torch.equal(after[k], before[k])}
     assert moved and all(k.startswith("visual.") for k in moved), sorted(moved)
@@ -210,9 +210,8 @@ def test_vision_warmup_trains_the_image_tower_alone():
     assert [r["step"] for r in log] == [-3, -1] and set(log[0]) >= {"dense", "shape_label", "lr"}
     assert log[0]["lr"] == pytest.approx(args.lr / 2)  # the ramp over --warmup steps, then constant
     # its batches come from their own seeds, not the CoCa steps'
-    first = train_tiny.batch(0, args, open_clip.SimpleTokenizer(context_length=32), zero, one)[0]
-    warm = train_tiny.batch(0, args, open_clip.SimpleTokenizer(context_length=32), zero, one,
-                            offset=train_tiny.VISION_WARMUP_SEEDS)[0]
+    first = train_tiny.batch(0, args, tokenizer, zero, one)[0]
+    warm = train_tiny.batch(0, args, tokenizer, zero, one, offset=train_tiny.VISION_WARMUP_SEEDS)[0]
     assert not torch.equal(first, warm)
 
 
