@@ -44,3 +44,72 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     """(tensors, metadata) of a safetensors file, copied into memory (not views of a file that may be rewritten)."""
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k).clone() for k in f.keys()}, dict(f.metadata() or {})
+
+
+class FileLock:
+    """An exclusive advisory lock (flock) on `path`, held between acquire() and release().
+
+    The holder writes its pid into the file so that a waiting process can say who holds it. The
+    kernel releases a flock when its holder exits, also on kill -9, so a crash never leaves a stale lock.
+    flock locks belong to an open file, so two FileLocks on one path exclude each other within one
+    process as well.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> int | None:
+        """The pid written by the current holder, if readable."""
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self, *, blocking: bool = True, on_wait=None) -> bool:
+        """Take the lock; if another holds it, call `on_wait(pid)` once and wait (or return False if not blocking)."""
+        import fcntl
+
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not blocking:
+                    os.close(fd)
+                    return False
+                if on_wait is not None:
+                    on_wait(self.holder())
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -18,28 +18,38 @@ lists), which supports removal by id, so deleted and re-embedded files never for
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
 import sqlite3
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import IndexStoreError
-from ..files import atomic_path, write_json_atomic
+from ..files import FileLock, atomic_path, write_json_atomic
+from ..models.videococa import POOLINGS
+from ..paths import display, from_db, to_db
 from ..video.loader import LoadError
+from ..video.reader import _check_num_frames
+from ..video.sampling import check_segment, clip_windows
 
 EXACT_LIMIT = 100_000
 """Entries below which search is exact."""
 DEFAULT_NPROBE = 64
 """Inverted lists probed per query in the approximate index (see bench/search.py)."""
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+HEAD_BYTES = 1 << 20
+"""Bytes hashed from the start of each file to recognise it when it moves."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +59,8 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     duration REAL NOT NULL,
-    indexed_at REAL NOT NULL
+    indexed_at REAL NOT NULL,
+    head_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,6 +71,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_file ON entries(file_id);
 """
+# `path` holds UTF-8 text, or the raw bytes (a BLOB) of a name that is not UTF-8 (see videococa.paths.to_db).
 
 
 @dataclass(frozen=True)
@@ -90,12 +102,81 @@ class UpdateReport:
     """Files skipped: already indexed and unchanged."""
     removed: list[str] = field(default_factory=list)
     """Files dropped because they no longer exist."""
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    """(old path, new path) of files recognised at a new place (same size, mtime and first MiB): not re-embedded."""
     failed: list[LoadError] = field(default_factory=list)
-    """Files that could not be read, with reasons (the rest were indexed)."""
+    """Files (or inputs) that could not be read, with reasons (the rest were indexed)."""
+    notes: list[LoadError] = field(default_factory=list)
+    """Things done on purpose that a user should hear of: skipped links and FIFOs, truncated files indexed in
+    part, roots whose entries were kept."""
+
+
+@dataclass
+class RepairReport:
+    """What `VideoIndex.repair` salvaged."""
+
+    files_kept: int = 0
+    """Files whose record and every entry were readable."""
+    entries_kept: int = 0
+    """Their entries."""
+    files_dropped: list[str] = field(default_factory=list)
+    """Files with unreadable or incomplete entries: the next `index` run embeds them again."""
+    damaged_copy: str | None = None
+    """Where the damaged database was moved (kept for inspection; delete it when done)."""
+    fresh: bool = False
+    """Nothing was salvageable (settings lost): the index starts empty."""
 
 
 def _abspath(p: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(p))
+
+
+def _under(root: str, paths: Iterable[str]) -> list[str]:
+    prefix = root.rstrip(os.sep) + os.sep
+    return [k for k in paths if k == root or k.startswith(prefix)]
+
+
+def head_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a file's first MiB (with size and mtime, what recognises a moved file); None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(HEAD_BYTES)).hexdigest()
+    except OSError:
+        return None
+
+
+def _say_waiting(index: Path, pid: int | None) -> None:
+    who = f"pid {pid}" if pid else "pid unknown"
+    print(f"videococa: another process is indexing {display(index)} ({who}); waiting for it to finish",
+          file=sys.stderr, flush=True)
+
+
+def _guarded(method):
+    """Turn SQLite errors inside a public method into an IndexStoreError that names the index and the way out."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(exc) from None
+
+    return wrapper
+
+
+def faiss_ids(index) -> np.ndarray:
+    """The ids held by a FAISS index (IndexIDMap2 or IndexIVF), sorted."""
+    import faiss
+
+    if hasattr(index, "id_map"):
+        ids = faiss.vector_to_array(index.id_map)
+    else:
+        ivf = faiss.extract_index_ivf(index)
+        lists = ivf.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                 for i in range(ivf.nlist) if lists.list_size(i)]
+        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return np.sort(ids.astype(np.int64))
 
 
 class VideoIndex:
@@ -104,46 +185,105 @@ class VideoIndex:
     A new index needs `model`; its name, weights fingerprint, `frames`, `pooling` and `segment` are
     recorded. Reopening with a different model or settings raises IndexStoreError. Without `model`, an
     existing index opens for inspection; `settings` tells which model to load for searching.
+
+    Several processes may use one index: writers (`add`, `update`, `remove`, `repair`) take turns through a
+    lock file (`on_wait(index_path, pid)` is called once when one has to wait; by default it says so on
+    stderr); searches never wait, and see every file committed before they run.
     """
 
     def __init__(self, path: str | os.PathLike, model=None, *, frames: int | None = None, pooling: str | None = None,
-                 segment: float | None = None, create: bool = True):
+                 segment: float | None = None, create: bool = True, on_wait=None):
+        if frames is not None:
+            _check_num_frames(frames)
+        if pooling is not None and pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        check_segment(segment)
         self.path = Path(path)
         self.db_path = self.path / "index.sqlite"
         self.model = model
-        exists = self.db_path.is_file()
-        if not exists:
-            if not create:
-                raise IndexStoreError(f"no video index at {str(self.path)!r} (expected {str(self.db_path)!r}); "
-                                      "create one with `videococa index VIDEO_DIR --index PATH`")
-            if model is None:
-                raise IndexStoreError(f"creating the index {str(self.path)!r} needs a model")
-            if self.path.exists() and not self.path.is_dir():
-                raise IndexStoreError(f"index path {str(self.path)!r} is a file; an index is a directory")
+        self.on_wait = on_wait or _say_waiting
+        self._lock = FileLock(self.path / "index.lock")
+        self._depth = 0
+        self._faiss = None
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._synced = -1
+        self._saved_generation = -1
+        if self.db_path.is_file() and self.db_path.stat().st_size > 0:
+            self._connect()
+            self._ino = os.stat(self.db_path).st_ino
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
-                probe = self.path / f".write-test-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise IndexStoreError(f"cannot create the index at {str(self.path)!r}: {exc.strerror or exc}") from None
+                self.settings = self._settings()
+                if int(self.settings.get("schema_version", SCHEMA_VERSION)) < SCHEMA_VERSION:
+                    with self._locked():
+                        self._migrate()
+                        self.settings = self._settings()
+            except sqlite3.DatabaseError as exc:
+                raise self._db_error(exc) from None
+            if not self.settings:
+                raise IndexStoreError(f"{display(self.db_path)!r} holds no index settings: it is not a video index "
+                                      f"(or was damaged); {self._repair_hint()}")
+        else:
+            self._create(model, frames, pooling, segment, create)
+        self._check(model, frames, pooling, segment)
+        self.dim = int(self.settings["embed_dim"])
         try:
-            self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            self._open_faiss()
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(exc) from None
+
+    # ------------------------------------------------------------------ opening and creating
+    def _connect(self) -> None:
+        try:
+            self.db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise IndexStoreError(f"{str(self.db_path)!r} is not a usable video index: {exc}") from None
-        self.settings = self._settings()
-        if not self.settings:
-            self._init_settings(model, frames or 8, pooling or "attentional", segment)
-        else:
-            self._check(model, frames, pooling, segment)
-        self.dim = int(self.settings["embed_dim"])
-        self._faiss = None
-        self._saved_generation = -1
-        self._load_or_rebuild()
+            raise IndexStoreError(f"{display(self.db_path)!r} is not a usable video index: {exc}") from None
+
+    def _create(self, model, frames, pooling, segment, create: bool) -> None:
+        shown = display(self.path)
+        if self.db_path.is_file():  # 0 bytes: maybe another process is creating it this moment; decided under the lock
+            pass
+        elif not create:
+            raise IndexStoreError(f"no video index at {shown!r} (expected {display(self.db_path)!r}); "
+                                  "create one with `videococa index VIDEO_DIR --index PATH`")
+        if model is None:
+            if self.db_path.is_file():
+                raise IndexStoreError(f"{display(self.db_path)!r} is empty (0 bytes): the index record was lost; "
+                                      f"{self._repair_hint()}")
+            raise IndexStoreError(f"creating the index {shown!r} needs a model")
+        if self.path.exists() and not self.path.is_dir():
+            raise IndexStoreError(f"index path {shown!r} is a file; an index is a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise IndexStoreError(f"cannot create the index at {shown!r}: {exc.strerror or exc}") from None
+        with self._locked():  # two processes creating one index: the second waits, then opens what the first made
+            if self.db_path.is_file() and self.db_path.stat().st_size == 0:
+                raise IndexStoreError(f"{display(self.db_path)!r} is empty (0 bytes): the index record was lost "
+                                      f"(a full disk or an interrupted copy?); {self._repair_hint()}")
+            self._connect()
+            self._ino = os.stat(self.db_path).st_ino
+            try:
+                self.db.executescript(_SCHEMA)
+                self.settings = self._settings()
+                if not self.settings:
+                    self._init_settings(model, frames or 8, pooling or "attentional", segment)
+            except sqlite3.DatabaseError as exc:
+                raise self._db_error(exc) from None
+
+    def _repair_hint(self) -> str:
+        return f"run `videococa index --repair --index {display(self.path)}` (or delete the folder and index again)"
+
+    def _db_error(self, exc: sqlite3.DatabaseError) -> IndexStoreError:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return IndexStoreError(f"index {display(self.path)!r} stayed locked by another process for a minute ({exc})")
+        return IndexStoreError(f"index {display(self.path)!r} is damaged ({exc}); {self._repair_hint()}; files whose "
+                               "entries cannot be read are indexed again on the next run")
 
     # ------------------------------------------------------------------ settings
     def _settings(self) -> dict[str, str]:
@@ -161,14 +301,30 @@ class VideoIndex:
             "generation": 0,
         }
         with self._tx():
-            self.db.executemany("INSERT INTO settings VALUES (?, ?)", [(k, str(v)) for k, v in values.items()])
+            self.db.executemany("INSERT OR IGNORE INTO settings VALUES (?, ?)",
+                                [(k, str(v)) for k, v in values.items()])
         self.settings = self._settings()
+
+    def _migrate(self) -> None:
+        """Schema 1 -> 2: files gain head_sha256 (NULL for files indexed before: they are not recognised when moved)."""
+        with self._tx():
+            version = int(self.db.execute("SELECT value FROM settings WHERE key='schema_version'").fetchone()[0])
+            if version == 1:
+                self.db.execute("ALTER TABLE files ADD COLUMN head_sha256 TEXT")
+                self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _check(self, model, frames, pooling, segment) -> None:
         s = self.settings
         if int(s.get("schema_version", -1)) != SCHEMA_VERSION:
-            raise IndexStoreError(f"index {str(self.path)!r} has schema version {s.get('schema_version')}; "
+            raise IndexStoreError(f"index {display(self.path)!r} has schema version {s.get('schema_version')}; "
                                   f"this videococa reads version {SCHEMA_VERSION}")
+        try:
+            recorded = float(s["segment"])
+            check_segment(recorded or None)
+        except ValueError:
+            raise IndexStoreError(f"index {display(self.path)!r} records an unusable segment length "
+                                  f"{s['segment']!r} (written by a videococa that did not check it); "
+                                  "index into a new path") from None
         problems = []
         if model is not None and model.fingerprint() != s["fingerprint"]:
             problems.append(f"it was built with model {s['model']} [{s['pretrained'] or 'random weights'}, "
@@ -179,10 +335,10 @@ class VideoIndex:
             problems.append(f"it uses {s['frames']} frames per entry, not {frames}")
         if pooling is not None and pooling != s["pooling"]:
             problems.append(f"it uses {s['pooling']} pooling, not {pooling}")
-        if segment is not None and float(segment) != float(s["segment"]):
-            problems.append(f"it uses segments of {float(s['segment']) or 'whole files'} s, not {segment}")
+        if segment is not None and float(segment) != recorded:
+            problems.append(f"it uses segments of {recorded or 'whole files'} s, not {segment}")
         if problems:
-            raise IndexStoreError(f"index {str(self.path)!r} does not match: " + "; ".join(problems)
+            raise IndexStoreError(f"index {display(self.path)!r} does not match: " + "; ".join(problems)
                                   + ". Use the index's own settings or a new index path.")
 
     @property
@@ -204,36 +360,122 @@ class VideoIndex:
     def _tx(self):
         return _Transaction(self.db)
 
-    # ------------------------------------------------------------------ FAISS (derived)
-    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.db.execute("SELECT id, vector FROM entries ORDER BY id").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
-        return ids, vecs
+    # ------------------------------------------------------------------ writers take turns
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the index's writer lock (waiting for another process's, saying so once)."""
+        if self._lock.held:
+            yield
+            return
+        self._lock.acquire(on_wait=lambda pid: self.on_wait(self.path, pid))
+        try:
+            yield
+        finally:
+            self._lock.release()
 
-    def _load_or_rebuild(self) -> None:
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write session: the lock, a FAISS index brought up to date with SQLite, and at the end saved."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self._locked():
+            self._alive()
+            self._sync()  # another writer may have changed the record since we opened it
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+                self._settle()  # also on Ctrl-C: everything committed so far is searchable at once
+
+    def _alive(self) -> None:
+        """Raise if the index folder was deleted or replaced under us (SQLite would go on writing into a lost file)."""
+        try:
+            same = os.stat(self.db_path).st_ino == self._ino
+        except OSError:
+            same = False
+        if not same:
+            raise IndexStoreError(f"the index {display(self.path)!r} was deleted or replaced while this process was "
+                                  "using it; what it wrote since is lost. Run the command again to rebuild it.")
+
+    # ------------------------------------------------------------------ FAISS (derived)
+    def _open_faiss(self) -> None:
+        """Load vectors.faiss and bring it up to date with SQLite by content (ids), or build it afresh."""
         import faiss
 
-        meta_path, faiss_path = self.path / "vectors.json", self.path / "vectors.faiss"
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("generation") == self.generation and faiss_path.is_file():
-                index = faiss.read_index(str(faiss_path))
-                if index.ntotal == self._count():
-                    self._faiss, self.faiss_kind = index, meta["kind"]
-                    self._saved_generation = meta["generation"]
-                    self._apply_nprobe()
-                    return
-        except (OSError, ValueError, RuntimeError, KeyError):
-            pass  # missing, stale or damaged: rebuilt below from the SQLite record
-        self.rebuild()
+            meta = json.loads((self.path / "vectors.json").read_text())
+            index = faiss.read_index(str(self.path / "vectors.faiss"))
+            if index.d != self.dim:
+                raise ValueError("dimension")
+            self._faiss, self.faiss_kind, self._ids = index, meta["kind"], faiss_ids(index)
+            self._saved_generation = meta.get("generation", -1)
+            self._apply_nprobe()
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
+            self._faiss = None  # missing or damaged: built below from the SQLite record
+        if self._faiss is None:
+            self._rebuild_in_memory()
+            changed = True
+        else:
+            changed = self._sync()
+        if changed and self._lock.acquire(blocking=False):  # save the repaired file, unless a writer is at work
+            try:
+                self._save_faiss()
+            except IndexStoreError:
+                pass  # read-only place: searching works from memory all the same
+            finally:
+                self._lock.release()
 
+    def _snapshot_ids(self, since: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(generation, all entry ids, ids not in `since`, their vectors), read in one consistent snapshot."""
+        self.db.execute("BEGIN")
+        try:
+            gen = self.generation
+            ids = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM entries ORDER BY id")), dtype=np.int64)
+            new = np.setdiff1d(ids, since, assume_unique=True)
+            vecs = np.zeros((len(new), self.dim), dtype=np.float32)
+            if len(new):
+                pos = {int(i): k for k, i in enumerate(new)}
+                for lo in range(0, len(new), 50_000):
+                    part = new[lo : lo + 50_000]
+                    rows = self.db.execute("SELECT id, vector FROM entries WHERE id BETWEEN ? AND ?",
+                                           (int(part[0]), int(part[-1])))
+                    for i, blob in rows:
+                        k = pos.get(i)
+                        if k is not None:
+                            vecs[k] = np.frombuffer(blob, dtype=np.float32)
+        finally:
+            self.db.execute("COMMIT")
+        return gen, ids, new, vecs
+
+    def _sync(self) -> bool:
+        """Make the in-memory FAISS index hold exactly SQLite's entries (added and removed by id); True if it changed."""
+        gen, ids, new, vecs = self._snapshot_ids(self._ids)
+        gone = np.setdiff1d(self._ids, ids, assume_unique=True)
+        if len(gone):
+            self._faiss.remove_ids(gone)
+        if len(new):
+            self._faiss.add_with_ids(vecs, new)
+        self._ids, self._synced = ids, gen
+        return bool(len(gone) or len(new))
+
+    def _rebuild_in_memory(self) -> None:
+        gen, ids, _, vecs = self._snapshot_ids(np.zeros(0, dtype=np.int64))
+        self._faiss, self.faiss_kind = build_faiss(vecs, ids, self.dim)
+        self._ids, self._synced = ids, gen
+        self._apply_nprobe()
+
+    @_guarded
     def rebuild(self) -> None:
         """Rebuild the FAISS index from the SQLite record (kind chosen by size) and save it."""
-        ids, vecs = self._all_vectors()
-        self._faiss, self.faiss_kind = build_faiss(vecs, ids, self.dim)
-        self._apply_nprobe()
-        self._save_faiss()
+        with self._locked():
+            self._rebuild_in_memory()
+            self._save_faiss()
 
     def _apply_nprobe(self, nprobe: int = DEFAULT_NPROBE) -> None:
         if hasattr(self._faiss, "nprobe"):
@@ -242,39 +484,59 @@ class VideoIndex:
     def _save_faiss(self) -> None:
         import faiss
 
-        gen = self.generation
-        with atomic_path(self.path / "vectors.faiss") as tmp:
-            faiss.write_index(self._faiss, str(tmp))
-        write_json_atomic(self.path / "vectors.json",
-                          {"generation": gen, "kind": self.faiss_kind, "count": int(self._faiss.ntotal)})
-        self._saved_generation = gen
+        try:
+            with atomic_path(self.path / "vectors.faiss") as tmp:
+                faiss.write_index(self._faiss, str(tmp))
+            write_json_atomic(self.path / "vectors.json",
+                              {"generation": self._synced, "kind": self.faiss_kind, "count": int(self._faiss.ntotal)})
+        except (OSError, RuntimeError) as exc:
+            if not self.path.is_dir():
+                raise IndexStoreError(f"the index folder {display(self.path)!r} no longer exists (deleted while in "
+                                      "use?); run the command again to rebuild it") from None
+            raise IndexStoreError(f"cannot save the search structure in {display(self.path)!r}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}. The SQLite record is intact; the next run "
+                                  "rebuilds it.") from None
+        self._saved_generation = self._synced
 
     def _settle(self) -> None:
-        """After a run: switch exact <-> approximate if the size crossed the limit, then save."""
-        n = self._faiss.ntotal
-        if (self.faiss_kind == "exact") != (n < EXACT_LIMIT):
-            self.rebuild()
-        elif self.generation != self._saved_generation:
+        """After a write session: switch exact <-> approximate if the size crossed the limit, then save."""
+        if (self.faiss_kind == "exact") != (self._faiss.ntotal < EXACT_LIMIT):
+            self._rebuild_in_memory()
             self._save_faiss()
+        elif self._synced != self._saved_generation:
+            self._save_faiss()
+
+    def _refresh(self) -> None:
+        """Pick up what other processes committed since we last looked (cheap when nothing changed)."""
+        if self._depth == 0 and self.generation != self._synced:
+            self._sync()
 
     # ------------------------------------------------------------------ contents
     def _count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
 
+    @_guarded
     def __len__(self) -> int:
         """Number of entries (files, or segments with `segment`)."""
         return self._count()
 
+    @_guarded
     def files(self) -> list[dict]:
         """Indexed files with size, mtime, duration and number of entries."""
         rows = self.db.execute(
             "SELECT f.path, f.size, f.mtime_ns, f.duration, COUNT(e.id) FROM files f "
-            "LEFT JOIN entries e ON e.file_id = f.id GROUP BY f.id ORDER BY f.path").fetchall()
-        return [dict(path=r[0], size=r[1], mtime_ns=r[2], duration=r[3], entries=r[4]) for r in rows]
+            "LEFT JOIN entries e ON e.file_id = f.id GROUP BY f.id").fetchall()
+        out = [dict(path=from_db(r[0]), size=r[1], mtime_ns=r[2], duration=r[3], entries=r[4]) for r in rows]
+        return sorted(out, key=lambda r: r["path"])
+
+    def _known(self) -> dict[str, tuple[int, int, int, str | None]]:
+        """path -> (file id, size, mtime_ns, head_sha256) of every indexed file."""
+        return {from_db(r[0]): tuple(r[1:]) for r in
+                self.db.execute("SELECT path, id, size, mtime_ns, head_sha256 FROM files")}
 
     def _remove_file(self, path: str) -> list[int] | None:
         """Delete a file's rows (inside a transaction); its entry ids, or None if it was not indexed."""
-        row = self.db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute("SELECT id FROM files WHERE path = ?", (to_db(path),)).fetchone()
         if row is None:
             return None
         ids = [r[0] for r in self.db.execute("SELECT id FROM entries WHERE file_id = ?", (row[0],))]
@@ -282,26 +544,36 @@ class VideoIndex:
         self.db.execute("DELETE FROM files WHERE id = ?", (row[0],))
         return ids
 
-    def _bump(self) -> None:
+    def _bump(self) -> int:
         self.db.execute("UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        return self.generation
 
-    def _faiss_remove(self, ids: Sequence[int]) -> None:
-        if ids:
-            self._faiss.remove_ids(np.asarray(ids, dtype=np.int64))
+    def _applied(self, gen: int, removed: Sequence[int] = (), added: np.ndarray | None = None,
+                 vectors: np.ndarray | None = None) -> None:
+        """Mirror one committed transaction (our own, under the lock) in the FAISS index."""
+        if len(removed):
+            gone = np.asarray(removed, dtype=np.int64)
+            self._faiss.remove_ids(gone)
+            self._ids = np.setdiff1d(self._ids, gone, assume_unique=True)
+        if added is not None and len(added):
+            self._faiss.add_with_ids(vectors, added)
+            self._ids = np.union1d(self._ids, added)
+        self._synced = gen
 
+    @_guarded
     def remove(self, paths: Iterable[str | os.PathLike]) -> list[str]:
         """Drop files (all their entries) from the index; returns those that were indexed."""
         removed = []
-        for p in paths:
-            path = _abspath(p)
-            with self._tx():
-                ids = self._remove_file(path)
+        with self._writing():
+            for p in paths:
+                path = _abspath(p)
+                self._alive()
+                with self._tx():
+                    ids = self._remove_file(path)
+                    gen = self._bump() if ids is not None else None
                 if ids is not None:
-                    self._bump()
-            if ids is not None:
-                self._faiss_remove(ids)
-                removed.append(path)
-        self._settle()
+                    self._applied(gen, ids)
+                    removed.append(path)
         return removed
 
     # ------------------------------------------------------------------ adding
@@ -311,74 +583,73 @@ class VideoIndex:
                                   f"[{self.settings['pretrained'] or 'random weights'}]); open the index with model=")
         return self.model
 
+    @_guarded
     def add(self, inputs: Sequence[str | os.PathLike], *, batch_size: int = 4, workers: int = 2,
             progress: bool = False, prune: bool = False) -> UpdateReport:
         """Index new files, re-embed changed ones, skip unchanged ones. Directories are searched recursively.
 
-        With `prune=True` (what `update` does), indexed files under the given directories (or given
-        by name) that no longer exist are dropped.
+        With `prune=True` (what `update` does), indexed files under the given directories (or given by
+        name) that no longer exist are dropped, except under a root that is missing or holds no video
+        file at all (an unplugged drive, a bare mount point): its entries are kept and a note says so.
+        A new file with the size, mtime and first MiB of an indexed file that is gone is that file moved:
+        its entries move with it instead of being embedded again.
         """
-        from ..tasks.batch import encode_videos, expand_paths
+        from ..tasks.batch import encode_videos, scan_inputs
 
         model = self._needs_model("adding videos")
         report = UpdateReport()
-        paths, errors = expand_paths([p for p in inputs if not (prune and not os.path.exists(p))])
-        report.failed.extend(errors)
-        known = {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT path, size, mtime_ns FROM files")}
-        to_embed: list[tuple[str, int, int]] = []
-        for p in paths:
-            path = _abspath(p)
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                report.failed.append(LoadError(p, f"{p!r}: {exc.strerror}"))
-                continue
-            if known.get(path) == (st.st_size, st.st_mtime_ns):
-                report.unchanged.append(path)
-            else:
-                to_embed.append((path, st.st_size, st.st_mtime_ns))
-        if prune:  # an input that no longer exists is how a deleted file is named; a typo names nothing indexed
-            for p in inputs:
-                root = _abspath(p)
-                gone = [k for k in known if (k == root or k.startswith(root.rstrip(os.sep) + os.sep))
-                        and not os.path.exists(k)]
-                report.removed.extend(k for k in gone if k not in report.removed)
-                if not os.path.exists(p) and not gone:
-                    report.failed.append(LoadError(os.fspath(p), f"{os.fspath(p)!r}: no such file or directory"))
-        try:
-            for path in report.removed:
+        found = scan_inputs(inputs)
+        report.notes.extend(LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped)
+        with self._writing():
+            known = self._known()
+            to_embed = self._plan(found, known, report, prune)
+            for old in report.removed:
+                self._alive()
                 with self._tx():
-                    ids = self._remove_file(path) or []
-                    self._bump()
-                self._faiss_remove(ids)
+                    ids = self._remove_file(old) or []
+                    gen = self._bump()
+                self._applied(gen, ids)
+            for old, new in report.moved:
+                self._alive()
+                with self._tx():
+                    self.db.execute("UPDATE files SET path = ? WHERE path = ?", (to_db(new), to_db(old)))
+                    gen = self._bump()
+                self._applied(gen)
             stats = {p: (size, mtime) for p, size, mtime in to_embed}
             pending: list = []  # the entries of the file being read, until it is complete
             current: str | None = None
 
             def commit(path: str, items: list) -> None:
                 size, mtime = stats[path]
-                duration = items[0].clip.info.duration
-                vecs = [F.normalize(x.embedding.float(), dim=-1).cpu().numpy().astype(np.float32) for x in items]
+                clip = items[0].clip
+                duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
+                vecs = np.stack([F.normalize(x.embedding.float(), dim=-1).cpu().numpy() for x in items]).astype(np.float32)
+                head = head_sha256(path)
+                self._alive()
                 with self._tx():
                     old = self._remove_file(path) or []
-                    cur = self.db.execute("INSERT INTO files (path, size, mtime_ns, duration, indexed_at) "
-                                          "VALUES (?, ?, ?, ?, ?)", (path, size, mtime, duration, time.time()))
+                    cur = self.db.execute("INSERT INTO files (path, size, mtime_ns, duration, indexed_at, head_sha256) "
+                                          "VALUES (?, ?, ?, ?, ?, ?)",
+                                          (to_db(path), size, mtime, duration, time.time(), head))
                     fid = cur.lastrowid
-                    new_ids = []
-                    for x, v in zip(items, vecs):
-                        c = self.db.execute("INSERT INTO entries (file_id, start, end, vector) VALUES (?, ?, ?, ?)",
-                                            (fid, x.clip.start, x.clip.end, v.tobytes()))
-                        new_ids.append(c.lastrowid)
-                    self._bump()
-                self._faiss_remove(old)
-                self._faiss.add_with_ids(np.stack(vecs), np.asarray(new_ids, dtype=np.int64))
+                    new_ids = [self.db.execute("INSERT INTO entries (file_id, start, end, vector) VALUES (?, ?, ?, ?)",
+                                               (fid, x.clip.start, x.clip.end, v.tobytes())).lastrowid
+                               for x, v in zip(items, vecs)]
+                    gen = self._bump()
+                self._applied(gen, old, np.asarray(new_ids, dtype=np.int64), vecs)
                 (report.updated if path in known else report.added).append(path)
+                if clip.truncated_at is not None:
+                    report.notes.append(LoadError(path, f"{display(path)!r}: truncated: its data ends at "
+                                                        f"{clip.truncated_at:.2f} s of a stated {clip.info.duration:.2f} s; "
+                                                        "indexed up to there"))
 
             for item in encode_videos(model, [p for p, _, _ in to_embed], frames=self.frames, batch_size=batch_size,
                                       workers=workers, pooling=self.pooling, segment=self.segment,
                                       progress=progress, desc="index"):
                 if isinstance(item, LoadError):
                     report.failed.append(item)
+                    if item.path == current:  # failed part-way: its windows so far are not a whole file
+                        pending, current = [], None
                     continue
                 if current is not None and item.clip.path != current:
                     commit(current, pending)
@@ -387,34 +658,108 @@ class VideoIndex:
                 pending.append(item)
             if current is not None and pending:
                 commit(current, pending)
-        finally:
-            self._settle()  # also on Ctrl-C: everything committed so far is searchable at once
         return report
+
+    def _plan(self, found, known: dict, report: UpdateReport, prune: bool) -> list[tuple[str, int, int]]:
+        """Sort the scanned inputs into unchanged / to embed / moved / removed, and report problem inputs."""
+        for p, why in found.missing:
+            root = _abspath(p)
+            kept = _under(root, known)
+            if prune and root in known and why == "no such file or directory":
+                report.removed.append(root)  # an indexed file named by itself: it was deleted
+            elif kept:
+                report.failed.append(LoadError(p, f"{display(p)!r}: {why}: the library root is missing (an unmounted "
+                                                  f"drive?); its {len(kept)} indexed files are kept, and search "
+                                                  "leaves them out while they are missing"))
+            else:
+                report.failed.append(LoadError(p, f"{display(p)!r}: {why}"))
+        for p in found.empty_dirs:
+            kept = _under(_abspath(p), known)
+            extra = (f"; its {len(kept)} indexed files are kept (an empty mount point?)" if kept else "")
+            report.failed.append(LoadError(p, f"{display(p)!r}: directory holds no video files{extra}"))
+        to_embed: list[tuple[str, int, int]] = []
+        seen: set[str] = set()
+        for p in found.paths:
+            path = _abspath(p)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                report.failed.append(LoadError(p, f"{display(p)!r}: {exc.strerror}"))
+                continue
+            seen.add(path)
+            k = known.get(path)
+            if k is not None and (k[1], k[2]) == (st.st_size, st.st_mtime_ns):
+                report.unchanged.append(path)
+            else:
+                to_embed.append((path, st.st_size, st.st_mtime_ns))
+        # moved files: a new path whose size, mtime and first MiB equal those of an indexed file that is gone
+        by_stat: dict[tuple[int, int], list[str]] = {}
+        for path, (_, size, mtime, head) in known.items():
+            if head is not None and path not in seen:
+                by_stat.setdefault((size, mtime), []).append(path)
+        still: list[tuple[str, int, int]] = []
+        taken: set[str] = set()
+        for path, size, mtime in to_embed:
+            candidates = [] if path in known else by_stat.get((size, mtime), [])
+            old = None
+            if candidates:
+                head = head_sha256(path)
+                old = next((c for c in candidates if c not in taken and known[c][3] == head
+                            and not os.path.lexists(c)), None)
+            if old is None:
+                still.append((path, size, mtime))
+            else:
+                taken.add(old)
+                report.moved.append((old, path))
+        if prune:
+            skip_roots = {_abspath(p) for p, _ in found.missing} | {_abspath(p) for p in found.empty_dirs}
+            for p in found.roots:
+                root = _abspath(p)
+                if root in skip_roots:
+                    continue
+                gone = [k for k in _under(root, known) if k not in seen and k not in taken and not os.path.lexists(k)]
+                report.removed.extend(k for k in gone if k not in report.removed)
+        return still
 
     def update(self, inputs: Sequence[str | os.PathLike], **kwargs) -> UpdateReport:
         """`add`, and drop indexed files under `inputs` that no longer exist."""
         return self.add(inputs, prune=True, **kwargs)
 
     # ------------------------------------------------------------------ search
+    @_guarded
     def search_embedding(self, query: torch.Tensor | np.ndarray, *, top_k: int = 10) -> list[SearchHit]:
-        """Rank entries by cosine similarity to a (E,) embedding."""
+        """Rank entries by cosine similarity to a (E,) embedding. Entries whose file is gone are left out."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         q = np.asarray(torch.as_tensor(query).float().reshape(1, -1).cpu(), dtype=np.float32)
         if q.shape[1] != self.dim:
             raise ValueError(f"query has {q.shape[1]} dimensions; the index holds {self.dim}")
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        if self._faiss.ntotal == 0:
-            return []
-        scores, ids = self._faiss.search(q, min(top_k, self._faiss.ntotal))
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-        if not found:
-            return []
-        marks = ",".join("?" * len(found))
-        rows = {r[0]: r[1:] for r in self.db.execute(
-            f"SELECT e.id, f.path, e.start, e.end FROM entries e JOIN files f ON f.id = e.file_id WHERE e.id IN ({marks})",
-            [i for i, _ in found])}
-        return [SearchHit(rows[i][0], rows[i][1], rows[i][2], s, i) for i, s in found if i in rows]
+        self._refresh()
+        n = self._faiss.ntotal
+        exists: dict[str, bool] = {}
+        k = min(top_k, n)
+        while k:
+            scores, ids = self._faiss.search(q, k)
+            found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            if not found:
+                return []
+            marks = ",".join("?" * len(found))
+            rows = {r[0]: (from_db(r[1]), r[2], r[3]) for r in self.db.execute(
+                f"SELECT e.id, f.path, e.start, e.end FROM entries e JOIN files f ON f.id = e.file_id "
+                f"WHERE e.id IN ({marks})", [i for i, _ in found])}
+            hits = []
+            for i, s in found:
+                if i in rows:
+                    path = rows[i][0]
+                    if path not in exists:
+                        exists[path] = os.path.exists(path)
+                    if exists[path]:
+                        hits.append(SearchHit(path, rows[i][1], rows[i][2], s, i))
+            if len(hits) >= top_k or k >= n:
+                return hits[:top_k]
+            k = min(n, k * 4)  # some results were files that are gone: look further down the ranking
+        return []
 
     def search(self, query: str | torch.Tensor, *, top_k: int = 10) -> list[SearchHit]:
         """Text -> video (a string) or embedding -> video (a tensor)."""
@@ -433,6 +778,48 @@ class VideoIndex:
         clip = read_video(video, self.frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
         return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k)
 
+    # ------------------------------------------------------------------ repair
+    @classmethod
+    def repair(cls, path: str | os.PathLike, model=None, *, on_wait=None) -> RepairReport:
+        """Salvage a damaged index: copy every readable file (with all its entries) into a new record.
+
+        The damaged database is moved aside (`index.sqlite.damaged-<time>`), the FAISS file rebuilt. Files
+        with an unreadable or incomplete set of entries are dropped, so the next `index` run embeds them
+        again. If even the settings are lost (e.g. a 0-byte file), the index starts empty: with `model`
+        it is created anew with that model; without, it is left absent.
+        """
+        root = Path(path)
+        db_path = root / "index.sqlite"
+        if not root.is_dir():
+            raise IndexStoreError(f"no video index at {display(root)!r} to repair")
+        report = RepairReport()
+        lock = FileLock(root / "index.lock")
+        lock.acquire(on_wait=lambda pid: (on_wait or _say_waiting)(root, pid))
+        try:
+            salvaged = _salvage(db_path) if db_path.is_file() else None
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            if db_path.is_file():
+                report.damaged_copy = str(db_path.with_name(f"index.sqlite.damaged-{stamp}"))
+                os.replace(db_path, report.damaged_copy)
+                for extra in ("-wal", "-shm"):
+                    side = db_path.with_name("index.sqlite" + extra)
+                    if side.exists():
+                        os.replace(side, report.damaged_copy + extra)
+            for derived in ("vectors.faiss", "vectors.json"):
+                (root / derived).unlink(missing_ok=True)
+            if salvaged is None:
+                report.fresh = True
+            else:
+                settings, files, entries = salvaged
+                _write_salvage(db_path, settings, files, entries, report)
+        finally:
+            lock.release()
+        if report.fresh and model is None:
+            return report
+        with cls(root, model, on_wait=on_wait) as index:  # rebuilds vectors.faiss from the new record
+            pass
+        return report
+
     def close(self) -> None:
         self.db.close()
 
@@ -441,6 +828,90 @@ class VideoIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _salvage(db_path: Path):
+    """(settings, files, entries) readable from a damaged database, or None if its settings are lost."""
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.DatabaseError:
+        return None
+    try:
+        try:
+            settings = dict(db.execute("SELECT key, value FROM settings").fetchall())
+        except sqlite3.DatabaseError:
+            return None
+        if "embed_dim" not in settings:
+            return None
+        cols = [r[1] for r in db.execute("PRAGMA table_info(files)")] if settings else []
+        head = "head_sha256" if "head_sha256" in cols else "NULL"
+        files = _rows(db, f"SELECT id, path, size, mtime_ns, duration, indexed_at, {head} FROM files", "files")
+        entries = _rows(db, "SELECT id, file_id, start, end, vector FROM entries", "entries")
+        return settings, files, entries
+    finally:
+        db.close()
+
+
+def _rows(db: sqlite3.Connection, select: str, table: str) -> list[tuple]:
+    """All readable rows of `table`: in one go, else by id ranges, else one id at a time."""
+    try:
+        return db.execute(select).fetchall()
+    except sqlite3.DatabaseError:
+        pass
+    try:
+        top = db.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
+    except sqlite3.DatabaseError:
+        top = 10_000_000
+    out: list[tuple] = []
+    step = 1000
+    for lo in range(1, top + 1, step):
+        try:
+            out += db.execute(f"{select} WHERE id BETWEEN ? AND ?", (lo, lo + step - 1)).fetchall()
+        except sqlite3.DatabaseError:
+            for i in range(lo, lo + step):
+                try:
+                    out += db.execute(f"{select} WHERE id = ?", (i,)).fetchall()
+                except sqlite3.DatabaseError:
+                    continue
+    return out
+
+
+def _write_salvage(db_path: Path, settings: dict, files: list, entries: list, report: RepairReport) -> None:
+    """A new index.sqlite from salvaged rows, keeping only files whose entries are all there."""
+    segment = float(settings.get("segment", 0) or 0)
+    dim = int(settings["embed_dim"])
+    by_file: dict[int, list[tuple]] = {}
+    for e in entries:
+        if isinstance(e[4], bytes) and len(e[4]) == 4 * dim:
+            by_file.setdefault(e[1], []).append(e)
+    keep_files, keep_entries = [], []
+    for f in files:
+        have = by_file.get(f[0], [])
+        want = len(clip_windows(f[4], segment=segment)) if segment and f[4] > 0 else 1
+        if len(have) == want:
+            keep_files.append(f)
+            keep_entries += have
+        else:
+            report.files_dropped.append(from_db(f[1]))
+    tmp = db_path.with_name("index.sqlite.repair.part")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        db.execute("BEGIN")
+        settings = {**settings, "schema_version": str(SCHEMA_VERSION),
+                    "generation": str(int(settings.get("generation", 0)) + 1)}
+        db.executemany("INSERT INTO settings VALUES (?, ?)", list(settings.items()))
+        db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", keep_files)
+        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", keep_entries)
+        if entries:  # ids are never reused, also those of entries that were lost
+            db.execute("INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('entries', ?)",
+                       (max(e[0] for e in entries),))
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    os.replace(tmp, db_path)
+    report.files_kept, report.entries_kept = len(keep_files), len(keep_entries)
 
 
 class _Transaction:

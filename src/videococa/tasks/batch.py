@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError, VideoLoader
+from ..paths import Scan, display, scan
 from ..video.reader import Clip
 
 VIDEO_SUFFIXES = frozenset({
@@ -32,31 +34,22 @@ class EncodedClip:
     """(Q-1, E) generative tokens for the text decoder, when asked for."""
 
 
+def scan_inputs(inputs: Sequence[str | os.PathLike]) -> Scan:
+    """Files as given, directories expanded recursively (links followed, each real file once) to their video files.
+
+    See `videococa.paths` for the rules (FIFOs and devices skipped, loops detected, odd names kept).
+    """
+    return scan(inputs, VIDEO_SUFFIXES)
+
+
 def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError]]:
-    """Files as given, directories expanded recursively to their video files (sorted); missing inputs as errors."""
-    paths: list[str] = []
-    errors: list[LoadError] = []
-    seen: set[str] = set()
-    for item in inputs:
-        p = os.fspath(item)
-        if os.path.isdir(p):
-            found = sorted(
-                os.path.join(root, f)
-                for root, _, files in os.walk(p)
-                for f in files
-                if os.path.splitext(f)[1].lower() in VIDEO_SUFFIXES and ".part" not in f
-            )
-            if not found:
-                errors.append(LoadError(p, f"{p!r}: directory holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})"))
-            new = [f for f in found if f not in seen]
-        elif os.path.exists(p):
-            new = [p] if p not in seen else []
-        else:
-            errors.append(LoadError(p, f"{p!r}: no such file or directory"))
-            new = []
-        seen.update(new)
-        paths.extend(new)
-    return paths, errors
+    """(files, problems): `scan_inputs`, with missing inputs, empty directories and skipped entries as LoadErrors."""
+    found = scan_inputs(inputs)
+    errors = [LoadError(p, f"{display(p)!r}: {why}") for p, why in found.missing]
+    errors += [LoadError(p, f"{display(p)!r}: directory holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+               for p in found.empty_dirs]
+    errors += [LoadError(p, f"{display(p)!r}: {why}") for p, why in found.skipped]
+    return found.paths, errors
 
 
 def encode_videos(
@@ -69,25 +62,35 @@ def encode_videos(
     pooling: Pooling = "attentional",
     segment: float | None = None,
     return_tokens: bool = False,
+    keep_frames: bool = False,
     progress: bool = False,
     desc: str = "encode",
 ) -> Iterator[EncodedClip | LoadError]:
-    """Read and encode each path (one result per file, or per window with `segment`), in input order."""
+    """Read and encode each path (one result per file, or per window with `segment`), in input order.
+
+    A file's windows arrive in order and together; a file that fails part-way ends with a LoadError for
+    its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
+    keeps them), so holding results costs only their embeddings.
+    """
     info = model.info
     loader = VideoLoader(paths, frames, batch_size, workers, size=info.image_size, mean=info.image_mean,
                          std=info.image_std, segment=segment)
+    last = None
     with tqdm(total=len(loader.paths), desc=desc, unit="video", disable=not progress, leave=False) as bar:
         for batch in loader:
             clips = batch.clips
             done: dict[int, EncodedClip] = {}
-            if clips:
-                for i in range(0, len(clips), 32):  # bounds memory when long files yield many windows
-                    part = clips[i : i + 32]
-                    out = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
-                                             return_tokens=return_tokens)
-                    emb, tok = out if return_tokens else (out, None)
-                    for j, c in enumerate(part):
-                        done[id(c)] = EncodedClip(c, emb[j], None if tok is None else tok[j])
+            for i in range(0, len(clips), 32):  # bounds the model's activations
+                part = clips[i : i + 32]
+                out = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
+                                         return_tokens=return_tokens)
+                emb, tok = out if return_tokens else (out, None)
+                for j, c in enumerate(part):
+                    clip = c if keep_frames else dataclasses.replace(c, frames=torch.empty(0))
+                    done[id(c)] = EncodedClip(clip, emb[j], None if tok is None else tok[j])
             for item in batch.items:
+                if item.path != last:
+                    bar.update(last is not None)
+                    last = item.path
                 yield item if isinstance(item, LoadError) else done[id(item)]
-            bar.update(len({x.path for x in batch.items}))
+        bar.update(last is not None)

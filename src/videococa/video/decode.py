@@ -21,9 +21,12 @@ import av
 import numpy as np
 
 from ..errors import VideoDecodeError
+from ..paths import display, regular_file_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 T = TypeVar("T")
+TRUNCATION_TOLERANCE = 0.5
+"""Seconds of stated duration that may lack data before a file counts as truncated (2 frames if longer)."""
 
 
 @dataclass(frozen=True)
@@ -72,20 +75,26 @@ def _sniff(path: Path) -> str:
 
 
 def check_readable(path: str | os.PathLike) -> Path:
-    """Raise VideoDecodeError naming the file unless it is an existing, non-empty, readable file."""
+    """Raise VideoDecodeError naming the file unless it is an existing, non-empty, readable regular file.
+
+    FIFOs, sockets and devices are refused before anything opens them (opening a FIFO blocks).
+    """
     p = Path(path)
-    if not p.exists():
-        raise VideoDecodeError(f"{str(path)!r}: file not found")
-    if p.is_dir():
-        raise VideoDecodeError(f"{str(path)!r}: is a directory, not a video file")
+    problem = regular_file_problem(p)
+    if problem is not None:
+        if problem == "no such file or directory":
+            problem = "file not found"
+        elif problem.startswith("is a directory"):
+            problem = "is a directory, not a video file"
+        raise VideoDecodeError(f"{display(path)!r}: {problem}")
     try:
         size = p.stat().st_size
         with p.open("rb"):
             pass
     except PermissionError:
-        raise VideoDecodeError(f"{str(path)!r}: permission denied (cannot read the file)") from None
+        raise VideoDecodeError(f"{display(path)!r}: permission denied (cannot read the file)") from None
     if size == 0:
-        raise VideoDecodeError(f"{str(path)!r}: file is empty (0 bytes)")
+        raise VideoDecodeError(f"{display(path)!r}: file is empty (0 bytes)")
     return p
 
 
@@ -148,6 +157,8 @@ class _ImageSource:
     def iter_frames(self) -> Iterator[tuple[float, np.ndarray]]:
         yield 0.0, self._rgb
 
+    truncated_at = None  # a still image is whole or unreadable
+
     def close(self) -> None:
         pass
 
@@ -191,6 +202,7 @@ class _AVSource:
         self._iter: Iterator[av.VideoFrame] | None = None  # decoded frames from the demux position
         self._last: av.VideoFrame | None = None  # last frame consumed (pts <= the current target)
         self._pending: av.VideoFrame | None = None  # one frame decoded past the current target
+        self.data_end: float | None = None  # end of the last packet, once demuxing has reached the end of the data
         first = self._first_frame()
         self.rotation = (round((first.rotation or 0) / 90) * 90) % 360  # 0, 90, 180 or 270
         w, h = first.width, first.height
@@ -222,15 +234,35 @@ class _AVSource:
         return 0.0 if end is None else float((end - self.start) * self.stream.time_base)
 
     def _decode_iter(self) -> Iterator[av.VideoFrame]:
-        """Frames from the current demux position; stops quietly at a truncated or corrupt tail."""
+        """Frames from the current demux position; stops quietly at a truncated or corrupt tail.
+
+        When demuxing reaches the end of the data, `data_end` records where the last packet that
+        was really there ends (seconds): a cut-off file ends early although its header states more.
+        """
+        end = None
         try:
             for packet in self.container.demux(self.stream):
+                if packet.pts is not None and packet.size:
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
                 try:
                     yield from packet.decode()
                 except (av.error.InvalidDataError, av.error.EOFError):
                     continue  # a damaged packet: skip it, later keyframes may still decode
         except (av.error.InvalidDataError, av.error.EOFError, av.error.OSError):
-            return  # demuxing ran into a cut-off file: keep what decoded
+            pass  # demuxing ran into a cut-off file: keep what decoded
+        if end is not None:
+            self.data_end = float((end - self.start) * self.stream.time_base)
+
+    @property
+    def truncated_at(self) -> float | None:
+        """Where the decodable data ends (seconds), if reading found it well before the stated duration."""
+        if self.data_end is None:
+            return None
+        fps = self.info.fps or 25.0
+        if self.data_end < self.info.duration - max(2.0 / fps, TRUNCATION_TOLERANCE):
+            return self.data_end
+        return None
 
     def _first_frame(self) -> av.VideoFrame:
         """Decode the first frame and keep it as the decoding position (reads from the start need no seek)."""
@@ -246,7 +278,10 @@ class _AVSource:
         raise VideoDecodeError(f"{self.shown!r}: truncated or corrupt video (no frame could be decoded)")
 
     def _seek(self, pts: int) -> None:
-        self.container.seek(max(pts, self.start), stream=self.stream, backward=True, any_frame=False)
+        try:
+            self.container.seek(max(pts, self.start), stream=self.stream, backward=True, any_frame=False)
+        except (av.error.InvalidDataError, av.error.EOFError, av.error.OSError, av.error.PermissionError):
+            pass  # a seek into a cut-off tail: decoding goes on from wherever the demuxer is
         self._iter = self._decode_iter()
         self._last = self._pending = None
 
@@ -271,6 +306,9 @@ class _AVSource:
         pos = self._position()
         if self._iter is None or pos is None:
             return True
+        last = self._last.pts if self._last is not None else None
+        if target < (pos if last is None else last):
+            return True  # behind the decoder (an earlier call's times): go back
         if target <= pos:
             return False
         if not self.keyframes:  # no index (e.g. webm before its cues are read): seek across > 2 s gaps
@@ -341,11 +379,22 @@ class _AVSource:
         self.container.close()
 
 
+def _is_animated(path: Path) -> bool:
+    """True for an image file with several frames (an animated GIF, APNG or WebP): read as a video."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return getattr(im, "n_frames", 1) > 1
+    except Exception:  # noqa: BLE001 - unreadable: the image reader reports it
+        return False
+
+
 def open_video(path: str | os.PathLike) -> _AVSource | _ImageSource:
     """Open a video (or still image) for reading; raises VideoDecodeError naming the file and cause."""
     shown = str(path)
     p = check_readable(path)
-    if p.suffix.lower() in IMAGE_SUFFIXES:
+    if p.suffix.lower() in IMAGE_SUFFIXES and not _is_animated(p):
         return _ImageSource(p, shown)
     try:
         return _AVSource(p, shown)

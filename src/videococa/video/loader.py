@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
-
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
 from .. import interrupt
 from ..errors import VideoDecodeError
-from .reader import Clip, read_clips, read_video
-from .sampling import SAMPLINGS, Sampling
+from ..paths import display
+from .reader import CHUNK_FRAMES, Clip, _check_num_frames, iter_clips, read_video
+from .sampling import SAMPLINGS, Sampling, check_segment
 from .transforms import CLIP_MEAN, CLIP_STD
-
 
 @dataclass(frozen=True)
 class LoadError:
@@ -59,20 +60,40 @@ class VideoBatch:
         return [c.path for c in self.clips]
 
 
-def _read_one(path: str, kwargs: dict) -> list[Clip] | LoadError:
+_END = object()  # a producer's last message: the file is done
+
+
+def _read_one(path: str, kwargs: dict) -> Iterator[list[Clip]]:
+    """The clips of one file, in chunks (one chunk of one clip without `segment`)."""
+    if kwargs.get("segment"):
+        kw = {k: v for k, v in kwargs.items() if k not in ("sampling", "seed")}
+        yield from iter_clips(path, **kw)
+    else:
+        yield [read_video(path, **{k: v for k, v in kwargs.items() if k != "segment"})]
+
+
+def _chunks(path: str, kwargs: dict) -> Iterator[list[Clip] | LoadError | object]:
+    """`_read_one`, then _END; a failure (also one after some chunks) is a LoadError naming the file, then _END."""
     try:
-        if kwargs.get("segment"):
-            kw = {k: v for k, v in kwargs.items() if k not in ("sampling", "seed")}
-            return read_clips(path, **kw)
-        return [read_video(path, **{k: v for k, v in kwargs.items() if k != "segment"})]
+        yield from _read_one(path, kwargs)
     except VideoDecodeError as exc:
-        return LoadError(path, str(exc))
+        yield LoadError(path, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
-        return LoadError(path, f"{path!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
+        yield LoadError(path, f"{display(path)!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
+    yield _END
 
 
-def _batch(results: list[list[Clip] | LoadError]) -> "VideoBatch":
-    return VideoBatch([x for r in results for x in ([r] if isinstance(r, LoadError) else r)])
+def _produce(path: str, kwargs: dict, out: queue.Queue, stop: threading.Event) -> None:
+    """Worker thread: put the chunks of one file on `out`, where at most one waits; give up once `stop` is set."""
+    for item in _chunks(path, kwargs):
+        while True:
+            if stop.is_set():
+                return
+            try:
+                out.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
 
 
 class VideoLoader:
@@ -82,8 +103,11 @@ class VideoLoader:
     decoding with model compute, and nothing is forked. Forking a process that already runs threads
     (the model's, a progress bar's) deadlocked in CPython's after-fork handler in our test suite;
     spawn/forkserver would instead re-run every caller's script without a `__main__` guard.
-    Up to `prefetch` batches are read ahead; results keep the input order.
-    With `segment` (seconds), each file is cut into windows of that length and yields one Clip per window.
+    Up to `prefetch` batches of files are read ahead; results keep the input order.
+    With `segment` (seconds), each file is cut into windows of that length and yields one Clip per window;
+    a long file's windows are decoded `CHUNK_FRAMES` frames at a time while earlier ones are encoded, so
+    memory does not grow with the length of a video. A file that fails after some of its windows were
+    yielded ends with a LoadError for it: consumers drop the windows they hold for that file.
     """
 
     def __init__(
@@ -109,8 +133,8 @@ class VideoLoader:
             raise ValueError(f"workers must be 0 or more, got {workers}")
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-        if segment is not None and not segment > 0:
-            raise ValueError(f"segment must be a positive number of seconds, got {segment!r}")
+        check_segment(segment)
+        _check_num_frames(num_frames)
         self.paths = [str(p) for p in paths]
         self.batch_size = batch_size
         self.workers = workers
@@ -121,25 +145,52 @@ class VideoLoader:
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
-    def __iter__(self) -> Iterator[VideoBatch]:
-        batches = [self.paths[i : i + self.batch_size] for i in range(0, len(self.paths), self.batch_size)]
+    def _files(self) -> Iterator[tuple[str, Iterator]]:
+        """(path, its chunks then _END), in input order; read ahead by worker threads when there are any."""
         if self.workers == 0:
-            for batch in batches:
-                interrupt.check()
-                yield _batch([_read_one(p, self._kwargs) for p in batch])
+            for p in self.paths:
+                yield p, _chunks(p, self._kwargs)
             return
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read") as pool:
-            pending: deque[list[Future]] = deque()
-            try:
-                for batch in batches:
-                    pending.append([pool.submit(_read_one, p, self._kwargs) for p in batch])
-                    if len(pending) > self.prefetch:
-                        interrupt.check()
-                        yield _batch([f.result() for f in pending.popleft()])
-                while pending:
+        ahead = self.workers + self.prefetch * self.batch_size  # files being read or waiting to be consumed
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read")
+        pending: deque[tuple[str, queue.Queue]] = deque()
+        todo = iter(self.paths)
+        try:
+            while True:
+                while len(pending) < ahead:
+                    p = next(todo, None)
+                    if p is None:
+                        break
+                    q: queue.Queue = queue.Queue(maxsize=1)
+                    pool.submit(_produce, p, self._kwargs, q, stop)
+                    pending.append((p, q))
+                if not pending:
+                    return
+                p, q = pending.popleft()
+                yield p, iter(q.get, _END)
+        finally:  # finished or stopped early (break, error, Ctrl-C): release the workers, never wait for them
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[VideoBatch]:
+        """Batches of up to `batch_size` files; a long file's windows come `CHUNK_FRAMES` frames' worth at a time."""
+        limit = max(self.batch_size, CHUNK_FRAMES // self._kwargs["num_frames"])  # clips per batch, at most
+        items: list[Clip | LoadError] = []
+        files = 0
+        for path, chunks in self._files():
+            interrupt.check()  # before reading more: what was read so far has been handed out
+            files += 1
+            for chunk in chunks:
+                if chunk is _END:
+                    break
+                items.extend([chunk] if isinstance(chunk, LoadError) else chunk)
+                if sum(isinstance(x, Clip) for x in items) >= limit and self._kwargs.get("segment"):
+                    yield VideoBatch(items)
+                    items, files = [], 1
                     interrupt.check()
-                    yield _batch([f.result() for f in pending.popleft()])
-            finally:  # stopped early (break, error, Ctrl-C): drop what is queued
-                for futures in pending:
-                    for f in futures:
-                        f.cancel()
+            if files >= self.batch_size:
+                yield VideoBatch(items)
+                items, files = [], 0
+        if items:
+            yield VideoBatch(items)

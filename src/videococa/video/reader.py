@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from ..errors import VideoDecodeError
+from ..paths import display
 from .decode import VideoInfo, open_video
 from .sampling import SAMPLINGS, Sampling, clip_windows, random_times, uniform_times
 from .transforms import CLIP_MEAN, CLIP_STD, normalize, resize_crop
@@ -32,11 +33,23 @@ class Clip:
     """End of the sampled window (seconds)."""
     requested_times: list[float] = field(default_factory=list)
     """The times that were asked for, before snapping to frames."""
+    truncated_at: float | None = None
+    """Where the file's decodable data ends (seconds) when it is cut off before its stated duration, else None;
+    the window then ends there (`end`), and windows past it are not made."""
+
+
+MAX_FRAMES = 256
+"""Most frames one clip may sample: the frames of a clip are held in memory together (at 224 px, 0.6 MB each)."""
+CHUNK_FRAMES = 256
+"""Frames decoded together when a long video is read window by window (`iter_clips`): bounds memory per file."""
 
 
 def _check_num_frames(num_frames: int) -> None:
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+    if num_frames > MAX_FRAMES:
+        raise ValueError(f"num_frames={num_frames} is more than {MAX_FRAMES} frames per clip, which all sit in memory "
+                         f"together; sample fewer frames, or cut long videos into segments")
 
 
 def _window(info: VideoInfo, start: float | None, end: float | None) -> tuple[float, float]:
@@ -89,9 +102,62 @@ def read_video(
     src = open_video(path)
     try:
         lo, hi = _window(src.info, start, end)
-        times = uniform_times(num_frames, lo, hi) if sampling == "uniform" else random_times(num_frames, lo, hi, seed)
+
+        def sample(lo: float, hi: float) -> list[float]:
+            return uniform_times(num_frames, lo, hi) if sampling == "uniform" else random_times(num_frames, lo, hi, seed)
+
+        times = sample(lo, hi)
         ((frames, stamps),) = _read([times], src, size, mean, std)
-        return Clip(str(path), frames, stamps, src.info, lo, hi, times)
+        cut = src.truncated_at
+        if cut is not None and hi > cut:  # the file ends early: sample only what is really there
+            if lo >= cut:
+                raise VideoDecodeError(f"{display(path)!r}: truncated: the data ends at {cut:.2f} s of a stated "
+                                       f"{src.info.duration:.2f} s, before the requested start {lo:.2f} s")
+            hi = cut
+            times = sample(lo, hi)
+            ((frames, stamps),) = _read([times], src, size, mean, std)
+        return Clip(str(path), frames, stamps, src.info, lo, hi, times, truncated_at=cut)
+    finally:
+        src.close()
+
+
+def iter_clips(
+    path: str | os.PathLike,
+    num_frames: int = 8,
+    *,
+    num_clips: int | None = None,
+    segment: float | None = None,
+    size: int = 224,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+    chunk_frames: int = CHUNK_FRAMES,
+) -> Iterator[list[Clip]]:
+    """The windows of one long video as lists of Clips, about `chunk_frames` frames at a time, from one open file.
+
+    Memory stays bounded however long the video is. When the file turns out to be cut off (its data ends
+    before its stated duration), the window that reaches past the end is shortened to it, later windows are
+    not made, and every clip from then on carries `truncated_at`.
+    """
+    _check_num_frames(num_frames)
+    src = open_video(path)
+    try:
+        windows = clip_windows(src.info.duration, num_clips=num_clips, segment=segment)
+        per = max(1, chunk_frames // num_frames)
+        for i in range(0, len(windows), per):
+            part = windows[i : i + per]
+            read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
+            cut = src.truncated_at
+            if cut is not None and part[-1][1] > cut:  # re-plan the windows that reach past the data
+                part = [(lo, min(hi, cut)) for lo, hi in part if lo < cut]
+                read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
+            clips = [Clip(str(path), frames, stamps, src.info, lo, hi, uniform_times(num_frames, lo, hi), cut)
+                     for (frames, stamps), (lo, hi) in zip(read, part)]
+            if clips:
+                yield clips
+            if cut is not None:
+                if not clips and i == 0:
+                    raise VideoDecodeError(f"{display(path)!r}: truncated or corrupt video (no frame could be decoded)")
+                return
     finally:
         src.close()
 
@@ -109,19 +175,10 @@ def read_clips(
     """Several windows of one long video, T uniform frames each, read in one pass.
 
     Give `num_clips` (equal windows over the whole video) or `segment` (windows of that many seconds).
+    A truncated file gives only the windows its data covers (see `iter_clips`).
     """
-    _check_num_frames(num_frames)
-    src = open_video(path)
-    try:
-        windows = clip_windows(src.info.duration, num_clips=num_clips, segment=segment)
-        all_times = [uniform_times(num_frames, lo, hi) for lo, hi in windows]
-        read = _read(all_times, src, size, mean, std)
-        return [
-            Clip(str(path), frames, stamps, src.info, lo, hi, times)
-            for (frames, stamps), (lo, hi), times in zip(read, windows, all_times)
-        ]
-    finally:
-        src.close()
+    return [c for chunk in iter_clips(path, num_frames, num_clips=num_clips, segment=segment, size=size, mean=mean,
+                                      std=std) for c in chunk]
 
 
-__all__ = ["Clip", "VideoDecodeError", "read_clips", "read_video"]
+__all__ = ["Clip", "VideoDecodeError", "iter_clips", "read_clips", "read_video"]

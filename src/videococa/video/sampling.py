@@ -10,6 +10,19 @@ Sampling = Literal["uniform", "random"]
 SAMPLINGS: tuple[str, ...] = ("uniform", "random")
 
 
+MAX_SEGMENT = 86_400.0
+"""Longest window (seconds) a video may be cut into: one day."""
+
+
+def check_segment(segment: float | None) -> None:
+    """Raise ValueError unless `segment` is None or a finite number of seconds in (0, MAX_SEGMENT]."""
+    if segment is None:
+        return
+    if isinstance(segment, bool) or not isinstance(segment, (int, float)) or not math.isfinite(segment) \
+            or not 0 < segment <= MAX_SEGMENT:
+        raise ValueError(f"segment must be a number of seconds above 0 and at most {MAX_SEGMENT:g}, got {segment!r}")
+
+
 def uniform_times(num_frames: int, start: float, end: float) -> list[float]:
     """Centres of `num_frames` equal segments of [start, end] (TSN-style uniform sampling)."""
     step = (end - start) / num_frames
@@ -41,7 +54,8 @@ def clip_windows(
             raise ValueError(f"num_clips must be a positive integer, got {num_clips!r}")
         step = duration / num_clips
         return [(k * step, (k + 1) * step) for k in range(num_clips)]
-    if not segment or segment <= 0:
-        raise ValueError(f"segment must be a positive number of seconds, got {segment!r}")
+    if segment is None:
+        raise ValueError("segment must be a positive number of seconds, got None")
+    check_segment(segment)
     n = max(1, math.ceil(duration / segment - 1e-9))
     return [(k * segment, min((k + 1) * segment, duration)) for k in range(n)]
