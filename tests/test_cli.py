@@ -62,7 +62,7 @@ def test_classify_table_on_a_terminal(capsys, easy_videos, labels_file, monkeypa
     (["classify", "{v}", "--labels", "{dup}"], 2, "names 'x' twice"),
     (["classify", "{v}", "--labels", "kinetics400", "--templates", "{empty}"], 2, "no templates"),
     (["classify", "/no/such/video.mp4", "--labels", "kinetics400"], 1, "/no/such/video.mp4': no such file"),
-    (["classify", "{v}", "--labels", "kinetics400", "--top-k", "0"], 2, "expected a positive integer"),
+    (["classify", "{v}", "--labels", "kinetics400", "--top-k", "0"], 2, "expected a number of results from 1 to 10000"),
     (["search", "{tmp}/none", "a cat"], 2, "no video index at"),
     (["search", "{tmp}/none"], 2, "give a text QUERY or --video"),
     (["search", "{tmp}/none", "  "], 2, "the search query is empty"),

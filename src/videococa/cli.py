@@ -8,11 +8,18 @@ failed (each named on stderr, the rest processed), 2 usage errors, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
+import os
 import sys
+import threading
 import time
 import warnings
 from typing import Sequence
+
+from .limits import MAX_FRAMES, MAX_SEGMENT
+from .paths import display, is_utf8, shorten
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -27,24 +34,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _bounded_int(lo: int, hi: int, what: str = "an integer"):
+    """An argparse type: an integer in [lo, hi], with a message naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} from {lo} to {hi}, got {shorten(text)!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected {what} from {lo} to {hi}, got {shorten(text)!r}")
+        return v
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+def _bounded_float(lo: float, hi: float, what: str = "a number", *, open_low: bool = True):
+    """An argparse type: a finite number in (lo, hi] (or [lo, hi] with open_low=False)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        low_ok = v > lo if open_low else v >= lo
+        if not (math.isfinite(v) and low_ok and v <= hi):
+            side = "above" if open_low else "at least"
+            raise argparse.ArgumentTypeError(f"expected {what} {side} {lo:g} and at most {hi:g}, got {shorten(text)!r}")
+        return v
+
+    return parse
+
+
+_positive_int = _bounded_int(1, 1_000_000, "a positive integer")
+_frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is the upper bound)")
+_batch = _bounded_int(1, 4096, "a batch size")
+_workers = _bounded_int(0, 64, "a number of reading threads")
+_top_k = _bounded_int(1, 10_000, "a number of results")
+_segment = _bounded_float(0, MAX_SEGMENT, "a segment length in seconds")
+_weight = _bounded_float(0, 1e6, "a loss weight", open_low=False)
+_lr = _bounded_float(0, 1.0, "a learning rate")
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, frames: bool = True) -> None:
@@ -55,13 +84,13 @@ def _add_model_options(p: argparse.ArgumentParser, *, frames: bool = True) -> No
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--finetuned", default=None, metavar="RUN_DIR", help="apply a `videococa finetune` run to the model")
     if frames:
-        g.add_argument("--frames", type=_positive_int, default=8, help="frames sampled per video (default 8)")
+        g.add_argument("--frames", type=_frames, default=8, help=f"frames sampled per video (default 8, at most {MAX_FRAMES})")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--batch-size", type=_positive_int, default=4, help="videos per model call (default 4)")
-    g.add_argument("--workers", type=int, default=2, help="threads reading videos (default 2; 0 reads inline)")
+    g.add_argument("--batch-size", type=_batch, default=4, help="videos per model call (default 4)")
+    g.add_argument("--workers", type=_workers, default=2, help="threads reading videos (default 2; 0 reads inline)")
     g.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
 
 
@@ -113,30 +142,50 @@ def _table(rows: list[dict], columns: Sequence[str]) -> None:
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-    return "" if v is None else str(v)
+    return "" if v is None else display(str(v))  # no terminal escapes or line breaks from file names
+
+
+def _json_line(obj) -> str:
+    """One JSON line; a non-UTF-8 file name is written with \\udcXX escapes (json.loads gives the name back)."""
+    line = json.dumps(obj, ensure_ascii=False)
+    return line if is_utf8(line) else json.dumps(obj)
 
 
 def _emit(args, rows: list[dict], columns: Sequence[str]) -> None:
     if _json_mode(args):
         for r in rows:
-            print(json.dumps(r, ensure_ascii=False))
+            print(_json_line(r))
     elif rows:
         _table(rows, columns)
     sys.stdout.flush()
 
 
-def _report_failures(failures) -> int:
+def _say(prefix: str, path: str, reason: str) -> None:
+    print(f"videococa: {prefix} {display(path)}: {display(reason)}", file=sys.stderr)
+
+
+def _report_failures(failures, notes=()) -> int:
+    for n in notes:
+        _say("note:", n.path, n.reason)
     for f in failures:
-        print(f"videococa: skipped {f.path}: {f.reason}", file=sys.stderr)
+        _say("skipped", f.path, f.reason)
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _scan(videos):
+    """(files to read, failures, notes) for the inputs of a batch command; see videococa.paths for the rules."""
+    from .tasks import scan_report
+
+    return scan_report(videos)
 
 
 def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     """(encoded clips, failures) for the given inputs; directories are expanded."""
-    from .tasks import encode_videos, expand_paths
+    from .tasks import encode_videos
     from .video import LoadError
 
-    paths, failures = expand_paths(videos)
+    paths, failures, notes = _scan(videos)
+    _report_failures([], notes)
     done = []
     for item in encode_videos(model, paths, frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                               pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
@@ -183,21 +232,36 @@ def cmd_classify(args) -> int:
 def cmd_index(args) -> int:
     from .index import VideoIndex
 
+    if not args.videos and not args.repair:
+        raise UsageError("give the video directories or files to index (or --repair)")
     model = _load(args)
+    if args.repair:
+        fixed = VideoIndex.repair(args.index, model)
+        if fixed.fresh:
+            msg = "its settings were unreadable, so it starts empty and every file is embedded again"
+        else:
+            msg = (f"kept {fixed.files_kept} files ({fixed.entries_kept} entries); {len(fixed.files_dropped)} files "
+                   "with unreadable entries are embedded again on the next run")
+        where = f"; the damaged database is kept as {display(fixed.damaged_copy)}" if fixed.damaged_copy else ""
+        print(f"videococa index: repaired {display(args.index)}: {msg}{where}", file=sys.stderr)
+        if not args.videos:
+            return EXIT_OK
     with VideoIndex(args.index, model, frames=args.frames, segment=args.segment) as index:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args))
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
-                   "unchanged": len(report.unchanged), "removed": len(report.removed),
+                   "unchanged": len(report.unchanged), "moved": len(report.moved), "removed": len(report.removed),
                    "failed": len(report.failed), "entries": len(index), "files": len(index.files()),
                    "search": index.faiss_kind}
     if _json_mode(args):
-        print(json.dumps(summary))
+        print(_json_line(summary))
     else:
-        print(f"{summary['index']}: {summary['added']} added, {summary['updated']} re-embedded, "
-              f"{summary['unchanged']} unchanged, {summary['removed']} removed, {summary['failed']} failed; "
-              f"{summary['entries']} entries from {summary['files']} files ({summary['search']} search)")
-    return _report_failures(report.failed)
+        print(f"{display(summary['index'])}: {summary['added']} added, {summary['updated']} re-embedded, "
+              f"{summary['unchanged']} unchanged, {summary['moved']} moved, {summary['removed']} removed, "
+              f"{summary['failed']} failed; {summary['entries']} entries from {summary['files']} files "
+              f"({summary['search']} search)")
+    sys.stdout.flush()
+    return _report_failures(report.failed, report.notes)
 
 
 def cmd_search(args) -> int:
@@ -256,19 +320,26 @@ def cmd_ask(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .tasks import embed_to_parquet, expand_paths
+    from .tasks import embed_to_parquet
 
     if not args.out.endswith(".parquet"):
-        raise UsageError(f"--out {args.out!r} should end in .parquet")
-    paths, failures = expand_paths(args.videos)
+        raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
+    paths, failures, notes = _scan(args.videos)
     model = _load(args)
     report = embed_to_parquet(model, paths, args.out, frames=args.frames, pooling=args.pooling, segment=args.segment,
                               batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
-    summary = {"out": report.out, "rows": report.rows, "videos": report.videos,
+    summary = {"out": report.out, "rows": report.rows, "videos": report.videos, "resumed": report.resumed,
                "failed": len(failures) + len(report.failed), "interrupted": report.interrupted}
-    print(json.dumps(summary) if _json_mode(args) else
-          f"{report.out}: {report.rows} rows from {report.videos} videos" + (" (interrupted)" if report.interrupted else ""))
-    code = _report_failures(failures + report.failed)
+    if _json_mode(args):
+        print(_json_line(summary))
+    elif report.interrupted:
+        print(f"{display(report.partial)}: {report.rows} rows from {report.videos} videos so far (interrupted; "
+              f"{display(report.out)} is untouched; run the same command again to continue)")
+    else:
+        print(f"{display(report.out)}: {report.rows} rows from {report.videos} videos"
+              + (f" ({report.resumed} resumed from an interrupted run)" if report.resumed else ""))
+    sys.stdout.flush()
+    code = _report_failures(failures + report.failed, notes + report.notes)
     return EXIT_INTERRUPTED if report.interrupted else code
 
 
@@ -402,15 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one class per line; a Kinetics csv works too)")
     p.add_argument("--templates", default="clip", help="clip (the label set's CLIP templates), kinetics, ucf101, "
                    "single, or a file with one template per line containing {}")
-    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--top-k", type=_top_k, default=5)
     p.add_argument("--multi-label", action="store_true", help="score classes independently (cosine similarity)")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
 
     p = _sub(sub, "index", "build or update a searchable index of a video library",
              "videococa index ~/videos --index ~/videos.vcindex --segment 10", cmd_index)
-    p.add_argument("videos", nargs="+", metavar="DIR|VIDEO", help="directories (searched recursively) or files")
+    p.add_argument("videos", nargs="*", metavar="DIR|VIDEO", help="directories (searched recursively, links "
+                   "followed) or files")
     p.add_argument("--index", required=True, help="index directory (created if missing)")
-    p.add_argument("--segment", type=_positive_float, default=None,
+    p.add_argument("--repair", action="store_true", help="salvage a damaged index first (keeps every readable file; "
+                   "the damaged database is kept beside it)")
+    p.add_argument("--segment", type=_segment, default=None,
                    help="cut videos into windows of this many seconds, so search returns moments")
 
     p = _sub(sub, "search", "search an index by text or by an example video",
@@ -419,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", metavar="INDEX", help="index directory made by `videococa index`")
     p.add_argument("query", nargs="?", default=None, metavar="QUERY", help="text query")
     p.add_argument("--video", default=None, help="find videos like this one instead of a text query")
-    p.add_argument("--top-k", type=_positive_int, default=10)
+    p.add_argument("--top-k", type=_top_k, default=10)
     g = p.add_argument_group("model (default: the one the index was built with)")
     g.add_argument("--model", default=None)
     g.add_argument("--pretrained", default=None)
@@ -430,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "caption", "caption videos", "videococa caption clip.mp4 --method beam", cmd_caption)
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--method", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
-    p.add_argument("--num-beams", type=_positive_int, default=6)
-    p.add_argument("--max-len", type=_positive_int, default=30, help="new tokens at most")
+    p.add_argument("--num-beams", type=_bounded_int(1, 64, "a number of beams"), default=6)
+    p.add_argument("--max-len", type=_bounded_int(1, 1024, "a number of tokens"), default=30, help="new tokens at most")
     p.add_argument("--prompt", default=None, help="text the caption continues")
     p.add_argument("--seed", type=int, default=0, help="seed for top_k/top_p sampling")
 
@@ -442,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
              "videococa embed videos/ --out embeddings.parquet --segment 10", cmd_embed)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
     p.add_argument("--out", required=True, help="output .parquet file")
-    p.add_argument("--segment", type=_positive_float, default=None, help="one row per window of this many seconds")
+    p.add_argument("--segment", type=_segment, default=None, help="one row per window of this many seconds")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
 
     p = _sub(sub, "eval", "evaluate on a standard benchmark (or the synthetic one) with its official protocol",
@@ -482,15 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, help="cache made by `videococa cache-features`")
     p.add_argument("--out", required=True, help="run directory (re-running it resumes)")
     p.add_argument("--epochs", type=_positive_int, default=3)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=_lr, default=1e-4)
     p.add_argument("--accumulate", type=_positive_int, default=1)
     p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer"],
                    help="embedding: a learned per-frame embedding; transformer: that plus a factorised temporal "
                         "self-attention (both leave the model unchanged at step 0)")
     p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
-    p.add_argument("--contrastive-weight", type=float, default=None,
+    p.add_argument("--contrastive-weight", type=_weight, default=None,
                    help="weight of the contrastive loss (default: 1 for retrieval tasks, else 0)")
-    p.add_argument("--caption-weight", type=float, default=None,
+    p.add_argument("--caption-weight", type=_weight, default=None,
                    help="weight of the captioning loss (default: 2 for retrieval+caption, 0 for retrieval, else 1)")
     p.add_argument("--train-text", action="store_true", help="also train the text tower")
     p.add_argument("--seed", type=int, default=0)
@@ -525,8 +599,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("videococa: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. piped into `head`
-        sys.stderr.close()
+        _silence_stdout()
         return EXIT_OK
+    except OSError as exc:  # e.g. output to a full disk (> /dev/full), an output folder that vanished
+        where = f" ({display(exc.filename)})" if getattr(exc, "filename", None) else ""
+        stdout = exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) and not where
+        if stdout:
+            _silence_stdout()
+        print(f"videococa {args.command}: error: cannot write {'the output' if stdout else 'a file'}{where}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush of what could not be written raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def run() -> None:
+    """Console entry point: `main`, then exit without waiting for reading threads stuck in a system call."""
+    code = main()
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join(timeout=0.5)
+            if t.is_alive():
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+    raise SystemExit(code)
 
 
 def _elapsed(t0: float) -> str:

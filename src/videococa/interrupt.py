@@ -6,10 +6,18 @@ inside a finaliser (`__del__`, a Cython `__dealloc__`, a weakref callback), the 
 `catching_sigint()` (used by the CLI) also records the request, so the batch loops stop at their
 next item (`check()`), the command exits 130, and the dropped exception is not printed.
 Outside `catching_sigint()` nothing changes: `check()` never raises there.
+
+Python runs a signal handler only when the main thread is between bytecodes, so a main thread stuck in
+C code (a long model call, a blocking system call) would not see Ctrl-C for a long time. Inside
+`catching_sigint()` a watchdog thread hears the signal at once (through the wakeup fd); if the main
+thread has not started handling it within `GRACE` seconds, the process exits with 130 right there. That
+is as safe as kill -9 is for everything videococa writes (SQLite transactions, atomic renames).
 """
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import sys
 import threading
@@ -17,6 +25,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 _requested = threading.Event()
+GRACE = 1.0
+"""Seconds the main thread has to start handling Ctrl-C before the watchdog ends the process."""
 
 
 def requested() -> bool:
@@ -33,6 +43,24 @@ def check() -> None:
 def _on_sigint(signum, frame) -> None:
     _requested.set()
     raise KeyboardInterrupt
+
+
+def _watch(fd: int) -> None:
+    """Watchdog thread: wait for SIGINT on the wakeup pipe; exit hard if the main thread does not react in time."""
+    while True:
+        try:
+            select.select([fd], [], [])
+            data = os.read(fd, 512)
+        except OSError:
+            return  # the pipe was closed: the block has ended
+        if not data:
+            return
+        if signal.SIGINT in data and not _requested.wait(GRACE):
+            try:
+                sys.stderr.write("videococa: interrupted\n")
+                sys.stderr.flush()
+            finally:
+                os._exit(130)
 
 
 def _unraisable(hook):
@@ -52,9 +80,18 @@ def catching_sigint() -> Iterator[None]:
     _requested.clear()
     previous, hook = signal.signal(signal.SIGINT, _on_sigint), sys.unraisablehook
     sys.unraisablehook = _unraisable(hook)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    watchdog = threading.Thread(target=_watch, args=(r,), name="videococa-sigint", daemon=True)
+    watchdog.start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(old_fd)
         signal.signal(signal.SIGINT, previous)
         sys.unraisablehook = hook
+        os.close(w)  # the watchdog reads EOF and ends
+        watchdog.join(timeout=1)
+        os.close(r)
         _requested.clear()

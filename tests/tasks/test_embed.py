@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -36,19 +42,84 @@ def test_segments_give_one_row_per_window(tiny_model, easy_videos, tmp_path):
     assert report.rows == 2 and list(zip(t.column("start").to_pylist(), t.column("end").to_pylist())) == [(0, 1), (1, 2)]
 
 
-def test_an_interrupted_run_keeps_the_rows_done(tiny_model, easy_videos, tmp_path, monkeypatch):
+def _interrupt_after(monkeypatch, n: int) -> None:
+    """The next embed run gets Ctrl-C after its n-th result."""
     real = embed_mod.encode_videos
 
     def interrupted(*args, **kwargs):
         for i, item in enumerate(real(*args, **kwargs)):
-            if i == 3:
+            if i == n:
                 raise KeyboardInterrupt
             yield item
 
     monkeypatch.setattr(embed_mod, "encode_videos", interrupted)
-    report = embed_to_parquet(tiny_model, easy_videos, tmp_path / "i.parquet", frames=2, row_group=2)
-    assert report.interrupted and report.rows == 3
-    assert pq.read_table(tmp_path / "i.parquet").column("path").to_pylist() == easy_videos[:3]
+
+
+def test_an_interrupted_run_keeps_the_old_output_and_the_next_run_resumes(tiny_model, easy_videos, tmp_path,
+                                                                         monkeypatch):
+    out = tmp_path / "i.parquet"
+    embed_to_parquet(tiny_model, easy_videos[:1], out, frames=2)  # a previous complete output
+    before = out.read_bytes()
+    _interrupt_after(monkeypatch, 3)
+    report = embed_to_parquet(tiny_model, easy_videos, out, frames=2, row_group=2)
+    assert report.interrupted and report.rows == 3 and report.videos == 3
+    assert out.read_bytes() == before  # the old complete file is untouched
+    assert pq.read_table(report.partial).column("path").to_pylist() == easy_videos[:3]
+    monkeypatch.undo()
+    calls = []
+    real = embed_mod.encode_videos
+    monkeypatch.setattr(embed_mod, "encode_videos", lambda model, paths, **kw: calls.append(list(paths)) or real(
+        model, paths, **kw))
+    report = embed_to_parquet(tiny_model, easy_videos, out, frames=2, row_group=2)
+    assert calls == [easy_videos[3:]] and report.resumed == 3  # only the rest is embedded
+    assert (report.rows, report.videos, report.interrupted) == (5, 5, False)
+    assert pq.read_table(out).column("path").to_pylist() == easy_videos
+    assert not Path(report.partial).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["i.parquet"]
+    full = embed_to_parquet(tiny_model, easy_videos, tmp_path / "full.parquet", frames=2)  # same rows as one run
+    np.testing.assert_allclose(np.stack(pq.read_table(out).column("embedding").to_numpy(zero_copy_only=False)),
+                               np.stack(pq.read_table(tmp_path / "full.parquet").column("embedding")
+                                        .to_numpy(zero_copy_only=False)), atol=1e-6)
+    assert full.resumed == 0
+
+
+def test_a_partial_made_with_other_settings_is_not_resumed(tiny_model, easy_videos, tmp_path, monkeypatch):
+    out = tmp_path / "o.parquet"
+    _interrupt_after(monkeypatch, 2)
+    assert embed_to_parquet(tiny_model, easy_videos, out, frames=2).interrupted
+    monkeypatch.undo()
+    report = embed_to_parquet(tiny_model, easy_videos[:2], out, frames=4)
+    assert report.resumed == 0 and report.rows == 2
+    assert any("other settings" in n.reason for n in report.notes)
+
+
+def test_an_interrupted_segment_run_keeps_only_whole_videos(tiny_model, easy_videos, tmp_path, monkeypatch):
+    _interrupt_after(monkeypatch, 3)  # 2 windows per video: the 4th result is the 2nd video's second window
+    report = embed_to_parquet(tiny_model, easy_videos, tmp_path / "s.parquet", frames=2, segment=1.0, row_group=1)
+    assert report.interrupted and report.videos == 1
+    t = pq.read_table(report.partial)
+    assert t.column("path").to_pylist() == [easy_videos[0]] * 2  # never half a video
+
+
+def test_a_killed_runs_temp_file_is_removed_by_the_next_run(tiny_model, easy_videos, tmp_path):
+    out = tmp_path / "k.parquet"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"k.parquet.{dead.pid}.part"
+    stale.write_bytes(b"PAR1 half written")  # what kill -9 leaves
+    report = embed_to_parquet(tiny_model, easy_videos[:1], out, frames=2)
+    assert not stale.exists() and report.rows == 1
+    assert any("left by a run that was killed" in n.reason for n in report.notes)
+
+
+def test_a_non_utf8_file_name_is_embedded_and_kept_losslessly(tiny_model, easy_videos, tmp_path):
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff.mp4")
+    shutil.copy(easy_videos[0], odd)
+    name = os.fsdecode(odd)
+    report = embed_to_parquet(tiny_model, [name, easy_videos[1]], tmp_path / "u.parquet", frames=2)
+    assert report.rows == 2 and not report.failed
+    t = pq.read_table(tmp_path / "u.parquet")
+    assert t.column("path_bytes").to_pylist()[0] == odd
+    assert t.column("path").to_pylist()[0].endswith("caf\\xe9-\\xff.mp4")
 
 
 def test_out_must_not_be_a_directory(tiny_model, easy_videos, tmp_path):

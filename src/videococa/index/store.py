@@ -40,7 +40,7 @@ from ..files import FileLock, atomic_path, write_json_atomic
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
 from ..video.loader import LoadError
-from ..video.reader import _check_num_frames
+from ..limits import MAX_FRAMES
 from ..video.sampling import check_segment, clip_windows
 
 EXACT_LIMIT = 100_000
@@ -193,8 +193,8 @@ class VideoIndex:
 
     def __init__(self, path: str | os.PathLike, model=None, *, frames: int | None = None, pooling: str | None = None,
                  segment: float | None = None, create: bool = True, on_wait=None):
-        if frames is not None:
-            _check_num_frames(frames)
+        if frames is not None and (not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES):
+            raise ValueError(f"frames must be an integer from 1 to {MAX_FRAMES}, got {frames!r}")
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         check_segment(segment)

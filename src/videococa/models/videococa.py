@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..limits import MAX_FRAMES
+from ..paths import shorten
 from .decoding import METHODS, Caption, Method, generate_ids
 
 Pooling = Literal["attentional", "mean"]
 POOLINGS: tuple[str, ...] = ("attentional", "mean")
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-MAX_FRAMES = 64
 Temporal = Literal["none", "embedding", "transformer"]
 TEMPORALS: tuple[str, ...] = ("none", "embedding", "transformer")
 
@@ -353,7 +354,7 @@ class VideoCoCa(nn.Module):
         for p, ids in zip(prompts, prefixes):
             if len(ids) + max_len - 1 > limit:
                 raise ValueError(
-                    f"prompt {p!r} is {len(ids) - 1} tokens; with max_len={max_len} that exceeds the model's "
+                    f"prompt {shorten(p)!r} is {len(ids) - 1} tokens; with max_len={max_len} that exceeds the model's "
                     f"{limit}-token context (shorten the prompt or lower max_len)"
                 )
         if suppress is None:

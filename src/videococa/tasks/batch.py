@@ -42,14 +42,21 @@ def scan_inputs(inputs: Sequence[str | os.PathLike]) -> Scan:
     return scan(inputs, VIDEO_SUFFIXES)
 
 
-def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError]]:
-    """(files, problems): `scan_inputs`, with missing inputs, empty directories and skipped entries as LoadErrors."""
+def scan_report(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError], list[LoadError]]:
+    """(files, failures, notes): `scan_inputs` with missing inputs and empty directories as failures, and what
+    was skipped on purpose (FIFOs, devices, second names of a file, link loops) as notes."""
     found = scan_inputs(inputs)
-    errors = [LoadError(p, f"{display(p)!r}: {why}") for p, why in found.missing]
-    errors += [LoadError(p, f"{display(p)!r}: directory holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
-               for p in found.empty_dirs]
-    errors += [LoadError(p, f"{display(p)!r}: {why}") for p, why in found.skipped]
-    return found.paths, errors
+    failures = [LoadError(p, f"{display(p)!r}: {why}") for p, why in found.missing]
+    failures += [LoadError(p, f"{display(p)!r}: directory holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+                 for p in found.empty_dirs]
+    notes = [LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped]
+    return found.paths, failures, notes
+
+
+def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError]]:
+    """(files, problems): `scan_report`'s failures and notes together."""
+    paths, failures, notes = scan_report(inputs)
+    return paths, failures + notes
 
 
 def encode_videos(

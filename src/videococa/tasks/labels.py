@@ -12,6 +12,7 @@ A template file has one template per line, each with exactly one `{}` for the cl
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,26 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LabelSetError
+from ..paths import display, regular_file_problem
+
+MAX_LABEL_FILE_BYTES = 16 << 20
+"""Largest label or template file read (16 MiB; Kinetics-700's class list is 11 kB)."""
+
+
+def _read_small_text(path: Path, what: str) -> str:
+    """The text of a label/template file: a regular file of at most MAX_LABEL_FILE_BYTES, UTF-8."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise LabelSetError(f"{what} {display(path)!r}" + (f" {problem}" if problem.startswith("is ") else f": {problem}"))
+    with path.open("rb") as f:
+        data = f.read(MAX_LABEL_FILE_BYTES + 1)
+    if len(data) > MAX_LABEL_FILE_BYTES:
+        raise LabelSetError(f"{what} {display(path)!r} is larger than {MAX_LABEL_FILE_BYTES >> 20} MiB; "
+                            "a label or template file holds one short line per class")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LabelSetError(f"{what} {display(path)!r} is not UTF-8 text ({exc.reason})") from None
 
 BUNDLED_LABELS: dict[str, tuple[str, str, bool]] = {
     # name: (label file, default templates, multi-label)
@@ -94,10 +115,9 @@ def _parse_label_lines(text: str, source: str) -> tuple[list[str], list[str]]:
     return labels, prompts
 
 
-def _read_kinetics_csv(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        labels = sorted({row["label"].strip() for row in reader if row.get("label", "").strip()})
+def _read_kinetics_csv(path: Path, text: str) -> list[str]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    labels = sorted({row["label"].strip() for row in reader if row.get("label", "").strip()})
     if not labels:
         raise LabelSetError(f"label file {str(path)!r} is a csv with a 'label' column but no labels in it")
     return labels
@@ -125,14 +145,13 @@ def load_labels(spec: str | os.PathLike | Sequence[str]) -> LabelSet:
     if path.is_dir():
         raise LabelSetError(f"labels {text!r} is a directory; give a text file with one class name per line")
     try:
-        if path.suffix.lower() == ".csv" and path.read_text(encoding="utf-8").lstrip().lower().startswith("label,"):
-            labels = _read_kinetics_csv(path)
-            return LabelSet(str(path), tuple(labels), tuple(labels))
-        labels, prompts = _parse_label_lines(path.read_text(encoding="utf-8"), str(path))
-    except UnicodeDecodeError as exc:
-        raise LabelSetError(f"label file {text!r} is not UTF-8 text ({exc.reason})") from None
+        content = _read_small_text(path, "label file")
     except OSError as exc:
-        raise LabelSetError(f"label file {text!r} cannot be read: {exc.strerror or exc}") from None
+        raise LabelSetError(f"label file {display(text)!r} cannot be read: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".csv" and content.lstrip().lower().startswith("label,"):
+        labels = _read_kinetics_csv(path, content)
+        return LabelSet(str(path), tuple(labels), tuple(labels))
+    labels, prompts = _parse_label_lines(content, str(path))
     return LabelSet(str(path), tuple(labels), tuple(prompts))
 
 
@@ -148,13 +167,13 @@ def load_templates(spec: str | os.PathLike | Sequence[str], labels: LabelSet | N
             templates, source = [s for _, s in _lines(_data(f"templates_{text}.txt"))], text
         else:
             path = Path(text)
-            if not path.is_file():
-                raise LabelSetError(f"templates {text!r}: no such file, and not a bundled template set "
+            if not os.path.lexists(path):
+                raise LabelSetError(f"templates {display(text)!r}: no such file, and not a bundled template set "
                                     f"(bundled: {', '.join(BUNDLED_TEMPLATES)})")
             try:
-                templates, source = [s for _, s in _lines(path.read_text(encoding="utf-8"))], text
-            except (OSError, UnicodeDecodeError) as exc:
-                raise LabelSetError(f"template file {text!r} cannot be read: {exc}") from None
+                templates, source = [s for _, s in _lines(_read_small_text(path, "template file"))], text
+            except OSError as exc:
+                raise LabelSetError(f"template file {display(text)!r} cannot be read: {exc.strerror or exc}") from None
     if not templates:
         raise LabelSetError(f"templates {source!r}: no templates (one per line, each with one {{}})")
     for t in templates:

@@ -15,7 +15,8 @@ import torch
 from .. import interrupt
 from ..errors import VideoDecodeError
 from ..paths import display
-from .reader import CHUNK_FRAMES, Clip, _check_num_frames, iter_clips, read_video
+from ..limits import CHUNK_FRAMES
+from .reader import Clip, _check_num_frames, iter_clips, read_video
 from .sampling import SAMPLINGS, Sampling, check_segment
 from .transforms import CLIP_MEAN, CLIP_STD
 

@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..errors import VideoDecodeError
+from ..limits import CHUNK_FRAMES, MAX_READ_FRAMES
 from ..paths import display
 from .decode import VideoInfo, open_video
 from .sampling import SAMPLINGS, Sampling, clip_windows, random_times, uniform_times
@@ -38,17 +39,13 @@ class Clip:
     the window then ends there (`end`), and windows past it are not made."""
 
 
-MAX_FRAMES = 256
-"""Most frames one clip may sample: the frames of a clip are held in memory together (at 224 px, 0.6 MB each)."""
-CHUNK_FRAMES = 256
-"""Frames decoded together when a long video is read window by window (`iter_clips`): bounds memory per file."""
 
 
 def _check_num_frames(num_frames: int) -> None:
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-    if num_frames > MAX_FRAMES:
-        raise ValueError(f"num_frames={num_frames} is more than {MAX_FRAMES} frames per clip, which all sit in memory "
+    if num_frames > MAX_READ_FRAMES:
+        raise ValueError(f"num_frames={num_frames} is more than {MAX_READ_FRAMES} frames per clip, which all sit in memory "
                          f"together; sample fewer frames, or cut long videos into segments")
 
 

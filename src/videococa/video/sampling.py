@@ -6,12 +6,12 @@ import math
 import random
 from typing import Literal
 
+from ..limits import MAX_SEGMENT
+
 Sampling = Literal["uniform", "random"]
 SAMPLINGS: tuple[str, ...] = ("uniform", "random")
 
 
-MAX_SEGMENT = 86_400.0
-"""Longest window (seconds) a video may be cut into: one day."""
 
 
 def check_segment(segment: float | None) -> None:
