@@ -213,10 +213,13 @@ class VideoIndex:
             self._ino = os.stat(self.db_path).st_ino
             try:
                 self.settings = self._settings()
-                if int(self.settings.get("schema_version", SCHEMA_VERSION)) < SCHEMA_VERSION:
+                old = int(self.settings.get("schema_version", SCHEMA_VERSION)) < SCHEMA_VERSION
+                if not self.settings or old:  # being created by another process this moment, or an older schema
                     with self._locked():
-                        self._migrate()
                         self.settings = self._settings()
+                        if self.settings and old:
+                            self._migrate()
+                            self.settings = self._settings()
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(exc) from None
             if not self.settings:
@@ -287,7 +290,12 @@ class VideoIndex:
 
     # ------------------------------------------------------------------ settings
     def _settings(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT key, value FROM settings").fetchall())
+        try:
+            return dict(self.db.execute("SELECT key, value FROM settings").fetchall())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise
 
     def _init_settings(self, model, frames: int, pooling: str, segment: float | None) -> None:
         import videococa
@@ -441,6 +449,7 @@ class VideoIndex:
             vecs = np.zeros((len(new), self.dim), dtype=np.float32)
             if len(new):
                 pos = {int(i): k for k, i in enumerate(new)}
+                got = 0
                 for lo in range(0, len(new), 50_000):
                     part = new[lo : lo + 50_000]
                     rows = self.db.execute("SELECT id, vector FROM entries WHERE id BETWEEN ? AND ?",
@@ -449,6 +458,9 @@ class VideoIndex:
                         k = pos.get(i)
                         if k is not None:
                             vecs[k] = np.frombuffer(blob, dtype=np.float32)
+                            got += 1
+                if got != len(new):  # listed by the id index but missing from the table: damaged pages
+                    raise sqlite3.DatabaseError(f"{len(new) - got} entries are listed but cannot be read")
         finally:
             self.db.execute("COMMIT")
         return gen, ids, new, vecs

@@ -20,9 +20,9 @@ FORMAT_VERSION = 1
 def write_mp4(path: str | os.PathLike, frames, fps: int = 8) -> None:
     """Encode RGB uint8 frames as an h264 mp4 (written to a temp name, then renamed)."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")  # not a video suffix: never picked up as a video
     h, w = frames[0].shape[:2]
-    with av.open(str(tmp), "w") as out:
+    with av.open(str(tmp), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "16", "preset": "fast"}

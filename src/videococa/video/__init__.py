@@ -2,7 +2,7 @@
 
 from .decode import VideoInfo, decode_all, decode_frames_at, probe
 from .loader import LoadError, VideoBatch, VideoLoader
-from .reader import Clip, read_clips, read_video
+from .reader import Clip, iter_clips, read_clips, read_video
 from .sampling import clip_windows, random_times, uniform_times
 from .transforms import CLIP_MEAN, CLIP_STD, preprocess_frames, resize_crop
 
@@ -20,6 +20,7 @@ __all__ = [
     "preprocess_frames",
     "probe",
     "random_times",
+    "iter_clips",
     "read_clips",
     "read_video",
     "resize_crop",

@@ -127,7 +127,7 @@ def iter_clips(
     size: int = 224,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
-    chunk_frames: int = CHUNK_FRAMES,
+    chunk_frames: int | None = None,
 ) -> Iterator[list[Clip]]:
     """The windows of one long video as lists of Clips, about `chunk_frames` frames at a time, from one open file.
 
@@ -139,7 +139,7 @@ def iter_clips(
     src = open_video(path)
     try:
         windows = clip_windows(src.info.duration, num_clips=num_clips, segment=segment)
-        per = max(1, chunk_frames // num_frames)
+        per = max(1, (chunk_frames or CHUNK_FRAMES) // num_frames)  # CHUNK_FRAMES read at call time
         for i in range(0, len(windows), per):
             part = windows[i : i + per]
             read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
