@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "classify", "zero-shot classification of videos into a label set",
              "videococa classify clip.mp4 videos/ --labels kinetics400 --top-k 5", cmd_classify)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
-    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, ucf101, hmdb51, charades, or a file "
+    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, kinetics700, ucf101, hmdb51, charades, or a file "
                    "(one class per line; a Kinetics csv works too)")
     p.add_argument("--templates", default="clip", help="clip (the label set's CLIP templates), kinetics, ucf101, "
                    "single, or a file with one template per line containing {}")
