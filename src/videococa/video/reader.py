@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -102,18 +102,23 @@ def read_clips(
     *,
     num_clips: int | None = None,
     segment: float | None = None,
+    windows: Callable[[float], Sequence[tuple[float, float]]] | None = None,
     size: int = 224,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
 ) -> list[Clip]:
     """Several windows of one long video, T uniform frames each, read in one pass.
 
-    Give `num_clips` (equal windows over the whole video) or `segment` (windows of that many seconds).
+    Give `num_clips` (equal windows over the whole video), `segment` (windows of that many seconds) or
+    `windows` (a function of the duration in seconds giving (start, end) windows, e.g. `sliding_windows`).
     """
     _check_num_frames(num_frames)
+    if windows is not None and (num_clips is not None or segment is not None):
+        raise ValueError("give exactly one of num_clips, segment and windows")
     src = open_video(path)
     try:
-        windows = clip_windows(src.info.duration, num_clips=num_clips, segment=segment)
+        windows = (list(windows(src.info.duration)) if windows is not None else
+                   clip_windows(src.info.duration, num_clips=num_clips, segment=segment))
         all_times = [uniform_times(num_frames, lo, hi) for lo, hi in windows]
         read = _read(all_times, src, size, mean, std)
         return [
