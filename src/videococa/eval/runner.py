@@ -2,7 +2,8 @@
 
 Video embeddings (and, for captioning and QA, the decoder tokens) are cached per model fingerprint,
 frames, pooling and the exact list of clips, in $VIDEOCOCA_CACHE/eval, so re-running with other
-prompts, templates or decoding settings costs no re-encoding.
+prompts, templates or decoding settings costs no re-encoding. Moment retrieval (eval/moments.py) encodes
+its unit windows on every run: they are not cached.
 """
 
 from __future__ import annotations
