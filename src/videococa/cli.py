@@ -375,7 +375,8 @@ def cmd_demo(args) -> int:
 
 
 # --------------------------------------------------------------------------- entry point
-SPLIT_HELP = "train|validate|test for files that hold several (MSR-VTT videodatainfo, YouCook2), 1|2|3 for UCF101/HMDB51"
+SPLIT_HELP = ("train|validate|test for files that hold several (MSR-VTT videodatainfo, YouCook2), "
+              "1|2|3 for UCF101/HMDB51")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "classify", "zero-shot classification of videos into a label set",
              "videococa classify clip.mp4 videos/ --labels kinetics400 --top-k 5", cmd_classify)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
-    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, kinetics700, ucf101, hmdb51, charades, or a file "
-                   "(one class per line; a Kinetics csv works too)")
+    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, kinetics700, ucf101, hmdb51, charades, "
+                   "or a file (one class per line; a Kinetics csv works too)")
     p.add_argument("--templates", default="clip", help="clip (the label set's CLIP templates), kinetics, ucf101, "
                    "single, or a file with one template per line containing {}")
     p.add_argument("--top-k", type=_positive_int, default=5)
@@ -449,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=dataset_help())
     p.add_argument("--annotations", nargs="+", required=True, metavar="PATH", help="the official annotation file(s)")
     p.add_argument("--videos", default=None, help="root of your local copy of the videos (searched recursively)")
-    p.add_argument("--split", default=None, help=f"{SPLIT_HELP}; default test (YouCook2: validate; UCF101/HMDB51: every fold given, and their mean)")
+    p.add_argument("--split", default=None, help=f"{SPLIT_HELP}; default test (YouCook2: validate; UCF101/HMDB51: "
+                   "every fold given, and their mean)")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N items only")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
     p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")

@@ -43,7 +43,8 @@ MOMENT_NMS = 0.5
 
 
 def rank_moments(model: VideoCoCa, items: Sequence[Item], *, frames: int = 8, pooling: str = "attentional",
-                 unit: float = MOMENT_UNIT, scales: Sequence[float] = MOMENT_SCALES, stride: float = MOMENT_STRIDE, nms: float = MOMENT_NMS,
+                 unit: float = MOMENT_UNIT, scales: Sequence[float] = MOMENT_SCALES, stride: float = MOMENT_STRIDE,
+                 nms: float = MOMENT_NMS,
                  top_k: int = 5, batch_size: int = 8, progress: bool = False,
                  ) -> tuple[list[list[tuple[float, float]] | None], list[tuple[str, str]], int]:
     """(ranked spans per item, or None where its video is unreadable; unreadable (path, reason); units encoded).
