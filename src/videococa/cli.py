@@ -370,10 +370,10 @@ def cmd_eval(args) -> int:
     return EXIT_OK
 
 
-def _dataset_items(task: str, args, annotations):
-    from .eval.runner import load_datasets
+def _dataset_items(task: str, args, annotations, *, split: str | None, purpose: str):
+    from .data.registry import load_datasets
 
-    datasets = load_datasets(task, args.dataset, annotations, args.videos)
+    datasets = load_datasets(task, args.dataset, annotations, args.videos, split, purpose=purpose)
     missing = sum(len(d.missing) for d in datasets)
     if missing:
         print(f"videococa {args.command}: {missing} listed videos are missing under --videos and left out",
@@ -384,7 +384,7 @@ def _dataset_items(task: str, args, annotations):
 def cmd_cache_features(args) -> int:
     from .train import cache_features
 
-    items, _ = _dataset_items(args.task, args, args.annotations)
+    items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
     report = cache_features(model, clips, args.out, frames=args.frames, batch_size=args.batch_size,
@@ -398,29 +398,20 @@ def cmd_cache_features(args) -> int:
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
-def _finetune_reading(task: str, dataset: str) -> tuple[str, list[str]]:
-    """How `finetune --task` reads annotations: (reader task for training, reader tasks for validation)."""
-    from .eval.runner import DATASETS
-
-    if task in ("caption", "qa"):
-        return task, [task]
-    train = "caption" if dataset in DATASETS["caption"] else "retrieve"
-    val = ["retrieve"] + (["caption"] if task == "retrieval+caption" and dataset in DATASETS["caption"] else [])
-    return train, val
-
-
 def cmd_finetune(args) -> int:
     import os
 
+    from .data.registry import finetune_reading
     from .eval.runner import evaluate_dataset
     from .train import FeatureCache, FinetuneConfig, finetune, training_pairs
 
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and args.device.startswith("cuda") and ":" not in args.device:
         args.device = f"cuda:{local_rank}"  # one GPU per torchrun process
-    read_as, val_tasks = _finetune_reading(args.task, args.dataset)
-    train_items, _ = _dataset_items(read_as, args, args.train)
-    val_sets = [ds for t in val_tasks for ds in _dataset_items(t, args, args.val)[1]] if args.val else []
+    read_as, val_tasks = finetune_reading(args.task, args.dataset)
+    train_items, _ = _dataset_items(read_as, args, args.train, split=args.split, purpose="train")
+    val_sets = [ds for t in val_tasks for ds in _dataset_items(t, args, args.val, split=args.val_split,
+                                                               purpose="val")[1]] if args.val else []
     model = _load(args)
     cache = FeatureCache(args.features, model)
     pairs = training_pairs(train_items, args.task)
@@ -428,7 +419,8 @@ def cmd_finetune(args) -> int:
                          lr=args.lr, bf16=args.precision == "bf16", temporal=args.temporal,
                          temporal_layers=args.temporal_layers, contrastive_weight=args.contrastive_weight,
                          caption_weight=args.caption_weight, train_text=args.train_text, seed=args.seed,
-                         extra={"train": args.train, "val": args.val, "dataset": args.dataset})
+                         extra={"train": args.train, "val": args.val, "dataset": args.dataset,
+                                "val_sets": [ds.name for ds in val_sets]})
 
     def evaluate(m):
         out = {}
@@ -454,7 +446,13 @@ def cmd_demo(args) -> int:
 
 
 # --------------------------------------------------------------------------- entry point
+SPLIT_HELP = ("train|validate|test for files that hold several (MSR-VTT videodatainfo, YouCook2), "
+              "1|2|3 for UCF101/HMDB51")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .data.registry import TASKS, dataset_help
+
     parser = _Parser(
         prog="videococa",
         description="Zero-shot video-text tasks with image-text CoCa models (VideoCoCa, Yan et al. 2022).",
@@ -469,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "classify", "zero-shot classification of videos into a label set",
              "videococa classify clip.mp4 videos/ --labels kinetics400 --top-k 5", cmd_classify)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
-    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, ucf101, hmdb51, charades, or a file "
-                   "(one class per line; a Kinetics csv works too)")
+    p.add_argument("--labels", required=True, help="kinetics400, kinetics600, kinetics700, ucf101, hmdb51, charades, "
+                   "or a file (one class per line; a Kinetics csv works too)")
     p.add_argument("--templates", default="clip", help="clip (the label set's CLIP templates), kinetics, ucf101, "
                    "single, or a file with one template per line containing {}")
     p.add_argument("--top-k", type=_top_k, default=5)
@@ -522,13 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "eval", "evaluate on a standard benchmark (or the synthetic one) with its official protocol",
              "videococa eval classify --dataset ucf101 --annotations classInd.txt testlist01.txt --videos UCF-101/",
              cmd_eval)
-    p.add_argument("task", choices=["classify", "retrieve", "caption", "qa"])
-    p.add_argument("--dataset", required=True, help="kinetics400|kinetics600|kinetics700|ucf101|hmdb51|charades, "
-                   "msrvtt|msrvtt-1ka|msvd|vatex|activitynet|activitynet-segments|youcook2, "
-                   "msrvtt-qa|msvd-qa|activitynet-qa|ivqa, or synthetic")
+    p.add_argument("task", choices=list(TASKS))
+    p.add_argument("--dataset", required=True, help=dataset_help())
     p.add_argument("--annotations", nargs="+", required=True, metavar="PATH", help="the official annotation file(s)")
     p.add_argument("--videos", default=None, help="root of your local copy of the videos (searched recursively)")
-    p.add_argument("--split", default=None, help="UCF101/HMDB51 split 1, 2 or 3 (default: every split given; mean)")
+    p.add_argument("--split", default=None, help=f"{SPLIT_HELP}; default test (YouCook2: validate; UCF101/HMDB51: "
+                   "every fold given, and their mean)")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N items only")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
     p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")
@@ -538,10 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
              "videococa cache-features train.json --dataset msrvtt --videos MSRVTT/videos --out feats/",
              cmd_cache_features)
     p.add_argument("annotations", nargs="+", metavar="ANNOTATIONS", help="annotation file(s) of the videos to cache")
-    p.add_argument("--dataset", required=True, help="annotation format (as in `videococa eval`), or synthetic")
-    p.add_argument("--task", default="caption", choices=["caption", "qa", "retrieve", "classify"],
+    p.add_argument("--dataset", required=True, help=f"annotation format (as in `videococa eval`): {dataset_help()}")
+    p.add_argument("--task", default="caption", choices=[t for t in TASKS if t != "moments"],
                    help="how to read the annotations (default caption)")
     p.add_argument("--videos", default=None, help="root of the videos")
+    p.add_argument("--split", default=None, help=f"{SPLIT_HELP}; default: every split in the files")
     p.add_argument("--out", required=True, help="cache directory (resumable)")
 
     p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
@@ -549,9 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
              "--videos MSRVTT/videos --features feats/ --out run/", cmd_finetune)
     p.add_argument("--task", required=True, choices=["caption", "qa", "retrieval", "retrieval+caption"],
                    help="caption, qa: captioning loss; retrieval: contrastive loss; retrieval+caption: both")
-    p.add_argument("--dataset", required=True, help="annotation format (as in `videococa eval`), or synthetic")
+    p.add_argument("--dataset", required=True, help=f"annotation format (as in `videococa eval`): {dataset_help()}")
     p.add_argument("--train", nargs="+", required=True, metavar="ANNOTATIONS")
     p.add_argument("--val", nargs="+", default=None, metavar="ANNOTATIONS", help="evaluated after every epoch")
+    p.add_argument("--split", default=None, help=f"split of --train: {SPLIT_HELP}; default train")
+    p.add_argument("--val-split", default=None, help="split of --val; default validate where the file has it, "
+                   "else test")
     p.add_argument("--videos", default=None, help="root of the videos")
     p.add_argument("--features", required=True, help="cache made by `videococa cache-features`")
     p.add_argument("--out", required=True, help="run directory (re-running it resumes)")

@@ -8,8 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from videococa.eval import (bleu, caption_metrics, charades_map, cider_d, qa_accuracy, recall_metrics,
-                            retrieval_ranks, rouge_l, tokenize, topk_accuracy)
+from videococa.eval import (bleu, caption_metrics, charades_map, cider_d, moment_metrics, qa_accuracy, qa_scores,
+                            recall_metrics, retrieval_ranks, rouge_l, temporal_iou, temporal_nms, tokenize,
+                            topk_accuracy, vqa_normalize)
 
 
 def test_topk_accuracy_with_ties():
@@ -48,10 +49,65 @@ def test_retrieval_ranks_with_ties_and_several_captions_per_video():
         retrieval_ranks(sim[:, :], [0, 0, 2, 2])
 
 
-def test_qa_accuracy_normalises_and_accepts_several_answers():
-    assert qa_accuracy(["Red.", "two", "a dog"], ["red", ["2", "two"], "dog"]) == pytest.approx(2 / 3)
+def test_qa_accuracy_uses_the_vqa_normalisation():
+    assert qa_accuracy(["A dog.", "two"], ["dog", "2"]) == 1.0  # issue #19: this scored 0
+    assert qa_accuracy(["Red.", "two", "a dog", "cat"], ["red", ["2", "two"], "dog", "dog"]) == 0.75
     with pytest.raises(ValueError, match="one prediction per answer"):
         qa_accuracy(["a"], [])
+    with pytest.raises(ValueError, match="agreement must be a positive integer"):
+        qa_accuracy(["a"], ["a"], agreement=0)
+
+
+@pytest.mark.parametrize("raw,normalised", [
+    ("A dog.", "dog"),                       # article and final period go
+    ("The Three cats", "3 cats"),            # number words become digits, lowercase
+    ("none", "0"),
+    ("dont know", "don't know"),             # contractions get their apostrophe
+    ("isnt it", "isn't it"),
+    ("3.5 metres", "3.5 metres"),            # a period before a digit stays
+    ("1,000 apples!", "1000 apples"),        # a comma between digits: punctuation is deleted, not spaced
+    ("black-and-white", "black and white"),  # punctuation inside a word becomes a space
+    ("red , blue", "red blue"),              # punctuation touching a space is deleted
+    ("an\tapple\n", "apple"),
+])
+def test_vqa_normalisation_rules(raw, normalised):
+    assert vqa_normalize(raw) == normalised
+
+
+def test_ivqa_metric_counts_annotators():
+    refs = ["onion", "onion", "onions", "onion", "garlic"]  # five annotators
+    assert qa_scores(["onion", "garlic", "leek", "Onions."], [refs] * 4, agreement=2) == [1.0, 0.5, 0.0, 0.5]
+    assert qa_accuracy(["onion", "garlic", "leek", "Onions."], [refs] * 4, agreement=2) == 0.5
+    assert qa_accuracy(["garlic"], [refs]) == 1.0  # agreement 1: one annotator is enough
+
+
+def test_temporal_iou_and_nms_on_hand_built_spans():
+    assert temporal_iou((0, 10), (5, 15)) == pytest.approx(5 / 15)
+    assert temporal_iou((0, 4), (4, 8)) == 0.0 and temporal_iou((2, 6), (2, 6)) == 1.0
+    assert temporal_iou((1, 3), (0, 10)) == pytest.approx(0.2)
+    spans = [(0, 10), (1, 10), (20, 30), (22, 30), (40, 50)]
+    scores = [0.9, 0.8, 0.7, 0.95, 0.1]
+    # (22,30) best; (20,30) overlaps it with IoU 0.8 -> dropped; (0,10) kept; (1,10) IoU 0.9 with it -> dropped
+    assert temporal_nms(spans, scores, threshold=0.5) == [3, 0, 4]
+    assert temporal_nms(spans, scores, threshold=0.5, top_k=2) == [3, 0]
+    assert temporal_nms(spans, scores, threshold=0.95) == [3, 0, 1, 2, 4]
+
+
+def test_moment_metrics_exact_values():
+    targets = [(10.0, 20.0), (0.0, 4.0), (30.0, 40.0)]
+    predictions = [
+        [(10.0, 20.0)],                                  # IoU 1
+        [(0.0, 8.0), (0.0, 4.0)],                        # top-1 IoU 0.5, top-2 IoU 1
+        [(0.0, 5.0), (1, 2), (2, 3), (3, 4), (30, 36), (30, 40)],  # top-5 best IoU 0.6; the 6th is out of R@5
+    ]
+    m = moment_metrics(predictions, targets)
+    assert m["R@1 IoU=0.5"] == pytest.approx(200 / 3) and m["R@1 IoU=0.7"] == pytest.approx(100 / 3)
+    assert m["R@5 IoU=0.5"] == 100.0 and m["R@5 IoU=0.7"] == pytest.approx(200 / 3)
+    assert m["mIoU"] == pytest.approx((1.0 + 0.5 + 0.0) / 3 * 100)
+    with pytest.raises(ValueError, match="at least one predicted span"):
+        moment_metrics([[]], [(0, 1)])
+    with pytest.raises(ValueError, match="one ranked list per target"):
+        moment_metrics([[(0, 1)]], [])
 
 
 def test_tokenize_like_ptb():

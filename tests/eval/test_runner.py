@@ -10,6 +10,7 @@ import pytest
 
 from videococa.cli import main
 from videococa.eval import runner
+from videococa.data.readers import AnnotationError
 from videococa.eval.runner import EvalError, evaluate, evaluate_dataset, load_datasets
 
 from conftest import EASY_VIDEOS
@@ -108,3 +109,56 @@ def test_cli_eval_on_the_synthetic_benchmark_matches_the_synthetic_evaluation(ti
     qa = json.loads(capsys.readouterr().out)["results"][0]["metrics"]
     assert table["variants"]["attentional"]["qa_accuracy"] == pytest.approx(qa["accuracy"] / 100)
     assert qa["accuracy[motion]"] == 0.0  # stills cannot teach motion
+
+
+A = Path(__file__).resolve().parents[1] / "fixtures" / "annotations"
+
+
+@pytest.mark.parametrize("name,files", [
+    ("msrvtt", ["test_videodatainfo.json"]), ("msvd", ["AllVideoDescriptions.txt"]),
+    ("vatex", ["vatex_public_test_english_v1.1.json"]), ("activitynet", ["activitynet_val_1.json"]),
+    ("activitynet-segments", ["activitynet_val_1.json"]), ("youcook2", ["youcookii_annotations_trainval.json"])])
+def test_captioned_datasets_are_read_for_the_task_asked(name, files, tmp_path):
+    """Issue #19: MSR-VTT, MSVD, VATEX and ActivityNet Captions were read as retrieval whatever the task."""
+    (tmp_path / "v").mkdir()
+    for task in ("caption", "retrieve"):
+        datasets = load_datasets(task, name, [A / f for f in files], tmp_path / "v")
+        assert [d.task for d in datasets] == [task]
+
+
+def test_eval_caption_on_msrvtt_reports_caption_metrics(tmp_path, easy_videos, capsys):
+    """Issue #19: `eval caption --dataset msrvtt` reported retrieval R@K under "task": "caption"."""
+    root = tmp_path / "v"
+    root.mkdir()
+    for i, p in enumerate(easy_videos):
+        os.link(p, root / f"video{7010 + i}.mp4")
+    info = {"videos": [{"video_id": f"video{7010 + i}", "split": "test"} for i in range(5)] +
+            [{"video_id": "video1", "split": "train"}],
+            "sentences": [{"caption": f"a {c} {s} moving {d}", "video_id": f"video{7010 + i}"}
+                          for i, (s, c, d) in enumerate(EASY_VIDEOS)]}
+    (tmp_path / "test_videodatainfo.json").write_text(json.dumps(info))
+    code = main(["eval", "caption", "--dataset", "msrvtt", "--annotations", str(tmp_path / "test_videodatainfo.json"),
+                 "--videos", str(root), "--frames", "2", "--method", "greedy", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    assert code == 0 and out["task"] == r["protocol"]["task"] == "caption"
+    assert r["protocol"]["dataset"] == "msrvtt-test" and r["protocol"]["items"] == 5
+    assert {"CIDEr", "BLEU-4", "ROUGE-L", "METEOR"} <= set(r["metrics"]) and r["metrics"]["CIDEr"] > 0
+    assert not any(k.startswith(("t2v", "v2t")) for k in r["metrics"])
+    assert len(r["metrics"]["examples"]) == 5
+
+
+def test_split_requests_are_checked(tmp_path, tiny_model):
+    (tmp_path / "v").mkdir()
+    info = A / "test_videodatainfo.json"
+    with pytest.raises(EvalError, match="--split 'val' is not a split of msrvtt; choose one of: train, validate, test"):
+        load_datasets("caption", "msrvtt", [info], tmp_path / "v", "val")
+    with pytest.raises(EvalError, match="--split test: each vatex annotation file holds one split"):
+        load_datasets("caption", "vatex", [A / "vatex_public_test_english_v1.1.json"], tmp_path / "v", "test")
+    with pytest.raises(AnnotationError, match="no videos in split 'train'; the splits it has: test"):
+        load_datasets("caption", "msrvtt", [info], tmp_path / "v", "train")
+    with pytest.raises(EvalError, match="'nope' is not a known dataset; choose one of: msrvtt-qa"):
+        load_datasets("qa", "nope", [info], tmp_path / "v")
+    (ds,) = load_datasets("retrieve", "msrvtt", [info], tmp_path / "v")
+    with pytest.raises(EvalError, match="msrvtt-test was read for retrieve, not caption"):
+        evaluate(tiny_model, "caption", [ds])

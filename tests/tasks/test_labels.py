@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +11,8 @@ from videococa import LabelSetError, load_labels
 from videococa.tasks import load_templates
 
 
-@pytest.mark.parametrize("name,size", [("kinetics400", 400), ("kinetics600", 600), ("ucf101", 101), ("hmdb51", 51),
-                                       ("charades", 157)])
+@pytest.mark.parametrize("name,size", [("kinetics400", 400), ("kinetics600", 600), ("kinetics700", 700), ("ucf101", 101),
+                                       ("hmdb51", 51), ("charades", 157)])
 def test_bundled_label_sets_have_the_official_sizes_and_no_duplicates(name, size):
     labels = load_labels(name)
     assert len(labels) == size == len(set(labels.labels)) == len(labels.prompt_names)
@@ -37,6 +38,26 @@ def test_clip_templates_follow_the_label_set():
     assert len(kin) == 28 and kin[0] == "a photo of {}." and kin[-1] == "a demonstration of a person practicing {}."
     assert len(ucf) == 48 and ucf[0] == "a photo of a person {}." and ucf[-1] == "a demonstration of the person practicing {}."
     assert load_templates("single") == ("a video of {}.",)
+
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "annotations"
+
+
+@pytest.mark.skipif(not (SHARED / "kinetics").is_dir(), reason="the real annotation files (../shared/annotations) "
+                    "are not next to this checkout")
+@pytest.mark.parametrize("name,file", [("kinetics400", "label_map_k400.txt"), ("kinetics600", "label_map_k600.txt"),
+                                       ("kinetics700", "label_map_k700.txt")])
+def test_bundled_kinetics_lists_are_the_published_ones(name, file):
+    published = (SHARED / "kinetics" / file).read_text(encoding="utf-8").splitlines()
+    labels = load_labels(name)
+    assert list(labels.labels) == published and len(published) == int(name[-3:])
+    assert labels.default_templates == "kinetics"  # CLIP's 28 Kinetics templates, as for 400 and 600
+
+
+def test_kinetics700_is_bundled_with_clips_kinetics_templates():
+    k700 = load_labels("kinetics700")
+    assert k700.labels[:2] == ("abseiling", "acting in play") and k700.labels[-1] == "zumba"
+    assert len(load_templates("clip", k700)) == 28
 
 
 def test_label_file_formats(tmp_path):
@@ -69,12 +90,10 @@ def test_bad_label_files_are_named_with_the_problem(tmp_path, text, message):
 
 
 def test_unknown_label_set_lists_the_bundled_ones(tmp_path):
-    with pytest.raises(LabelSetError, match="kinetics4000.*not a bundled label set.*kinetics400, kinetics600, ucf101"):
+    with pytest.raises(LabelSetError, match="kinetics4000.*not a bundled label set.*kinetics400, kinetics600, kinetics700, ucf101"):
         load_labels("kinetics4000")
     with pytest.raises(LabelSetError, match="is a directory"):
         load_labels(tmp_path)
-    with pytest.raises(LabelSetError, match="kinetics700.*not bundled.*annotation csv"):
-        load_labels("kinetics700")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(LabelSetError, match="not UTF-8"):

@@ -159,3 +159,59 @@ def test_cli_cache_features_finetune_and_use(tmp_path, capsys):
     code = main(["finetune", "--task", "qa", "--dataset", "synthetic", "--train", ann,
                  "--features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")])
     assert code == 2 and "no feature cache at" in capsys.readouterr().err
+
+
+def _msrvtt_like(root, *, train: int, validate: int, test: int) -> tuple[str, str]:
+    """Synthetic-world videos videoN.mp4 with MSR-VTT's two annotation files: train_val_videodatainfo.json (splits
+    train and validate) and test_videodatainfo.json (test). Captions in a style of our own ("red circle going
+    left", "the circle is red"), not the synthetic benchmark's, so the zero-shot model does not write them."""
+    from videococa.synthetic.benchmark import write_mp4
+    from videococa.synthetic.world import video_spec
+
+    (root / "videos").mkdir(parents=True)
+    splits = ["train"] * train + ["validate"] * validate + ["test"] * test
+    docs = {"train_val": {"videos": [], "sentences": []}, "test": {"videos": [], "sentences": []}}
+    for i, split in enumerate(splits):
+        spec = video_spec(7000 + i, late_share=0.0, occluded_share=0.0, distractor_share=0.0)
+        write_mp4(root / "videos" / f"video{i}.mp4", spec.render_frames(8, 64))
+        doc = docs["test" if split == "test" else "train_val"]
+        o = spec.obj
+        doc["videos"].append({"video_id": f"video{i}", "split": split, "id": i})
+        doc["sentences"] += [{"video_id": f"video{i}", "caption": c, "sen_id": len(doc["sentences"]) + k}
+                             for k, c in enumerate([f"{o.colour} {o.shape} going {spec.direction}",
+                                                    f"the {o.shape} is {o.colour}"])]
+    for name, doc in docs.items():
+        (root / f"{name}_videodatainfo.json").write_text(json.dumps(doc))
+    return str(root / "train_val_videodatainfo.json"), str(root / "test_videodatainfo.json")
+
+
+def test_caption_finetuning_on_msrvtt_format_files_validates_with_cider(tmp_path, capsys):
+    """Issue #19: `finetune --task caption --dataset msrvtt` validated with retrieval metrics and could not read the
+    train split; now it trains on train, validates on test with CIDEr-D, and beats the zero-shot model there."""
+    from videococa.cli import main
+
+    train_val, test = _msrvtt_like(tmp_path, train=24, validate=4, test=8)
+    videos, common = str(tmp_path / "videos"), ["--frames", "2", "--json"]
+    assert main(["cache-features", train_val, test, "--dataset", "msrvtt", "--videos", videos,
+                 "--out", str(tmp_path / "fc"), *common]) == 0
+    assert json.loads(capsys.readouterr().out)["cached"] == 36  # every split of both files
+    assert main(["cache-features", train_val, "--dataset", "msrvtt", "--split", "validate", "--videos", videos,
+                 "--out", str(tmp_path / "fc-val"), *common]) == 0
+    assert json.loads(capsys.readouterr().out)["cached"] == 4
+    assert main(["eval", "caption", "--dataset", "msrvtt", "--annotations", test, "--videos", videos, *common]) == 0
+    zero_shot = json.loads(capsys.readouterr().out)["results"][0]
+    assert (zero_shot["protocol"]["dataset"], zero_shot["protocol"]["items"]) == ("msrvtt-test", 8)
+    code = main(["finetune", "--task", "caption", "--dataset", "msrvtt", "--train", train_val, "--val", test,
+                 "--videos", videos, "--features", str(tmp_path / "fc"), "--out", str(tmp_path / "run"),
+                 "--epochs", "3", "--batch-size", "8", "--lr", "1e-3", *common])
+    info = json.loads(capsys.readouterr().out)
+    assert code == 0 and info["train_pairs"] == 48  # the 24 train videos x 2 captions; validate is not trained on
+    assert info["config"]["extra"]["val_sets"] == ["msrvtt-test"]  # --val's file has no validate split: test
+    last = info["history"][-1]
+    assert not any(k.startswith("msrvtt-test t2v") for k in last)  # caption metrics, not retrieval
+    assert {"msrvtt-test CIDEr", "msrvtt-test BLEU-4", "msrvtt-test ROUGE-L"} <= set(last)
+    assert last["msrvtt-test CIDEr"] > zero_shot["metrics"]["CIDEr"] + 50, (zero_shot["metrics"]["CIDEr"], last)
+    code = main(["finetune", "--task", "caption", "--dataset", "msrvtt", "--train", train_val, "--split", "test",
+                 "--videos", videos, "--features", str(tmp_path / "fc"), "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no videos in split 'test'; the splits it has: train, validate" in err

@@ -2,7 +2,7 @@
 
 import pytest
 
-from videococa.video import clip_windows, random_times, uniform_times
+from videococa.video import clip_windows, random_times, sliding_windows, uniform_times
 
 
 def test_uniform_times_are_segment_centres():
@@ -30,3 +30,15 @@ def test_clip_windows():
         clip_windows(10.0, segment=-1)
     with pytest.raises(ValueError, match="num_clips must be a positive integer, got 0"):
         clip_windows(10.0, num_clips=0)
+
+
+def test_sliding_windows_at_several_scales():
+    w = sliding_windows(8.0, scales=(0.25,), stride=0.5)
+    assert w == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 5.0), (4.0, 6.0), (5.0, 7.0), (6.0, 8.0)]
+    assert sliding_windows(10.0, scales=(0.3,)) == [(0.0, 3.0), (1.5, 4.5), (3.0, 6.0), (4.5, 7.5), (6.0, 9.0),
+                                                    (7.0, 10.0)]  # the last one flush with the end
+    assert len(sliding_windows(8.0)) == 15 + 7 + 5 + 3 and sliding_windows(8.0, scales=(1.0,)) == [(0.0, 8.0)]
+    with pytest.raises(ValueError, match="scales must be shares of the video in"):
+        sliding_windows(8.0, scales=(0.0,))
+    with pytest.raises(ValueError, match="stride must be a share"):
+        sliding_windows(8.0, stride=1.5)

@@ -15,9 +15,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 from ..errors import VideoCoCaError
+
+TextTask = Literal["retrieve", "caption"]
+"""How a captioned dataset is used: text<->video retrieval or captioning (the caller says which)."""
+TEXT_TASKS: tuple[str, ...] = ("retrieve", "caption")
+SPLITS: tuple[str, ...] = ("train", "validate", "test")
+"""Split names of the files that hold several (MSR-VTT's videodatainfo json, YouCook2's trainval json)."""
+SplitChoice = str | Sequence[str] | None
+"""A split; splits in order of preference (the first one the file holds is read); or None for every split."""
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".3gp")
 
@@ -59,7 +67,7 @@ class Dataset:
     name: str
     """Dataset name, with split."""
     task: str
-    """classify, retrieve, caption or qa."""
+    """classify, retrieve, caption, qa or moments: what the items are evaluated for."""
     items: list[Item]
     """Items whose video exists."""
     missing: list[str]
@@ -68,6 +76,8 @@ class Dataset:
     """Class names, for classification sets (indices in Item.labels point here)."""
     multi_label: bool = False
     """Items may carry several classes."""
+    answer_agreement: int = 1
+    """QA: how many annotators must give an answer for full credit (score min(1, n / this); iVQA: 2)."""
 
 
 class VideoFinder:
@@ -116,6 +126,26 @@ def _csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict]:
             raise AnnotationError(f"annotation file {str(path)!r} lacks column(s) {', '.join(absent)} "
                                   f"(has: {', '.join(rows[0])})")
     return rows
+
+
+def _text_task(task: str) -> str:
+    if task not in TEXT_TASKS:
+        raise ValueError(f"unknown task {task!r} for a captioned dataset; choose one of: {', '.join(TEXT_TASKS)}")
+    return task
+
+
+def _pick_split(source: str | os.PathLike, available: Sequence[str], split: SplitChoice) -> str | None:
+    """The split to read: `split`, else the first of several preferences that the file holds; None reads all."""
+    if split is None:
+        return None
+    wanted = [split] if isinstance(split, str) else list(split)
+    for s in wanted:
+        if s not in SPLITS:
+            raise ValueError(f"unknown split {s!r}; choose one of: {', '.join(SPLITS)}")
+        if s in available:
+            return s
+    raise AnnotationError(f"{str(source)!r} has no videos in split {' or '.join(map(repr, wanted))}; "
+                          f"the splits it has: {', '.join(available) or 'none'}")
 
 
 def _collect(name: str, task: str, entries: list[tuple[str, Item]], find: VideoFinder, **kw) -> Dataset:
@@ -209,17 +239,26 @@ def read_charades(test_csv: str | os.PathLike, classes_txt: str | os.PathLike, v
 
 
 # --------------------------------------------------------------------------- retrieval and captioning
-def read_msrvtt(videodatainfo: str | os.PathLike, videos: str | os.PathLike, *, split: str = "test") -> Dataset:
-    """MSR-VTT full split: train_val_videodatainfo.json / test_videodatainfo.json (videos, sentences)."""
+def read_msrvtt(videodatainfo: str | os.PathLike, videos: str | os.PathLike, *, split: SplitChoice = "test",
+                task: TextTask = "retrieve") -> Dataset:
+    """MSR-VTT full split: train_val_videodatainfo.json (train 6513 + validate 497 videos) or
+    test_videodatainfo.json (test 2990 videos), each video with its 20 sentences.
+
+    `split`: the split to read (train, validate, test), several in order of preference (the first the file
+    holds), or None for every video in the file. `task`: what the dataset is for (retrieve or caption).
+    """
+    _text_task(task)
     data = _json(videodatainfo)
+    if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
+        raise AnnotationError(f"{str(videodatainfo)!r} is not an MSR-VTT videodatainfo json (no 'videos' list)")
+    available = [s for s in SPLITS if any(v.get("split") == s for v in data["videos"])]
+    chosen = _pick_split(videodatainfo, available, split)
     caps: dict[str, list[str]] = {}
     for s in data.get("sentences", []):
         caps.setdefault(s["video_id"], []).append(s["caption"].strip())
     entries = [(v["video_id"], Item(v["video_id"], None, captions=caps.get(v["video_id"], [])))
-               for v in data.get("videos", []) if v.get("split") == split]
-    if not entries:
-        raise AnnotationError(f"{str(videodatainfo)!r} has no videos in split {split!r}")
-    return _collect(f"msrvtt-{split}", "retrieve", entries, VideoFinder(videos))
+               for v in data["videos"] if chosen is None or v.get("split") == chosen]
+    return _collect(f"msrvtt-{chosen or 'all'}", task, entries, VideoFinder(videos))
 
 
 def read_msrvtt_1ka(csv_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
@@ -229,26 +268,27 @@ def read_msrvtt_1ka(csv_path: str | os.PathLike, videos: str | os.PathLike) -> D
     return _collect("msrvtt-1ka", "retrieve", entries, VideoFinder(videos))
 
 
-def read_msvd(descriptions: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+def read_msvd(descriptions: str | os.PathLike, videos: str | os.PathLike, *, task: TextTask = "retrieve") -> Dataset:
     """MSVD: AllVideoDescriptions.txt ("{video} {caption}" per line; '#' lines are comments)."""
     caps: dict[str, list[str]] = {}
     for line in _read(descriptions).split("\n"):
         if line.strip() and not line.startswith("#"):
             vid, cap = line.strip().split(" ", 1)
             caps.setdefault(vid, []).append(cap.strip())
-    return _collect("msvd", "retrieve", [(v, Item(v, None, captions=c)) for v, c in caps.items()], VideoFinder(videos))
+    return _collect("msvd", _text_task(task), [(v, Item(v, None, captions=c)) for v, c in caps.items()], VideoFinder(videos))
 
 
-def read_vatex(json_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+def read_vatex(json_path: str | os.PathLike, videos: str | os.PathLike, *, task: TextTask = "retrieve") -> Dataset:
     """VATEX: [{"videoID": "{youtube_id}_{start:06d}_{end:06d}", "enCap": [...]}]; English captions."""
     data = _json(json_path)
     entries = [(d["videoID"], Item(d["videoID"], None, captions=[c.strip() for c in d.get("enCap", [])]))
                for d in data]
-    return _collect("vatex", "retrieve", entries, VideoFinder(videos))
+    return _collect("vatex", _text_task(task), entries, VideoFinder(videos))
 
 
 def read_activitynet_captions(json_path: str | os.PathLike, videos: str | os.PathLike, *,
-                              level: str = "paragraph") -> Dataset:
+                              level: Literal["paragraph", "segment"] = "paragraph",
+                              task: TextTask = "retrieve") -> Dataset:
     """ActivityNet Captions ({"v_id": {"duration", "timestamps", "sentences"}}): one item per video with the
     paragraph (`level="paragraph"`), or one per timestamped segment (`level="segment"`)."""
     if level not in ("paragraph", "segment"):
@@ -260,16 +300,48 @@ def read_activitynet_captions(json_path: str | os.PathLike, videos: str | os.Pat
         else:
             for (s, e), sent in zip(d["timestamps"], d["sentences"]):
                 entries.append((vid, Item(vid, None, start=float(s), end=float(e), captions=[sent.strip()])))
-    return _collect(f"activitynet-{level}", "retrieve", entries, VideoFinder(videos))
+    return _collect(f"activitynet-{level}", _text_task(task), entries, VideoFinder(videos))
 
 
-def read_youcook2(json_path: str | os.PathLike, videos: str | os.PathLike, *, subset: str = "validation") -> Dataset:
-    """YouCook2 (youcookii_annotations_trainval.json): one item per annotated segment of the subset."""
+YOUCOOK2_SUBSETS = {"train": "training", "validate": "validation", "test": "testing"}
+"""Our split names -> the `subset` values of youcookii_annotations_trainval.json."""
+
+
+def read_youcook2(json_path: str | os.PathLike, videos: str | os.PathLike, *, split: SplitChoice = "validate",
+                  task: TextTask = "caption") -> Dataset:
+    """YouCook2 (youcookii_annotations_trainval.json): one item per annotated segment of the split
+    (train = subset "training", validate = "validation"; the test annotations are not public)."""
+    _text_task(task)
     db = _json(json_path).get("database", {})
+    available = [s for s in SPLITS if any(d.get("subset") == YOUCOOK2_SUBSETS[s] for d in db.values())]
+    chosen = _pick_split(json_path, available, split)
     entries = [(vid, Item(vid, None, start=float(a["segment"][0]), end=float(a["segment"][1]),
                           captions=[a["sentence"].strip()]))
-               for vid, d in db.items() if d.get("subset") == subset for a in d.get("annotations", [])]
-    return _collect(f"youcook2-{subset}", "caption", entries, VideoFinder(videos))
+               for vid, d in db.items() if chosen is None or d.get("subset") == YOUCOOK2_SUBSETS[chosen]
+               for a in d.get("annotations", [])]
+    return _collect(f"youcook2-{chosen or 'all'}", task, entries, VideoFinder(videos))
+
+
+# --------------------------------------------------------------------------- moment retrieval
+def read_charades_sta(txt_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
+    """Charades-STA (charades_sta_test.txt, lines "VIDEO START END##sentence"): one item per query, with the
+    annotated moment as (start, end) and the sentence as its caption."""
+    entries = []
+    for lineno, line in enumerate(_read(txt_path).splitlines(), 1):
+        if not line.strip():
+            continue
+        head, sep, sentence = line.partition("##")
+        parts = head.split()
+        try:
+            vid, start, end = parts[0], float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise AnnotationError(f"{str(txt_path)!r} line {lineno}: {line.strip()[:80]!r} is not "
+                                  "'VIDEO START END##sentence'") from None
+        if not sep or not sentence.strip() or len(parts) != 3 or end <= start:
+            raise AnnotationError(f"{str(txt_path)!r} line {lineno}: {line.strip()[:80]!r} is not "
+                                  "'VIDEO START END##sentence' with END after START")
+        entries.append((vid, Item(vid, None, start=start, end=end, captions=[sentence.strip()])))
+    return _collect("charades-sta", "moments", entries, VideoFinder(videos))
 
 
 # --------------------------------------------------------------------------- question answering
@@ -310,11 +382,12 @@ def read_activitynet_qa(questions: str | os.PathLike, answers: str | os.PathLike
 
 
 def read_ivqa(csv_path: str | os.PathLike, videos: str | os.PathLike) -> Dataset:
-    """iVQA csv (video_id, start, end, question, answer1..answer5): any of the 5 answers counts."""
+    """iVQA csv (video_id, start, end, question, answer1..answer5), scored by the official iVQA metric:
+    min(1, annotators who gave the predicted answer / 2) (`Dataset.answer_agreement` = 2)."""
     rows = _csv_rows(csv_path, ["video_id", "start", "end", "question", "answer1"])
     entries = []
     for r in rows:
         answers = [r[k].strip() for k in ("answer1", "answer2", "answer3", "answer4", "answer5") if r.get(k, "").strip()]
         vid = f"{r['video_id']}_{int(float(r['start']))}_{int(float(r['end']))}"
         entries.append((vid, Item(vid, None, question=r["question"].strip(), answers=answers)))
-    return _collect("ivqa", "qa", entries, VideoFinder(videos))
+    return _collect("ivqa", "qa", entries, VideoFinder(videos), answer_agreement=2)

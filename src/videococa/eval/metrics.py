@@ -98,20 +98,123 @@ def recall_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[st
 # --------------------------------------------------------------------------- question answering
 
 
-def qa_accuracy(predictions: Sequence[str], answers: Sequence[str | Sequence[str]]) -> float:
-    """Exact-match accuracy after answer normalisation (lowercase, punctuation removed, whitespace collapsed).
+# The answer normalisation of the official VQA evaluation script (vqaEval.py in GT-Vision-Lab/VQA,
+# PythonEvaluationTools/vqaEvaluation: processPunctuation and processDigitArticle), the one video-QA work uses.
+_VQA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_VQA_COMMA_DIGITS = re.compile(r"(\d)(,)(\d)")
+_VQA_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # as written there: a period not followed by a digit
+_VQA_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_VQA_ARTICLES = frozenset({"a", "an", "the"})
+# Contractions written without an apostrophe -> with it. vqaEval.py's list also has "Im", "Ive", "Id've", "I'dve";
+# they are left out because its words are lowercased before the lookup, so they never match there either.
+_VQA_CONTRACTIONS = dict(pair.split(":") for pair in """
+aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've couldnt've:couldn't've
+didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've hadn'tve:hadn't've hasnt:hasn't
+havent:haven't hed:he'd hed've:he'd've he'dve:he'd've hes:he's howd:how'd howll:how'll hows:how's isnt:isn't
+itd:it'd itd've:it'd've it'dve:it'd've itll:it'll let's:let's maam:ma'am mightnt:mightn't mightnt've:mightn't've
+mightn'tve:mightn't've mightve:might've mustnt:mustn't mustve:must've neednt:needn't notve:not've oclock:o'clock
+oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at 'ow'sat:'ow's'at shant:shan't shed've:she'd've
+she'dve:she'd've she's:she's shouldve:should've shouldnt:shouldn't shouldnt've:shouldn't've
+shouldn'tve:shouldn't've somebody'd:somebodyd somebodyd've:somebody'd've somebody'dve:somebody'd've
+somebodyll:somebody'll somebodys:somebody's someoned:someone'd someoned've:someone'd've someone'dve:someone'd've
+someonell:someone'll someones:someone's somethingd:something'd somethingd've:something'd've
+something'dve:something'd've somethingll:something'll thats:that's thered:there'd thered've:there'd've
+there'dve:there'd've therere:there're theres:there's theyd:they'd theyd've:they'd've they'dve:they'd've
+theyll:they'll theyre:they're theyve:they've twas:'twas wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've
+werent:weren't whatll:what'll whatre:what're whats:what's whatve:what've whens:when's whered:where'd
+wheres:where's whereve:where've whod:who'd whod've:who'd've who'dve:who'd've wholl:who'll whos:who's
+whove:who've whyll:why'll whyre:why're whys:why's wont:won't wouldve:would've wouldnt:wouldn't
+wouldnt've:wouldn't've wouldn'tve:wouldn't've yall:y'all yall'll:y'all'll y'allll:y'all'll yall'd've:y'all'd've
+y'alld've:y'all'd've y'all'dve:y'all'd've youd:you'd youd've:you'd've you'dve:you'd've youll:you'll
+youre:you're youve:you've""".split())
 
-    An answer may be a list of accepted answers (e.g. iVQA's several annotators): any match counts.
+
+def vqa_normalize(answer: str) -> str:
+    """An answer normalised as the official VQA evaluation does (vqaEval.py of GT-Vision-Lab/VQA).
+
+    processPunctuation: each of ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted where it touches a space
+    (or anywhere when the text has a comma between digits, "1,000"), else replaced by a space; periods not
+    followed by a digit are deleted ("3.5" keeps its point). processDigitArticle: lowercase, number words zero
+    to ten (and "none") become digits, the articles a / an / the are dropped, and contractions written without
+    an apostrophe get one ("dont" -> "don't"). Newlines and tabs become spaces first, as there.
+    vqaEval.py applies these steps only when VQA's ten annotators disagree (its references are already
+    normalised); video-QA references are raw text, so here every prediction and reference goes through them.
     """
-    from ..models.videococa import normalize_answer
+    text = answer.replace("\n", " ").replace("\t", " ").strip()
+    out = text
+    strip_all = _VQA_COMMA_DIGITS.search(text) is not None
+    for p in _VQA_PUNCT:
+        out = out.replace(p, "" if strip_all or p + " " in text or " " + p in text else " ")
+    out = _VQA_PERIOD.sub("", out)
+    words = [_VQA_NUMBERS.get(w, w) for w in out.lower().split()]
+    return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words if w not in _VQA_ARTICLES)
 
+
+def qa_scores(predictions: Sequence[str], answers: Sequence[str | Sequence[str]], *,
+              agreement: int = 1) -> list[float]:
+    """Per-question scores: min(1, number of reference answers equal to the prediction / `agreement`), both
+    sides normalised by `vqa_normalize`.
+
+    With one reference answer (MSRVTT-QA, MSVD-QA, ActivityNet-QA) this is exact match. iVQA's official
+    metric (Yang et al. 2021, "Just Ask") uses its five annotators' answers with `agreement=2`: an answer two
+    annotators gave scores 1, one annotator's 0.5. Repeated references count once per annotator.
+    """
     if len(predictions) != len(answers) or not predictions:
         raise ValueError(f"need one prediction per answer (got {len(predictions)} and {len(answers)})")
-    hits = 0
+    if not isinstance(agreement, int) or agreement < 1:
+        raise ValueError(f"agreement must be a positive integer, got {agreement!r}")
+    out = []
     for p, a in zip(predictions, answers):
-        accepted = {normalize_answer(x) for x in ([a] if isinstance(a, str) else a)}
-        hits += normalize_answer(p) in accepted
-    return hits / len(predictions)
+        refs = [vqa_normalize(x) for x in ([a] if isinstance(a, str) else a)]
+        out.append(min(1.0, refs.count(vqa_normalize(p)) / agreement))
+    return out
+
+
+def qa_accuracy(predictions: Sequence[str], answers: Sequence[str | Sequence[str]], *, agreement: int = 1) -> float:
+    """Mean of `qa_scores`: exact match after VQA normalisation, or the iVQA metric with `agreement=2`."""
+    return float(np.mean(qa_scores(predictions, answers, agreement=agreement)))
+
+
+# --------------------------------------------------------------------------- moment retrieval
+
+
+def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Intersection over union of two time spans (start, end)."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+def temporal_nms(spans: Sequence[tuple[float, float]], scores: Sequence[float], *, threshold: float = 0.5,
+                 top_k: int | None = None) -> list[int]:
+    """Indices of spans kept by greedy temporal non-maximum suppression, best score first: a span is dropped
+    when its IoU with an already kept one is at least `threshold`. Ties keep the earlier span."""
+    order = sorted(range(len(spans)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for i in order:
+        if all(temporal_iou(spans[i], spans[j]) < threshold for j in kept):
+            kept.append(i)
+            if top_k is not None and len(kept) == top_k:
+                break
+    return kept
+
+
+def moment_metrics(predictions: Sequence[Sequence[tuple[float, float]]], targets: Sequence[tuple[float, float]], *,
+                   ks: Sequence[int] = (1, 5), ious: Sequence[float] = (0.5, 0.7)) -> dict[str, float]:
+    """Moment retrieval metrics (in %), as Charades-STA work reports them (2D-TAN, Moment-DETR).
+
+    `predictions[i]`: ranked spans for query i (best first); `targets[i]`: its annotated span.
+    "R@k IoU=m": share of queries with a span of IoU >= m among the top k; "mIoU": mean IoU of the top span.
+    """
+    if len(predictions) != len(targets) or not targets:
+        raise ValueError(f"need one ranked list per target (got {len(predictions)} and {len(targets)})")
+    if any(not p for p in predictions):
+        raise ValueError("every query needs at least one predicted span")
+    iou = [[temporal_iou(s, t) for s in p] for p, t in zip(predictions, targets)]
+    out = {f"R@{k} IoU={m}": float(np.mean([max(row[:k]) >= m for row in iou]) * 100) for m in ious for k in ks}
+    out["mIoU"] = float(np.mean([row[0] for row in iou]) * 100)
+    return out
 
 
 # --------------------------------------------------------------------------- captions

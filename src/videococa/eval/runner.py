@@ -2,7 +2,8 @@
 
 Video embeddings (and, for captioning and QA, the decoder tokens) are cached per model fingerprint,
 frames, pooling and the exact list of clips, in $VIDEOCOCA_CACHE/eval, so re-running with other
-prompts, templates or decoding settings costs no re-encoding.
+prompts, templates or decoding settings costs no re-encoding. Moment retrieval (eval/moments.py) encodes
+its unit windows on every run: they are not cached.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,146 +21,15 @@ from tqdm import tqdm
 
 from ..cache import cache_root
 from ..files import load_tensors, save_tensors_atomic
-from ..data import readers as R
-from ..data.readers import AnnotationError, Dataset, Item
+from ..data.readers import Dataset, Item
+from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets, read_synthetic  # noqa: F401
 from ..errors import VideoCoCaError
 from ..models.videococa import VideoCoCa
 from ..video.reader import read_video
 from . import metrics as M
 
-TASKS = ("classify", "retrieve", "caption", "qa")
-DATASETS: dict[str, tuple[str, ...]] = {
-    "classify": ("kinetics400", "kinetics600", "kinetics700", "ucf101", "hmdb51", "charades", "synthetic"),
-    "retrieve": ("msrvtt", "msrvtt-1ka", "msvd", "vatex", "activitynet", "synthetic"),
-    "caption": ("msrvtt", "msvd", "vatex", "youcook2", "activitynet-segments", "synthetic"),
-    "qa": ("msrvtt-qa", "msvd-qa", "activitynet-qa", "ivqa", "synthetic"),
-}
-ANNOTATIONS_HELP = {
-    "kinetics400": "the Kinetics csv (label,youtube_id,time_start,time_end,split)",
-    "ucf101": "classInd.txt and testlist0N.txt (one or more splits)",
-    "hmdb51": "the *_test_splitN.txt files (one or more splits)",
-    "charades": "Charades_v1_test.csv and Charades_v1_classes.txt",
-    "msrvtt": "test_videodatainfo.json (or train_val_videodatainfo.json)",
-    "msrvtt-1ka": "MSRVTT_JSFUSION_test.csv",
-    "msvd": "AllVideoDescriptions.txt",
-    "vatex": "the VATEX json",
-    "activitynet": "the ActivityNet Captions json (val_1.json)",
-    "youcook2": "youcookii_annotations_trainval.json",
-    "msrvtt-qa": "test.json of MSRVTT-QA",
-    "msvd-qa": "test.json of MSVD-QA (and youtube_mapping.txt)",
-    "activitynet-qa": "test_q.json and test_a.json",
-    "ivqa": "the iVQA csv",
-    "synthetic": "annotations.json of a synthetic benchmark folder",
-}
-
-
-class EvalError(VideoCoCaError):
-    """An evaluation that cannot run as asked (dataset, task or annotation files)."""
-
-
-# --------------------------------------------------------------------------- datasets
-def _by_name(files: Sequence[str], pattern: str, what: str) -> list[str]:
-    found = [f for f in files if re.search(pattern, Path(f).name)]
-    if not found:
-        raise EvalError(f"no {what} among --annotations ({', '.join(Path(f).name for f in files)})")
-    return found
-
-
-def _split_of(path: str) -> str:
-    m = re.search(r"(\d)\.txt$", Path(path).name)
-    return m.group(1) if m else "?"
-
-
-def read_synthetic(annotations: str | os.PathLike, task: str) -> Dataset:
-    """The synthetic benchmark's annotations.json, as the given task sees it (items carry groups for breakdowns)."""
-    from ..synthetic.benchmark import load_benchmark
-
-    root = Path(annotations).parent
-    if not (root / "annotations.json").is_file():
-        raise AnnotationError(f"{str(annotations)!r} is not a synthetic benchmark's annotations.json")
-    vitems, doc = load_benchmark(root)
-    classes = doc["classes"]
-    items: list[Item] = []
-    for v in vitems:
-        vid = Path(v.path).stem
-        if task == "classify":
-            items.append(Item(vid, v.path, labels=[classes.index(v.label)], group="late" if v.late else "early"))
-        elif task == "retrieve":
-            items.append(Item(vid, v.path, captions=v.captions[:1]))
-        elif task == "caption":
-            items.append(Item(vid, v.path, captions=list(v.captions), label_words=v.label.split()))
-        else:
-            for q, a, kind in v.questions:
-                items.append(Item(vid, v.path, question=q, answers=[a], group=kind))
-    return Dataset("synthetic", task, items, [], classes=classes)
-
-
-def load_datasets(task: str, name: str, annotations: Sequence[str], videos: str | None,
-                  split: str | None = None) -> list[Dataset]:
-    """The dataset(s) to evaluate: several for UCF101 / HMDB51 when more than one split is given."""
-    if task not in TASKS:
-        raise EvalError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    if name not in DATASETS[task]:
-        raise EvalError(f"dataset {name!r} is not a {task} benchmark; choose one of: {', '.join(DATASETS[task])}")
-    files = [str(a) for a in annotations]
-    if not files:
-        raise EvalError(f"--annotations is required: {ANNOTATIONS_HELP.get(name, 'the annotation file(s)')}")
-    if name == "synthetic":
-        return [read_synthetic(f, task) for f in files]
-    if videos is None:
-        raise EvalError("--videos DIR is required: the root of your local copy of the videos")
-    if name.startswith("kinetics"):
-        from ..tasks.labels import BUNDLED_LABELS, load_labels
-
-        classes = load_labels(name).labels if name in BUNDLED_LABELS else None
-        return [R.read_kinetics(files[0], videos, classes=classes, name=name)]
-    if name == "ucf101":
-        (class_ind,) = _by_name(files, r"classInd", "classInd.txt")
-        tests = sorted(_by_name(files, r"testlist0\d\.txt", "testlist0N.txt"))
-        if split:
-            tests = [t for t in tests if _split_of(t) == split] or _missing_split(split, tests)
-        return [R.read_ucf101(class_ind, t, videos) for t in tests]
-    if name == "hmdb51":
-        splits: dict[str, list[str]] = {}
-        for f in _by_name(files, r"_test_split\d\.txt", "*_test_splitN.txt files"):
-            splits.setdefault(_split_of(f), []).append(f)
-        keys = [split] if split else sorted(splits)
-        if split and split not in splits:
-            _missing_split(split, files)
-        return [R.read_hmdb51(splits[k], videos) for k in keys]
-    if name == "charades":
-        (test,) = _by_name(files, r"\.csv$", "Charades_v1_test.csv")
-        (classes,) = _by_name(files, r"classes\.txt$", "Charades_v1_classes.txt")
-        return [R.read_charades(test, classes, videos)]
-    if name == "msrvtt":
-        return [R.read_msrvtt(files[0], videos)]
-    if name == "msrvtt-1ka":
-        return [R.read_msrvtt_1ka(files[0], videos)]
-    if name == "msvd":
-        return [R.read_msvd(files[0], videos)]
-    if name == "vatex":
-        return [R.read_vatex(files[0], videos)]
-    if name == "activitynet":
-        return [R.read_activitynet_captions(files[0], videos)]
-    if name == "activitynet-segments":
-        return [R.read_activitynet_captions(files[0], videos, level="segment")]
-    if name == "youcook2":
-        return [R.read_youcook2(files[0], videos)]
-    if name == "msrvtt-qa":
-        return [R.read_msrvtt_qa(files[0], videos)]
-    if name == "msvd-qa":
-        mapping = [f for f in files if "mapping" in Path(f).name]
-        qa = [f for f in files if f not in mapping]
-        return [R.read_msvd_qa(qa[0], videos, mapping=mapping[0] if mapping else None)]
-    if name == "activitynet-qa":
-        (q,) = _by_name(files, r"_q\.json$", "test_q.json")
-        (a,) = _by_name(files, r"_a\.json$", "test_a.json")
-        return [R.read_activitynet_qa(q, a, videos)]
-    return [R.read_ivqa(files[0], videos)]
-
-
-def _missing_split(split: str, files) -> list:
-    raise EvalError(f"--split {split}: no annotation file of that split among {', '.join(Path(f).name for f in files)}")
+EvalError = DatasetRequestError
+"""An evaluation that cannot run as asked (dataset, task, split or annotation files)."""
 
 
 # --------------------------------------------------------------------------- encoding with a cache
@@ -268,6 +136,9 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
     if not items:
         raise EvalError(f"{ds.name}: no videos to evaluate ({len(ds.missing)} listed videos are missing under --videos)")
     t0 = time.perf_counter()
+    if ds.task == "moments":
+        return _evaluate_moments(model, ds, items, frames=frames, pooling=pooling, batch_size=batch_size,
+                                 progress=progress, t0=t0)
     need_tokens = ds.task in ("caption", "qa")
     emb, tok, rows, unreadable = encode_items(model, items, frames=frames, pooling=pooling, tokens=need_tokens,
                                              frame_tokens=frame_tokens,
@@ -278,11 +149,7 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
     rows = [rows[i] for i in keep]
     e = emb[rows]  # (N, E)
     res: dict = {}
-    protocol: dict = {"dataset": ds.name, "task": ds.task, "model": model.info.name,
-                      "pretrained": model.info.pretrained, "fingerprint": model.fingerprint(),
-                      "precision": model.precision, "frames": frames, "sampling": "uniform", "pooling": pooling,
-                      "videos_used": len({it.path for it in items}), "items": len(items),
-                      "videos_missing": len(ds.missing), "videos_unreadable": len(bad)}
+    protocol = _protocol(model, ds, items, frames=frames, pooling=pooling, unreadable=len(bad))
     if ds.task == "classify":
         default = "single" if ds.name == "synthetic" else ("ucf101" if ds.name.startswith("ucf101") else "kinetics")
         tmpl = load_templates(templates or default)
@@ -336,17 +203,52 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
         for i in range(0, len(rows), 64):
             answers += model.answer(tokens=tok[rows[i : i + 64]].float(),
                                     questions=[it.question for it in items[i : i + 64]])
-        res["accuracy"] = M.qa_accuracy(answers, [it.answers for it in items]) * 100
+        scores = M.qa_scores(answers, [it.answers for it in items], agreement=ds.answer_agreement)
+        res["accuracy"] = float(np.mean(scores)) * 100
         for g in sorted({it.group for it in items if it.group}):
-            idx = [i for i, it in enumerate(items) if it.group == g]
-            res[f"accuracy[{g}]"] = M.qa_accuracy([answers[i] for i in idx], [items[i].answers for i in idx]) * 100
-        protocol["template"] = "question: {} answer:"
+            res[f"accuracy[{g}]"] = float(np.mean([x for x, it in zip(scores, items) if it.group == g])) * 100
+        protocol.update(template="question: {} answer:", answer_normalisation="VQA (vqaEval.py)",
+                        answer_agreement=ds.answer_agreement)
     protocol["seconds"] = round(time.perf_counter() - t0, 1)
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
 
 
+def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: int, pooling: str,
+              unreadable: int) -> dict:
+    """What an evaluation ran on and with (recorded next to its metrics)."""
+    return {"dataset": ds.name, "task": ds.task, "model": model.info.name, "pretrained": model.info.pretrained,
+            "fingerprint": model.fingerprint(), "precision": model.precision, "frames": frames,
+            "sampling": "uniform", "pooling": pooling, "videos_used": len({it.path for it in items}),
+            "items": len(items), "videos_missing": len(ds.missing), "videos_unreadable": unreadable}
+
+
+def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, frames: int, pooling: str,
+                      batch_size: int, progress: bool, t0: float) -> dict:
+    """Moment retrieval metrics (see eval/moments.py for how windows become predicted spans)."""
+    from .moments import MOMENT_NMS, MOMENT_SCALES, MOMENT_STRIDE, MOMENT_UNIT, rank_moments
+
+    ranked, unreadable, windows = rank_moments(model, items, frames=frames, pooling=pooling, batch_size=batch_size,
+                                               progress=progress)
+    kept = [(it, r) for it, r in zip(items, ranked) if r is not None]
+    if not kept:
+        raise EvalError(f"{ds.name}: none of the {len({it.path for it in items})} videos could be read "
+                        f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
+    res = M.moment_metrics([r for _, r in kept], [(it.start, it.end) for it, _ in kept])
+    protocol = _protocol(model, ds, [it for it, _ in kept], frames=frames, pooling=pooling,
+                         unreadable=len(unreadable))
+    protocol.update(unit_windows=windows, unit=MOMENT_UNIT, span_scales=list(MOMENT_SCALES), stride=MOMENT_STRIDE,
+                    nms_iou=MOMENT_NMS, seconds=round(time.perf_counter() - t0, 1))
+    return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
+
+
 def evaluate(model: VideoCoCa, task: str, datasets: list[Dataset], **kwargs) -> dict:
-    """Each dataset's results, and the mean over splits when there are several (UCF101 / HMDB51 protocol)."""
+    """Each dataset's results, and the mean over splits when there are several (UCF101 / HMDB51 protocol).
+
+    Every dataset must have been read for `task` (`load_datasets(task, ...)`): the metrics are the task's.
+    """
+    for ds in datasets:
+        if ds.task != task:
+            raise EvalError(f"{ds.name} was read for {ds.task}, not {task}; read it with load_datasets({task!r}, ...)")
     results = [evaluate_dataset(model, ds, **kwargs) for ds in datasets]
     out = {"task": task, "results": results}
     if len(results) > 1:

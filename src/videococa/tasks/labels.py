@@ -46,16 +46,13 @@ BUNDLED_LABELS: dict[str, tuple[str, str, bool]] = {
     # name: (label file, default templates, multi-label)
     "kinetics400": ("kinetics400.txt", "kinetics", False),
     "kinetics600": ("kinetics600.txt", "kinetics", False),
+    "kinetics700": ("kinetics700.txt", "kinetics", False),  # mmaction2's copy of the official list
     "ucf101": ("ucf101.txt", "ucf101", False),
     "hmdb51": ("hmdb51.txt", "kinetics", False),
     "charades": ("charades.txt", "kinetics", True),
 }
 """Bundled label sets. HMDB51 and Charades have no published CLIP templates; they use the Kinetics ones."""
 
-UNBUNDLED_LABELS = {
-    "kinetics700": "no complete Kinetics-700 class list could be bundled offline; pass the dataset's own "
-                   "annotation csv (e.g. --labels kinetics700_2020/validate.csv) or a text file with one class per line",
-}
 
 BUNDLED_TEMPLATES = ("kinetics", "ucf101", "single", "clip")
 """`clip`: the CLIP templates that belong to the label set (kinetics for files)."""
@@ -136,11 +133,9 @@ def load_labels(spec: str | os.PathLike | Sequence[str]) -> LabelSet:
         file, templates, multi = BUNDLED_LABELS[text]
         labels, prompts = _parse_label_lines(_data(file), text)
         return LabelSet(text, tuple(labels), tuple(prompts), templates, multi)
-    if text in UNBUNDLED_LABELS:
-        raise LabelSetError(f"label set {text!r} is not bundled: {UNBUNDLED_LABELS[text]}")
     path = Path(text)
     if not path.exists():
-        known = ", ".join([*BUNDLED_LABELS, *UNBUNDLED_LABELS])
+        known = ", ".join(BUNDLED_LABELS)
         raise LabelSetError(f"labels {text!r}: no such file, and not a bundled label set (bundled: {known})")
     if path.is_dir():
         raise LabelSetError(f"labels {text!r} is a directory; give a text file with one class name per line")

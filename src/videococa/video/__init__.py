@@ -3,7 +3,7 @@
 from .decode import VideoInfo, decode_all, decode_frames_at, probe
 from .loader import LoadError, VideoBatch, VideoLoader
 from .reader import Clip, iter_clips, read_clips, read_video
-from .sampling import clip_windows, random_times, uniform_times
+from .sampling import clip_windows, random_times, sliding_windows, uniform_times
 from .transforms import CLIP_MEAN, CLIP_STD, preprocess_frames, resize_crop
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "read_clips",
     "read_video",
     "resize_crop",
+    "sliding_windows",
     "uniform_times",
 ]

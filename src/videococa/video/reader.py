@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -124,6 +124,7 @@ def iter_clips(
     *,
     num_clips: int | None = None,
     segment: float | None = None,
+    windows: Callable[[float], Sequence[tuple[float, float]]] | None = None,
     size: int = 224,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
@@ -136,25 +137,35 @@ def iter_clips(
     not made, and every clip from then on carries `truncated_at`.
     """
     _check_num_frames(num_frames)
+    if windows is not None and (num_clips is not None or segment is not None):
+        raise ValueError("give exactly one of num_clips, segment and windows")
     src = open_video(path)
     try:
-        windows = clip_windows(src.info.duration, num_clips=num_clips, segment=segment)
+        planned = (sorted(windows(src.info.duration)) if windows is not None else
+                   clip_windows(src.info.duration, num_clips=num_clips, segment=segment))
         per = max(1, (chunk_frames or CHUNK_FRAMES) // num_frames)  # CHUNK_FRAMES read at call time
-        for i in range(0, len(windows), per):
-            part = windows[i : i + per]
+        cut: float | None = None
+        made = 0
+
+        def clamp(part):  # windows sorted by start: those that start past the data are dropped
+            return [(lo, min(hi, cut)) for lo, hi in part if lo < cut]
+
+        for i in range(0, len(planned), per):
+            part = planned[i : i + per] if cut is None else clamp(planned[i : i + per])
+            if not part:
+                break
             read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
-            cut = src.truncated_at
-            if cut is not None and part[-1][1] > cut:  # re-plan the windows that reach past the data
-                part = [(lo, min(hi, cut)) for lo, hi in part if lo < cut]
+            if cut is None and src.truncated_at is not None and max(hi for _, hi in part) > src.truncated_at:
+                cut = src.truncated_at  # the file ends early: re-plan the windows that reach past its data
+                part = clamp(part)
                 read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
             clips = [Clip(str(path), frames, stamps, src.info, lo, hi, uniform_times(num_frames, lo, hi), cut)
                      for (frames, stamps), (lo, hi) in zip(read, part)]
+            made += len(clips)
             if clips:
                 yield clips
-            if cut is not None:
-                if not clips and i == 0:
-                    raise VideoDecodeError(f"{display(path)!r}: truncated or corrupt video (no frame could be decoded)")
-                return
+        if not made:
+            raise VideoDecodeError(f"{display(path)!r}: truncated or corrupt video (no frame could be decoded)")
     finally:
         src.close()
 
@@ -165,17 +176,19 @@ def read_clips(
     *,
     num_clips: int | None = None,
     segment: float | None = None,
+    windows: Callable[[float], Sequence[tuple[float, float]]] | None = None,
     size: int = 224,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
 ) -> list[Clip]:
     """Several windows of one long video, T uniform frames each, read in one pass.
 
-    Give `num_clips` (equal windows over the whole video) or `segment` (windows of that many seconds).
+    Give `num_clips` (equal windows over the whole video), `segment` (windows of that many seconds) or
+    `windows` (a function of the duration in seconds giving (start, end) windows, e.g. `sliding_windows`).
     A truncated file gives only the windows its data covers (see `iter_clips`).
     """
-    return [c for chunk in iter_clips(path, num_frames, num_clips=num_clips, segment=segment, size=size, mean=mean,
-                                      std=std) for c in chunk]
+    return [c for chunk in iter_clips(path, num_frames, num_clips=num_clips, segment=segment, windows=windows,
+                                      size=size, mean=mean, std=std) for c in chunk]
 
 
 __all__ = ["Clip", "VideoDecodeError", "iter_clips", "read_clips", "read_video"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Literal
+from typing import Literal, Sequence
 
 from ..limits import MAX_SEGMENT
 
@@ -59,3 +59,28 @@ def clip_windows(
     check_segment(segment)
     n = max(1, math.ceil(duration / segment - 1e-9))
     return [(k * segment, min((k + 1) * segment, duration)) for k in range(n)]
+
+
+def sliding_windows(duration: float, *, scales: Sequence[float] = (0.125, 0.25, 0.375, 0.5),
+                    stride: float = 0.5) -> list[tuple[float, float]]:
+    """Multi-scale sliding windows over [0, duration] (moment retrieval candidates).
+
+    For each scale s (a share of the duration, in (0, 1]) windows of length s * duration start every
+    stride * s * duration seconds (stride 0.5: consecutive windows overlap by half); a last window is added
+    flush with the end when the steps do not reach it. Sorted by (start, end), no duplicates.
+    """
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration!r}")
+    if not scales or any(not 0 < s <= 1 for s in scales):
+        raise ValueError(f"scales must be shares of the video in (0, 1], got {list(scales)!r}")
+    if not 0 < stride <= 1:
+        raise ValueError(f"stride must be a share of the window length in (0, 1], got {stride!r}")
+    out = set()
+    for s in scales:
+        length, step = s * duration, s * stride * duration
+        n = int(math.floor((duration - length) / step + 1e-9)) + 1
+        starts = [k * step for k in range(n)]
+        if starts[-1] + length < duration - 1e-9:
+            starts.append(duration - length)
+        out.update((round(a, 6), round(min(a + length, duration), 6)) for a in starts)
+    return sorted(out)
