@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/decode.py
 	$(PY) bench/search.py
 	$(PY) bench/finetune.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

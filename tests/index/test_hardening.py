@@ -425,3 +425,16 @@ def test_a_file_failing_part_way_leaves_no_partial_entries(tiny_model, library, 
         assert [Path(f.path).name for f in r.failed] == ["blue_square.mp4"]
         assert {Path(f["path"]).name: f["entries"] for f in index.files()} == {
             "green_triangle.mp4": 8, "purple_hexagon.mp4": 8, "red_circle.mp4": 8, "yellow_star.mp4": 8}
+
+
+def test_faiss_ids_reads_exact_and_ivf_indexes():
+    from videococa.index import build_faiss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    ids = rng.permutation(np.arange(10, 3010)).astype(np.int64)
+    for limit, kind in ((10_000, "exact"), (1000, "ivf")):
+        index, got = build_faiss(x, ids, 16, exact_limit=limit)
+        assert got == kind and faiss_ids(index).tolist() == sorted(ids.tolist())
+        index.remove_ids(np.array([10, 11, 3009], dtype=np.int64))
+        assert faiss_ids(index).tolist() == sorted(set(ids.tolist()) - {10, 11, 3009})
