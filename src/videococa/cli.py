@@ -446,12 +446,10 @@ def cmd_demo(args) -> int:
 
 
 # --------------------------------------------------------------------------- entry point
-SPLIT_HELP = ("train|validate|test for files that hold several (MSR-VTT videodatainfo, YouCook2), "
-              "1|2|3 for UCF101/HMDB51")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from .data.registry import TASKS, dataset_help
+    from .data.registry import TASKS, dataset_help, split_help
+
+    splits = split_help()  # the splits each dataset takes, from the registry
 
     parser = _Parser(
         prog="videococa",
@@ -524,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=dataset_help())
     p.add_argument("--annotations", nargs="+", required=True, metavar="PATH", help="the official annotation file(s)")
     p.add_argument("--videos", default=None, help="root of your local copy of the videos (searched recursively)")
-    p.add_argument("--split", default=None, help=f"{SPLIT_HELP}; default test (YouCook2: validate; UCF101/HMDB51: "
-                   "every fold given, and their mean)")
+    p.add_argument("--split", default=None, help=f"{splits}; default test (YouCook2: validate; UCF101/HMDB51: "
+                   "every fold given, and their mean; MSVD without its mapping file: every clip, unsplit)")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N items only")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
     p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")
@@ -539,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="caption", choices=[t for t in TASKS if t != "moments"],
                    help="how to read the annotations (default caption)")
     p.add_argument("--videos", default=None, help="root of the videos")
-    p.add_argument("--split", default=None, help=f"{SPLIT_HELP}; default: every split in the files")
+    p.add_argument("--split", default=None, help=f"{splits}; default: every split in the files")
     p.add_argument("--out", required=True, help="cache directory (resumable)")
 
     p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
@@ -550,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=f"annotation format (as in `videococa eval`): {dataset_help()}")
     p.add_argument("--train", nargs="+", required=True, metavar="ANNOTATIONS")
     p.add_argument("--val", nargs="+", default=None, metavar="ANNOTATIONS", help="evaluated after every epoch")
-    p.add_argument("--split", default=None, help=f"split of --train: {SPLIT_HELP}; default train")
+    p.add_argument("--split", default=None, help=f"split of --train: {splits}; default train")
     p.add_argument("--val-split", default=None, help="split of --val; default validate where the file has it, "
                    "else test")
     p.add_argument("--videos", default=None, help="root of the videos")

@@ -11,6 +11,7 @@ import pytest
 from videococa.data import (AnnotationError, read_activitynet_captions, read_activitynet_qa, read_charades,
                             read_hmdb51, read_ivqa, read_kinetics, read_msrvtt, read_msrvtt_1ka, read_msrvtt_qa,
                             read_msvd, read_msvd_qa, read_ucf101, read_vatex, read_youcook2)
+from videococa.data.registry import DatasetRequestError, load_datasets
 from videococa.tasks import load_labels
 
 A = Path(__file__).resolve().parent.parent / "fixtures" / "annotations"
@@ -87,6 +88,35 @@ def test_msvd_vatex_activitynet_youcook2(root):
     assert [(i.start, i.end) for i in seg.items] == [(0.83, 19.86), (17.37, 60.81), (56.26, 79.42)]
     yc = read_youcook2(A / "youcookii_annotations_trainval.json", videos)
     assert [(i.start, i.end, i.captions[0][:6]) for i in yc.items] == [(90, 102, "spread"), (114, 127, "place ")]
+
+
+def test_msvd_split_errors_name_the_mapping_file_and_the_splits(root, tmp_path):
+    videos = root("-4wsuPCjDBc_5_15.avi")
+    desc, mapping = A / "AllVideoDescriptions.txt", A / "youtube_mapping.txt"  # vid1 and vid2: both train
+    with pytest.raises(AnnotationError) as err:
+        read_msvd(desc, videos, split="test")
+    assert str(err.value) == (f"{str(desc)!r}: the MSVD test split is given by youtube_mapping.txt (YouTube clip -> "
+                              "vidN), which was not given; pass it with the descriptions (--annotations "
+                              "AllVideoDescriptions.txt youtube_mapping.txt)")
+    with pytest.raises(AnnotationError, match="the MSVD validate split is given by youtube_mapping.txt"):
+        load_datasets("caption", "msvd", [desc], videos, "validate")  # asked for: an error, not every clip
+    with pytest.raises(DatasetRequestError, match="--split 'val' is not a split of msvd; choose one of: train, "
+                                                  "validate, test$"):
+        load_datasets("caption", "msvd", [desc, mapping], videos, "val")
+    with pytest.raises(ValueError, match="unknown split 'val'; choose one of: train, validate, test$"):
+        read_msvd(desc, videos, mapping=mapping, split="val")
+    with pytest.raises(AnnotationError, match="has no videos in split 'test'; the splits it has: train$"):
+        load_datasets("retrieve", "msvd", [desc, mapping], videos)  # eval's default, test
+    train = read_msvd(desc, videos, mapping=mapping, split="train")
+    assert (train.name, [i.video_id for i in train.items], train.missing) == (
+        "msvd-train", ["-4wsuPCjDBc_5_15"], ["-7KMZQEsJW4_205_208"])
+    (tmp_path / "other_mapping.txt").write_text("-4wsuPCjDBc_5_15 vid1\n")
+    with pytest.raises(AnnotationError, match="1 clip\\(s\\) of .* are not in .*other_mapping.txt' \\(first: "
+                                              "'-7KMZQEsJW4_205_208'\\), so their split is unknown"):
+        read_msvd(desc, videos, mapping=tmp_path / "other_mapping.txt", split="train")
+    (tmp_path / "bad_mapping.txt").write_text("-4wsuPCjDBc_5_15 1\n")
+    with pytest.raises(AnnotationError, match="line 1: '-4wsuPCjDBc_5_15 1' is not 'YOUTUBE_CLIP vidN'"):
+        read_msvd(desc, videos, mapping=tmp_path / "bad_mapping.txt")
 
 
 def test_qa_readers(root):

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
+from videococa.cli import main
 from videococa.data import load_datasets, read_msrvtt
 from videococa.data.readers import AnnotationError
 from videococa.data.registry import DatasetRequestError
@@ -110,6 +113,67 @@ def test_msvd_qa_test_has_13157_questions(tmp_path):
     root = stand_ins(tmp_path, [l.split()[0] for l in lines(q / "youtube_mapping.txt")], ".avi")  # 1970 clips
     ds = only(load_datasets("qa", "msvd-qa", [q / "test_qa.json", q / "youtube_mapping.txt"], root))
     assert (len(ds.items), ds.answer_agreement) == (13157, 1)
+
+
+MSVD_MAPPING = SHARED / "msvd" / "youtube_mapping.txt"
+
+
+@pytest.fixture
+def msvd_all(tmp_path):
+    """(AllVideoDescriptions.txt naming all 1970 clips of the real youtube_mapping.txt, one caption each saying its
+    vidN; a root of empty stand-in clips). The real descriptions file is not in ../shared: only the mapping is."""
+    if not MSVD_MAPPING.is_file():
+        pytest.skip(f"MSVD's youtube_mapping.txt is not at {MSVD_MAPPING}")
+    clips = [l.split() for l in lines(MSVD_MAPPING)]  # [youtube clip, vidN]
+    desc = tmp_path / "AllVideoDescriptions.txt"
+    desc.write_text("# MSVD descriptions: video caption\n"
+                    + "".join(f"{yt} a clip that is {vid}\n" for yt, vid in clips))
+    return desc, stand_ins(tmp_path / "videos", [yt for yt, _ in clips], ".avi")
+
+
+def vid_numbers(items) -> list[int]:
+    return sorted(int(it.captions[0].rsplit("vid", 1)[1]) for it in items)
+
+
+def test_msvd_standard_split_has_1200_100_670_videos(msvd_all):
+    desc, root = msvd_all
+    files = [desc, MSVD_MAPPING]
+    test = only(load_datasets("retrieve", "msvd", files, root))  # eval reads test by default
+    train = only(load_datasets("caption", "msvd", files, root, purpose="train"))
+    val = only(load_datasets("caption", "msvd", files, root, purpose="val"))
+    assert [(d.name, len(d.items), d.protocol) for d in (train, val, test)] == [
+        ("msvd-train", 1200, {"split": "train"}), ("msvd-validate", 100, {"split": "validate"}),
+        ("msvd-test", 670, {"split": "test"})]
+    first_last = [vid_numbers(d.items)[::len(d.items) - 1] for d in (train, val, test)]
+    assert first_last == [[1, 1200], [1201, 1300], [1301, 1970]]
+    every = only(load_datasets("caption", "msvd", files, root, purpose="cache"))
+    assert (every.name, len(every.items)) == ("msvd-all", 1970)
+    assert len(only(load_datasets("retrieve", "msvd", files, root, "validate")).items) == 100
+    unsplit = only(load_datasets("retrieve", "msvd", [desc], root))  # no mapping file: every clip, said so
+    assert (unsplit.name, len(unsplit.items)) == ("msvd", 1970)
+    assert unsplit.protocol == {"split": "none applied: youtube_mapping.txt not given, so every clip of "
+                                         "AllVideoDescriptions.txt is used"}
+
+
+def test_eval_retrieve_msvd_reads_the_test_split_by_default(msvd_all, monkeypatch, capsys):
+    """The command as a user types it; only video encoding is stood in for (the stand-in clips are empty files)."""
+    from videococa.eval import runner
+
+    desc, root = msvd_all
+    encoded = []
+
+    def encode_items(model, items, **kw):  # one row per item: MSVD has one item per clip
+        encoded.extend(items)
+        return torch.randn(len(items), model.info.embed_dim), None, list(range(len(items))), []
+
+    monkeypatch.setattr(runner, "encode_items", encode_items)
+    code = main(["eval", "retrieve", "--dataset", "msvd", "--annotations", str(desc), str(MSVD_MAPPING),
+                 "--videos", str(root), "--model", "videococa-tiny", "--json"])
+    protocol = json.loads(capsys.readouterr().out)["results"][0]["protocol"]
+    assert code == 0
+    assert {k: protocol[k] for k in ("dataset", "split", "items", "videos_used", "videos_missing", "texts")} == {
+        "dataset": "msvd-test", "split": "test", "items": 670, "videos_used": 670, "videos_missing": 0, "texts": 670}
+    assert vid_numbers(encoded) == list(range(1301, 1971))
 
 
 def test_activitynet_qa_test_has_8000_questions(tmp_path):

@@ -78,6 +78,8 @@ class Dataset:
     """Items may carry several classes."""
     answer_agreement: int = 1
     """QA: how many annotators must give an answer for full credit (score min(1, n / this); iVQA: 2)."""
+    protocol: dict[str, str] = field(default_factory=dict)
+    """How the items were chosen, for the evaluation protocol (MSVD: the split, or that none was applied)."""
 
 
 class VideoFinder:
@@ -268,14 +270,64 @@ def read_msrvtt_1ka(csv_path: str | os.PathLike, videos: str | os.PathLike) -> D
     return _collect("msrvtt-1ka", "retrieve", entries, VideoFinder(videos))
 
 
-def read_msvd(descriptions: str | os.PathLike, videos: str | os.PathLike, *, task: TextTask = "retrieve") -> Dataset:
-    """MSVD: AllVideoDescriptions.txt ("{video} {caption}" per line; '#' lines are comments)."""
+MSVD_SPLITS: dict[str, range] = {"train": range(1, 1201), "validate": range(1201, 1301), "test": range(1301, 1971)}
+"""The standard MSVD captioning/retrieval split by the vidN of youtube_mapping.txt (Venugopalan et al. 2015,
+"Sequence to Sequence - Video to Text"): 1200 train, 100 validate, 670 test clips.
+Checked against ../shared/annotations: youtube_mapping.txt (both copies) numbers its 1970 clips vid1-vid1970.
+MSVD-QA's files agree on train only: train_qa.json's video_ids lie in 1-1200, but val_qa.json's in 1201-1450 and
+test_qa.json's in 1451-1970 (MSVD-QA's own 1200/250/520 split, Xu et al. 2017), so its validate and test are not
+these; msvd-qa reads the file of the split it is given and does not use this table."""
+
+
+def _youtube_mapping(path: str | os.PathLike) -> dict[str, int]:
+    """youtube_mapping.txt ("{youtube clip name} vid{N}" per line): clip name -> N."""
+    numbers = {}
+    for lineno, line in enumerate(_read(path).splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not re.fullmatch(r"vid[1-9]\d*", parts[1]):
+            raise AnnotationError(f"{str(path)!r} line {lineno}: {line.strip()[:80]!r} is not "
+                                  "'YOUTUBE_CLIP vidN' (a youtube_mapping.txt line)")
+        numbers[parts[0]] = int(parts[1][3:])
+    return numbers
+
+
+def read_msvd(descriptions: str | os.PathLike, videos: str | os.PathLike, *,
+              mapping: str | os.PathLike | None = None, split: SplitChoice = None,
+              task: TextTask = "retrieve") -> Dataset:
+    """MSVD: AllVideoDescriptions.txt ("{video} {caption}" per line; '#' lines are comments).
+
+    `split` (train, validate, test; several in order of preference; None: every clip) is the standard split
+    (`MSVD_SPLITS`), which needs `mapping` (youtube_mapping.txt) to number the clips. Without `mapping` and
+    `split` every clip is read and `Dataset.protocol` records that no split was applied.
+    """
+    _text_task(task)
     caps: dict[str, list[str]] = {}
     for line in _read(descriptions).split("\n"):
         if line.strip() and not line.startswith("#"):
             vid, cap = line.strip().split(" ", 1)
             caps.setdefault(vid, []).append(cap.strip())
-    return _collect("msvd", _text_task(task), [(v, Item(v, None, captions=c)) for v, c in caps.items()], VideoFinder(videos))
+    if mapping is None:
+        if split is not None:
+            wanted = split if isinstance(split, str) else " or ".join(split)
+            raise AnnotationError(f"{str(descriptions)!r}: the MSVD {wanted} split is given by youtube_mapping.txt "
+                                  "(YouTube clip -> vidN), which was not given; pass it with the descriptions "
+                                  "(--annotations AllVideoDescriptions.txt youtube_mapping.txt)")
+        entries = [(v, Item(v, None, captions=c)) for v, c in caps.items()]
+        return _collect("msvd", task, entries, VideoFinder(videos),
+                        protocol={"split": "none applied: youtube_mapping.txt not given, so every clip of "
+                                           f"{Path(descriptions).name} is used"})
+    numbers = _youtube_mapping(mapping)
+    unmapped = [v for v in caps if v not in numbers]
+    if unmapped:
+        raise AnnotationError(f"{len(unmapped)} clip(s) of {str(descriptions)!r} are not in {str(mapping)!r} "
+                              f"(first: {unmapped[0]!r}), so their split is unknown; is it MSVD's youtube_mapping.txt?")
+    split_of = {v: s for v in caps for s, vids in MSVD_SPLITS.items() if numbers[v] in vids}
+    available = [s for s in SPLITS if s in split_of.values()]
+    chosen = _pick_split(descriptions, available, split)
+    entries = [(v, Item(v, None, captions=c)) for v, c in caps.items() if chosen is None or split_of.get(v) == chosen]
+    return _collect(f"msvd-{chosen or 'all'}", task, entries, VideoFinder(videos), protocol={"split": chosen or "all"})
 
 
 def read_vatex(json_path: str | os.PathLike, videos: str | os.PathLike, *, task: TextTask = "retrieve") -> Dataset:
@@ -362,12 +414,7 @@ def read_msrvtt_qa(json_path, videos) -> Dataset:
 
 def read_msvd_qa(json_path, videos, *, mapping: str | os.PathLike | None = None) -> Dataset:
     """MSVD-QA; with `mapping` (youtube_mapping.txt: "{youtube name} vid{N}") ids map to the original file names."""
-    names = {}
-    if mapping is not None:
-        for line in _read(mapping).split("\n"):
-            if line.strip():
-                yt, vid = line.split()
-                names[vid] = yt
+    names = {f"vid{n}": yt for yt, n in _youtube_mapping(mapping).items()} if mapping is not None else {}
     return read_qa_json(json_path, videos, name="msvd-qa", video_name=lambda v: names.get(f"vid{v}", f"vid{v}"))
 
 

@@ -5,12 +5,16 @@ A `DatasetSpec` says what a dataset is called on the command line, which tasks i
 its annotation files are, which splits one file can hold and which of them each command reads by default,
 and how to read it. Adding a benchmark means adding one entry to `REGISTRY`; nothing else lists datasets.
 
-Split defaults (files that hold several splits: MSR-VTT's videodatainfo json, YouCook2's trainval json):
+Split defaults (files that hold several splits: MSR-VTT's videodatainfo json, YouCook2's trainval json, MSVD's
+AllVideoDescriptions.txt with youtube_mapping.txt, whose vidN numbers give the standard split):
 `eval` reads test (YouCook2: validate, its test annotations are not public); `finetune --train` reads train;
 `finetune --val` reads validate where the file has it, else test (so `--val train_val_videodatainfo.json`
 validates on the 497 validate videos and `--val test_videodatainfo.json` on the test split);
 `cache-features` reads every split in the files (the cache serves training and validation alike).
 `--split` overrides the default; UCF101 and HMDB51 take their fold (1, 2 or 3; default every fold given).
+Where the split comes from a second file (MSVD's youtube_mapping.txt, `DatasetSpec.split_file`) and that file is
+not given, the defaults fall away: every item is read and the protocol says no split was applied; `--split`
+without it is an error naming the file.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class DatasetSpec:
     """The split read by each use (eval, train, val, cache) when `--split` is not given."""
     needs_videos: bool = True
     """Whether `--videos` is required (the synthetic benchmark's annotations name their files)."""
+    split_file: str = ""
+    """Where a second annotation file gives the splits: a pattern its name matches (MSVD: youtube_mapping.txt).
+    Without that file the split defaults fall away (every item is read); an explicit `--split` still asks for it."""
 
 
 class DatasetRequestError(AnnotationError):
@@ -116,9 +123,24 @@ def _charades(files, videos, task, split):
     return [R.read_charades(test, classes, videos)]
 
 
+_MAPPING = r"mapping"
+"""How youtube_mapping.txt (MSVD's YouTube clip -> vidN) is recognised among --annotations."""
+
+
+def _mapping_and_rest(files: Sequence[str]) -> tuple[str | None, list[str]]:
+    """youtube_mapping.txt among the files (None if absent) and the other files."""
+    mapping = [f for f in files if re.search(_MAPPING, Path(f).name)]
+    return (mapping[0] if mapping else None), [f for f in files if f not in mapping]
+
+
+def _msvd(files, videos, task, split):
+    mapping, descriptions = _mapping_and_rest(files)
+    return [R.read_msvd(f, videos, mapping=mapping, split=split, task=task) for f in descriptions]
+
+
 def _msvd_qa(files, videos, task, split):
-    mapping = [f for f in files if "mapping" in Path(f).name]
-    return [R.read_msvd_qa(f, videos, mapping=mapping[0] if mapping else None) for f in files if f not in mapping]
+    mapping, questions = _mapping_and_rest(files)
+    return [R.read_msvd_qa(f, videos, mapping=mapping) for f in questions]
 
 
 def _activitynet_qa(files, videos, task, split):
@@ -173,7 +195,9 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
                 splits=("train", "validate", "test")),
     DatasetSpec("msrvtt-1ka", ("retrieve",), "MSRVTT_JSFUSION_test.csv",
                 _one_per_file(lambda f, v, t, s: R.read_msrvtt_1ka(f, v))),
-    DatasetSpec("msvd", _TEXT, "AllVideoDescriptions.txt", _one_per_file(lambda f, v, t, s: R.read_msvd(f, v, task=t))),
+    DatasetSpec("msvd", _TEXT, "AllVideoDescriptions.txt and youtube_mapping.txt (its vidN give the standard split: "
+                "train vid1-1200, validate vid1201-1300, test vid1301-1970; without it every clip, unsplit)", _msvd,
+                splits=R.SPLITS, split_file=_MAPPING),
     DatasetSpec("vatex", _TEXT, "the VATEX json of one split (e.g. vatex_public_test_english_v1.1.json)",
                 _one_per_file(lambda f, v, t, s: R.read_vatex(f, v, task=t))),
     DatasetSpec("activitynet", _TEXT, "an ActivityNet Captions json (val_1.json): one paragraph per video",
@@ -204,6 +228,16 @@ def datasets_for(task: str) -> list[str]:
 def dataset_help(tasks: Sequence[str] = TASKS) -> str:
     """`--dataset` help: the datasets of each task."""
     return "; ".join(f"{t}: {'|'.join(datasets_for(t))}" for t in tasks)
+
+
+def split_help() -> str:
+    """`--split` help: the splits of each dataset that has several (and the file that gives them, if a second)."""
+    by_splits: dict[tuple[str, ...], list[str]] = {}
+    for s in REGISTRY.values():
+        if s.splits:
+            by_splits.setdefault(s.splits, []).append(s.name + (f" (with its {s.split_file} file)" if s.split_file
+                                                                else ""))
+    return "; ".join(f"{'|'.join(k)} for {', '.join(names)}" for k, names in by_splits.items())
 
 
 def get_spec(name: str, task: str) -> DatasetSpec:
@@ -237,6 +271,8 @@ def load_datasets(task: str, name: str, annotations: Sequence[str | os.PathLike]
             raise DatasetRequestError(f"--split {split!r} is not a split of {name}; choose one of: "
                                       f"{', '.join(spec.splits)}")
         chosen: SplitChoice = split
+    elif spec.split_file and not any(re.search(spec.split_file, Path(f).name) for f in files):
+        chosen = None  # no file gives the split: every item (the reader says so in Dataset.protocol)
     else:
         chosen = spec.split_defaults.get(purpose) if spec.splits else None
     out = spec.read(files, None if videos is None else str(videos), task, chosen)

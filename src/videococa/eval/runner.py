@@ -219,7 +219,7 @@ def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: i
     return {"dataset": ds.name, "task": ds.task, "model": model.info.name, "pretrained": model.info.pretrained,
             "fingerprint": model.fingerprint(), "precision": model.precision, "frames": frames,
             "sampling": "uniform", "pooling": pooling, "videos_used": len({it.path for it in items}),
-            "items": len(items), "videos_missing": len(ds.missing), "videos_unreadable": unreadable}
+            "items": len(items), "videos_missing": len(ds.missing), "videos_unreadable": unreadable, **ds.protocol}
 
 
 def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, frames: int, pooling: str,
