@@ -56,6 +56,12 @@ def pytest_collection_modifyitems(config, items):
 
 warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
 
+# In-process CLI runs raise SIGINT in the test process itself: give its watchdog ample time, so a stalled CI
+# machine can never end pytest. The watchdog's own test runs in a subprocess with the real 1 s grace.
+import os as _os
+
+_os.environ["VIDEOCOCA_SIGINT_GRACE"] = "60"
+
 import sys
 from pathlib import Path
 

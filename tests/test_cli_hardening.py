@@ -76,6 +76,9 @@ def test_hostile_names_are_escaped_on_a_terminal_and_lossless_in_json(capsys, mo
 @pytest.mark.parametrize("argv,message", [
     (["index", "{v}", "--index", "{tmp}/idx", "--segment", "inf"], "argument --segment: expected a segment length"),
     (["index", "{v}", "--index", "{tmp}/idx", "--segment", "nan"], "got 'nan'"),
+    (["index", "{v}", "--index", "{tmp}/idx", "--segment", "1e-300"], "at least 0.1 and at most 86400"),
+    (["classify", "{v}", "--labels", "ucf101", "--batch-size", "4096", "--frames", "64"],
+     "--batch-size 4096 x --frames 64 holds 262144 frames in memory at once; at most 4096"),
     (["embed", "{v}", "--out", "{tmp}/e.parquet", "--frames", "100000"], "expected a number of frames"),
     (["classify", "{v}", "--labels", "ucf101", "--workers", "-1"], "expected a number of reading threads from 0"),
     (["classify", "{v}", "--labels", "ucf101", "--batch-size", "1e9"], "expected a batch size from 1 to 4096"),
@@ -149,7 +152,8 @@ def test_ctrl_c_ends_a_main_thread_stuck_in_c_code(tmp_path):
             hashlib.sha256(data).digest()
             print("finished the C call", flush=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VIDEOCOCA_SIGINT_GRACE": "1"})  # the shipped default
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Sequence
 
-from .limits import MAX_FRAMES, MAX_SEGMENT
+from .limits import MAX_BATCH_FRAMES, MAX_FRAMES, MAX_SEGMENT, MIN_SEGMENT
 from .paths import display, is_utf8, shorten
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -71,7 +71,7 @@ _frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is 
 _batch = _bounded_int(1, 4096, "a batch size")
 _workers = _bounded_int(0, 64, "a number of reading threads")
 _top_k = _bounded_int(1, 10_000, "a number of results")
-_segment = _bounded_float(0, MAX_SEGMENT, "a segment length in seconds")
+_segment = _bounded_float(MIN_SEGMENT, MAX_SEGMENT, "a segment length in seconds", open_low=False)
 _weight = _bounded_float(0, 1e6, "a loss weight", open_low=False)
 _lr = _bounded_float(0, 1.0, "a learning rate")
 
@@ -394,7 +394,7 @@ def cmd_cache_features(args) -> int:
     print(json.dumps(summary) if _json_mode(args) else
           f"{args.out}: {report.cached} clips cached, {report.skipped} already there, {len(report.failed)} failed")
     for path, reason in report.failed:
-        print(f"videococa: skipped {path}: {reason}", file=sys.stderr)
+        _say("skipped", path, reason)
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
@@ -577,6 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import VideoCoCaError, VideoDecodeError
     from .interrupt import catching_sigint, check
 
+    batch, frames = getattr(args, "batch_size", None), getattr(args, "frames", None)
+    if batch and frames and batch * frames > MAX_BATCH_FRAMES:
+        parser.error(f"--batch-size {batch} x --frames {frames} holds {batch * frames} frames in memory at once; "
+                     f"at most {MAX_BATCH_FRAMES}")
     try:
         with catching_sigint():
             code = args.func(args)

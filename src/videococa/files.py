@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 from pathlib import Path
@@ -23,6 +24,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files `atomic_path(path)` left behind in processes that were killed (their pid is gone)."""
+    path = Path(path)
+    removed = []
+    for part in path.parent.glob(f"{glob.escape(path.name)}.*.part"):
+        pid = part.name[len(path.name) + 1 : -len(".part")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

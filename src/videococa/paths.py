@@ -16,7 +16,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
+from typing import Callable, Collection, Sequence
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
@@ -117,10 +117,14 @@ class Scan:
     """Directory inputs that exist and hold matching files."""
 
 
-def scan(inputs: Sequence[str | os.PathLike], suffixes: Collection[str]) -> Scan:
+def scan(inputs: Sequence[str | os.PathLike], suffixes: Collection[str],
+         prefer: Callable[[str], bool] | None = None) -> Scan:
     """Expand files and directories (recursively, following links) into regular files whose suffix is in `suffixes`.
 
-    Files given by name are taken whatever their suffix. See the module docstring for the rules.
+    Files given by name are taken whatever their suffix. See the module docstring for the rules. When a file
+    has several names, the first in walk order is kept, unless `prefer(name)` is true for a later one only
+    (the index prefers the name it already knows, so a new link never makes a file count twice).
+    Folders below a root that cannot be listed, and entries that cannot be looked at, go to `missing`.
     """
     out = Scan()
     seen: dict[tuple[int, int], str] = {}
@@ -130,12 +134,16 @@ def scan(inputs: Sequence[str | os.PathLike], suffixes: Collection[str]) -> Scan
             out.skipped.append((path, f"is {file_kind(st.st_mode)}, not a regular file"))
             return
         key = (st.st_dev, st.st_ino)
-        if key in seen:
-            if seen[key] != path:
-                out.skipped.append((path, f"same file as {display(seen[key])!r} (a link or another name of it)"))
-            return
-        seen[key] = path
-        out.paths.append(path)
+        first = seen.get(key)
+        if first is None:
+            seen[key] = path
+            out.paths.append(path)
+        elif first != path:
+            if prefer is not None and prefer(path) and not prefer(first):
+                seen[key] = path
+                out.paths[out.paths.index(first)] = path
+                path, first = first, path
+            out.skipped.append((path, f"same file as {display(first)!r} (a link or another name of it)"))
 
     for item in inputs:
         p = os.fspath(item)
@@ -169,8 +177,11 @@ def _walk(top: str, top_st: os.stat_result, suffixes, take, out: Scan, ancestors
         path = os.path.join(top, e.name)
         st, problem = stat_problem(path)
         if problem is not None:
-            if e.is_symlink() and os.path.splitext(e.name)[1].lower() in suffixes or "loop" in problem:
-                out.skipped.append((path, problem))
+            if "loop" in problem or problem.startswith("broken symbolic link"):
+                if "loop" in problem or os.path.splitext(e.name)[1].lower() in suffixes:
+                    out.skipped.append((path, problem))
+            elif problem != "no such file or directory":  # unreadable, I/O error, dead network mount: not "gone"
+                out.missing.append((path, problem))
             continue
         if stat.S_ISDIR(st.st_mode):
             if (st.st_dev, st.st_ino) in ancestors:

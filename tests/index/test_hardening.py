@@ -366,8 +366,8 @@ def test_the_index_folder_deleted_mid_run(tiny_model, library, tmp_path, monkeyp
 
 # --------------------------------------------------------------------------- 12. numbers
 def test_bad_numbers_are_refused_before_anything_is_written(tiny_model, tmp_path):
-    for bad in (float("inf"), float("nan"), -1.0, 0.0, 1e9):
-        with pytest.raises(ValueError, match="segment must be a number of seconds above 0 and at most 86400"):
+    for bad in (float("inf"), float("nan"), -1.0, 0.0, 1e-300, 1e9):
+        with pytest.raises(ValueError, match="segment must be a number of seconds from 0.1 to 86400"):
             VideoIndex(tmp_path / "idx", tiny_model, segment=bad)
     with pytest.raises(ValueError, match="frames must be an integer from 1 to 64, got 100000"):
         VideoIndex(tmp_path / "idx", tiny_model, frames=100000)
@@ -438,3 +438,161 @@ def test_faiss_ids_reads_exact_and_ivf_indexes():
         assert got == kind and faiss_ids(index).tolist() == sorted(ids.tolist())
         index.remove_ids(np.array([10, 11, 3009], dtype=np.int64))
         assert faiss_ids(index).tolist() == sorted(set(ids.tolist()) - {10, 11, 3009})
+
+
+# --------------------------------------------------------------------------- review findings
+def test_repair_of_an_index_whose_path_has_uri_characters(tiny_model, library, tmp_path):
+    idx = tmp_path / "a#b?c%d"
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library])
+    report = VideoIndex.repair(idx, tiny_model)
+    assert not report.fresh and report.files_kept == 5 and not list(tmp_path.glob("a"))
+    with VideoIndex(idx, tiny_model) as index:
+        assert len(index) == 5
+
+
+def test_a_failed_repair_leaves_the_index_as_it_was(tiny_model, library, tmp_path, monkeypatch):
+    from videococa.index import store
+
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library])
+    before = (idx / "index.sqlite").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        err = sqlite3.OperationalError("database or disk is full")
+        err.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise err
+
+    monkeypatch.setattr(store, "_write_salvage", disk_full)
+    with pytest.raises(IndexStoreError, match="cannot repair .*: the disk is full; the index was left as it was"):
+        VideoIndex.repair(idx, tiny_model)
+    assert (idx / "index.sqlite").read_bytes() == before and not list(idx.glob("*.damaged-*"))
+    monkeypatch.undo()
+    with VideoIndex(idx, tiny_model) as index:
+        assert len(index) == 5
+
+
+def test_repair_never_reuses_the_ids_of_lost_entries(tiny_model, library, tmp_path):
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library])
+        top = max(_sqlite_ids(idx))
+        index.db.execute("DELETE FROM entries WHERE id = ?", (top,))  # the newest entry is lost
+    report = VideoIndex.repair(idx, tiny_model)
+    assert report.files_kept == 4 and len(report.files_dropped) == 1
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library])
+    assert min(set(_sqlite_ids(idx)) - set(range(top))) > top
+
+
+def test_a_folder_that_cannot_be_listed_is_not_pruned(tiny_model, library, tmp_path, monkeypatch):
+    from videococa import paths
+
+    sub = library / "sub"
+    sub.mkdir()
+    for name in ("red_circle.mp4", "blue_square.mp4"):
+        (library / name).rename(sub / name)
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library])
+        assert len(index) == 5
+    real = os.scandir
+
+    def unreachable(path="."):  # a dead network mount: listing fails, the files are not gone
+        if os.fspath(path) == str(sub):
+            raise OSError(107, "Transport endpoint is not connected")
+        return real(path)
+
+    monkeypatch.setattr(paths.os, "scandir", unreachable)
+    with VideoIndex(idx, tiny_model) as index:
+        r = index.update([library])
+        assert r.removed == [] and len(index) == 5
+        (f,) = r.failed
+        assert f.path == str(sub) and "Transport endpoint is not connected" in f.reason and "kept" in f.reason
+
+
+def test_a_new_link_never_makes_an_indexed_file_count_twice(tiny_model, library, tmp_path):
+    movies = library / "movies"
+    movies.mkdir()
+    (library / "red_circle.mp4").rename(movies / "red_circle.mp4")
+    with VideoIndex(tmp_path / "idx", tiny_model) as index:
+        index.update([library])
+        os.symlink(movies, library / "0link")  # sorts before "movies"
+        r = index.update([library])
+        assert not r.added and not r.removed and len(r.unchanged) == 5 and len(index) == 5
+        assert [Path(n.path).parent.name for n in r.notes] == ["0link"]
+
+
+def test_search_looks_past_many_missing_files_in_bounded_queries(tiny_model, library, tmp_path, monkeypatch):
+    from videococa.index import store
+
+    monkeypatch.setattr(store, "SQL_CHUNK", 2)  # several id chunks per query, as with 900 in a large index
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model, segment=0.25, frames=2) as index:
+        index.update([library])
+        for name in ("red_circle.mp4", "blue_square.mp4", "green_triangle.mp4", "yellow_star.mp4"):
+            (library / name).unlink()
+        hits = index.search("a red circle", top_k=3)
+        assert len(hits) == 3 and {Path(h.path).name for h in hits} == {"purple_hexagon.mp4"}
+
+
+def test_a_faiss_file_from_an_earlier_index_at_the_same_path_is_not_trusted(tiny_model, library, tmp_path):
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library / "red_circle.mp4", library / "blue_square.mp4"])
+    old = {n: (idx / n).read_bytes() for n in ("vectors.faiss", "vectors.json")}
+    shutil.rmtree(idx)
+    with VideoIndex(idx, tiny_model) as index:  # made anew: its entry ids start at 1 again
+        index.update([library / "yellow_star.mp4", library / "green_triangle.mp4"])
+    for n, data in old.items():
+        (idx / n).write_bytes(data)
+    with VideoIndex(idx, tiny_model) as index:
+        assert Path(index.search("a red circle", top_k=1)[0].path).name in {"yellow_star.mp4", "green_triangle.mp4"}
+        assert {Path(h.path).name for h in index.search("a yellow star", top_k=2)} == {"yellow_star.mp4",
+                                                                                     "green_triangle.mp4"}
+
+
+def test_searching_an_index_that_cannot_be_written(tiny_model, library, tmp_path, monkeypatch):
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        index.update([library])
+    (idx / "vectors.faiss").unlink()  # needs a rebuild, which it cannot save
+
+    def refuse(self, *, blocking=True, on_wait=None):
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(FileLock, "acquire", refuse)
+    with VideoIndex(idx, tiny_model, create=False) as index:
+        assert Path(index.search("a yellow star", top_k=1)[0].path).name == "yellow_star.mp4"
+
+
+def test_a_long_truncated_file_is_reported_when_its_last_chunk_finds_the_cut(tiny_model, tmp_path, monkeypatch):
+    from helpers import pattern
+    from videococa.video import loader, reader
+
+    monkeypatch.setattr(reader, "CHUNK_FRAMES", 4)  # 2 windows per chunk: the cut is found in a later chunk
+    monkeypatch.setattr(loader, "CHUNK_FRAMES", 4)
+    full = tmp_path / "full.mkv"
+    with av.open(str(full), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = 96, 64, "yuv420p", {"g": "25"}
+        for i in range(250):
+            for p in s.encode(av.VideoFrame.from_ndarray(pattern(i, 64, 96), format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    with VideoIndex(tmp_path / "idx", tiny_model, segment=1.0, frames=2) as index:
+        r = index.update([cut])
+        (f,) = index.files()
+        assert "truncated" in r.notes[0].reason and 4.0 < f["duration"] < 8.0
+        assert f["entries"] == int(np.ceil(f["duration"]))
+
+
+def test_a_corrupt_duration_does_not_plan_billions_of_windows():
+    from videococa.video.sampling import clip_windows
+
+    with pytest.raises(ValueError, match="more than 1,000,000 windows"):
+        clip_windows(1e12, segment=1.0)

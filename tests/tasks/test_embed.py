@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,29 @@ def test_a_non_utf8_file_name_is_embedded_and_kept_losslessly(tiny_model, easy_v
 def test_out_must_not_be_a_directory(tiny_model, easy_videos, tmp_path):
     with pytest.raises(ValueError, match="is a directory"):
         embed_to_parquet(tiny_model, easy_videos[:1], tmp_path)
+
+
+def test_resume_keeps_only_rows_of_videos_asked_for_and_unchanged(tiny_model, easy_videos, tmp_path, monkeypatch):
+    vids = []
+    for p in easy_videos[:3]:
+        shutil.copy2(p, tmp_path / Path(p).name)
+        vids.append(str(tmp_path / Path(p).name))
+    out = tmp_path / "r.parquet"
+    _interrupt_after(monkeypatch, 2)
+    assert embed_to_parquet(tiny_model, vids, out, frames=2).interrupted  # vids[0] and vids[1] in the partial
+    monkeypatch.undo()
+    os.utime(vids[1], ns=(time.time_ns(), time.time_ns() + 10**9))  # changed since: embedded again
+    report = embed_to_parquet(tiny_model, [vids[1], vids[2]], out, frames=2)  # vids[0] no longer asked for
+    assert report.resumed == 0 and pq.read_table(out).column("path").to_pylist() == [vids[1], vids[2]]
+
+
+def test_embed_notes_a_truncated_file_and_gives_its_real_duration(tiny_model, tmp_path):
+    from helpers import write_video
+
+    full = write_video(tmp_path / "full.mkv", frames=250, fps=25, width=96, height=64, gop=25)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(Path(full).read_bytes()[: int(Path(full).stat().st_size * 0.4)])
+    report = embed_to_parquet(tiny_model, [str(cut)], tmp_path / "t.parquet", frames=2, segment=1.0)
+    durations = set(pq.read_table(tmp_path / "t.parquet").column("duration").to_pylist())
+    assert len(durations) == 1 and 2.0 < durations.pop() < 6.0
+    assert "truncated" in report.notes[0].reason

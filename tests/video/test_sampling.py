@@ -26,7 +26,7 @@ def test_clip_windows():
     assert clip_windows(1.5, segment=4.0) == [(0.0, 1.5)]
     with pytest.raises(ValueError, match="exactly one of num_clips and segment"):
         clip_windows(10.0)
-    with pytest.raises(ValueError, match="segment must be a number of seconds above 0 and at most 86400, got -1"):
+    with pytest.raises(ValueError, match="segment must be a number of seconds from 0.1 to 86400, got -1"):
         clip_windows(10.0, segment=-1)
     with pytest.raises(ValueError, match="num_clips must be a positive integer, got 0"):
         clip_windows(10.0, num_clips=0)

@@ -26,6 +26,8 @@ import os
 import sqlite3
 import sys
 import time
+import urllib.parse
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import IndexStoreError
-from ..files import FileLock, atomic_path, write_json_atomic
+from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
 from ..video.loader import LoadError
@@ -48,6 +50,8 @@ EXACT_LIMIT = 100_000
 DEFAULT_NPROBE = 64
 """Inverted lists probed per query in the approximate index (see bench/search.py)."""
 SCHEMA_VERSION = 2
+SQL_CHUNK = 900
+"""Ids per `IN (...)` query: below SQLite's limit on bound variables (999 in old builds)."""
 HEAD_BYTES = 1 << 20
 """Bytes hashed from the start of each file to recognise it when it moves."""
 
@@ -72,6 +76,11 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_file ON entries(file_id);
 """
 # `path` holds UTF-8 text, or the raw bytes (a BLOB) of a name that is not UTF-8 (see videococa.paths.to_db).
+
+
+_REQUIRED = ("schema_version", "model", "pretrained", "precision", "fingerprint", "embed_dim", "frames", "pooling",
+             "segment", "generation")
+"""Settings every index records (`index_id` too, since schema 2)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,17 @@ def _abspath(p: str | os.PathLike) -> str:
 def _under(root: str, paths: Iterable[str]) -> list[str]:
     prefix = root.rstrip(os.sep) + os.sep
     return [k for k in paths if k == root or k.startswith(prefix)]
+
+
+def _gone(path: str) -> bool:
+    """True only when the file is known not to exist (ENOENT); an unreadable or unreachable path is not gone."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def head_sha256(path: str | os.PathLike) -> str | None:
@@ -283,6 +303,9 @@ class VideoIndex:
         return f"run `videococa index --repair --index {display(self.path)}` (or delete the folder and index again)"
 
     def _db_error(self, exc: sqlite3.DatabaseError) -> IndexStoreError:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+            return IndexStoreError(f"the disk holding the index {display(self.path)!r} is full; free some space and "
+                                   "run the command again (what was committed is kept)")
         if "locked" in str(exc) or "busy" in str(exc):
             return IndexStoreError(f"index {display(self.path)!r} stayed locked by another process for a minute ({exc})")
         return IndexStoreError(f"index {display(self.path)!r} is damaged ({exc}); {self._repair_hint()}; files whose "
@@ -306,7 +329,7 @@ class VideoIndex:
             "precision": model.precision, "fingerprint": model.fingerprint(), "embed_dim": info.embed_dim,
             "frames": frames, "sampling": "uniform", "pooling": pooling, "segment": segment or 0,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "videococa": videococa.__version__,
-            "generation": 0,
+            "generation": 0, "index_id": uuid.uuid4().hex,  # tells this record from one made anew at the same path
         }
         with self._tx():
             self.db.executemany("INSERT OR IGNORE INTO settings VALUES (?, ?)",
@@ -319,10 +342,15 @@ class VideoIndex:
             version = int(self.db.execute("SELECT value FROM settings WHERE key='schema_version'").fetchone()[0])
             if version == 1:
                 self.db.execute("ALTER TABLE files ADD COLUMN head_sha256 TEXT")
+                self.db.execute("INSERT OR IGNORE INTO settings VALUES ('index_id', ?)", (uuid.uuid4().hex,))
                 self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _check(self, model, frames, pooling, segment) -> None:
         s = self.settings
+        lost = [k for k in _REQUIRED if k not in s]
+        if lost:
+            raise IndexStoreError(f"index {display(self.path)!r} has incomplete settings (no {', '.join(lost)}); "
+                                  f"{self._repair_hint()}")
         if int(s.get("schema_version", -1)) != SCHEMA_VERSION:
             raise IndexStoreError(f"index {display(self.path)!r} has schema version {s.get('schema_version')}; "
                                   f"this videococa reads version {SCHEMA_VERSION}")
@@ -399,15 +427,18 @@ class VideoIndex:
                 yield
             finally:
                 self._depth = 0
-                self._settle()  # also on Ctrl-C: everything committed so far is searchable at once
+                if self._is_alive():  # never write a FAISS file into a folder made anew by someone else
+                    self._settle()  # also on Ctrl-C: everything committed so far is searchable at once
+
+    def _is_alive(self) -> bool:
+        try:
+            return os.stat(self.db_path).st_ino == self._ino
+        except OSError:
+            return False
 
     def _alive(self) -> None:
         """Raise if the index folder was deleted or replaced under us (SQLite would go on writing into a lost file)."""
-        try:
-            same = os.stat(self.db_path).st_ino == self._ino
-        except OSError:
-            same = False
-        if not same:
+        if not self._is_alive():
             raise IndexStoreError(f"the index {display(self.path)!r} was deleted or replaced while this process was "
                                   "using it; what it wrote since is lost. Run the command again to rebuild it.")
 
@@ -417,7 +448,11 @@ class VideoIndex:
         import faiss
 
         try:
+            remove_stale_parts(self.path / "vectors.faiss")  # left by a process killed while saving
+            remove_stale_parts(self.path / "vectors.json")
             meta = json.loads((self.path / "vectors.json").read_text())
+            if meta.get("index_id") != self.settings.get("index_id"):
+                raise ValueError("made for another record at this path")
             index = faiss.read_index(str(self.path / "vectors.faiss"))
             if index.d != self.dim:
                 raise ValueError("dimension")
@@ -431,7 +466,11 @@ class VideoIndex:
             changed = True
         else:
             changed = self._sync()
-        if changed and self._lock.acquire(blocking=False):  # save the repaired file, unless a writer is at work
+        try:
+            can_save = changed and self._lock.acquire(blocking=False)  # unless a writer is at work
+        except OSError:
+            can_save = False  # a read-only index (another user's, a read-only disk): search from memory
+        if can_save:
             try:
                 self._save_faiss()
             except IndexStoreError:
@@ -457,6 +496,8 @@ class VideoIndex:
                     for i, blob in rows:
                         k = pos.get(i)
                         if k is not None:
+                            if not isinstance(blob, bytes) or len(blob) != 4 * self.dim:
+                                raise sqlite3.DatabaseError(f"entry {i} holds a damaged vector")
                             vecs[k] = np.frombuffer(blob, dtype=np.float32)
                             got += 1
                 if got != len(new):  # listed by the id index but missing from the table: damaged pages
@@ -500,7 +541,8 @@ class VideoIndex:
             with atomic_path(self.path / "vectors.faiss") as tmp:
                 faiss.write_index(self._faiss, str(tmp))
             write_json_atomic(self.path / "vectors.json",
-                              {"generation": self._synced, "kind": self.faiss_kind, "count": int(self._faiss.ntotal)})
+                              {"generation": self._synced, "kind": self.faiss_kind, "count": int(self._faiss.ntotal),
+                               "index_id": self.settings.get("index_id")})
         except (OSError, RuntimeError) as exc:
             if not self.path.is_dir():
                 raise IndexStoreError(f"the index folder {display(self.path)!r} no longer exists (deleted while in "
@@ -569,7 +611,9 @@ class VideoIndex:
             self._ids = np.setdiff1d(self._ids, gone, assume_unique=True)
         if added is not None and len(added):
             self._faiss.add_with_ids(vectors, added)
-            self._ids = np.union1d(self._ids, added)
+            # new AUTOINCREMENT ids are above every id so far: appending keeps the array sorted
+            self._ids = np.concatenate([self._ids, added]) if not len(self._ids) or added[0] > self._ids[-1] \
+                else np.union1d(self._ids, added)
         self._synced = gen
 
     @_guarded
@@ -610,10 +654,10 @@ class VideoIndex:
 
         model = self._needs_model("adding videos")
         report = UpdateReport()
-        found = scan_inputs(inputs)
-        report.notes.extend(LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped)
         with self._writing():
             known = self._known()
+            found = scan_inputs(inputs, prefer=lambda p: _abspath(p) in known)  # a file keeps its indexed name
+            report.notes.extend(LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped)
             to_embed = self._plan(found, known, report, prune)
             for old in report.removed:
                 self._alive()
@@ -633,7 +677,7 @@ class VideoIndex:
 
             def commit(path: str, items: list) -> None:
                 size, mtime = stats[path]
-                clip = items[0].clip
+                clip = items[-1].clip  # a cut-off file is found out only when its last windows are read
                 duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
                 vecs = np.stack([F.normalize(x.embedding.float(), dim=-1).cpu().numpy() for x in items]).astype(np.float32)
                 head = head_sha256(path)
@@ -680,9 +724,10 @@ class VideoIndex:
             if prune and root in known and why == "no such file or directory":
                 report.removed.append(root)  # an indexed file named by itself: it was deleted
             elif kept:
-                report.failed.append(LoadError(p, f"{display(p)!r}: {why}: the library root is missing (an unmounted "
-                                                  f"drive?); its {len(kept)} indexed files are kept, and search "
-                                                  "leaves them out while they are missing"))
+                what = ("the library root is missing (an unmounted drive?)" if why == "no such file or directory"
+                        else "it cannot be looked at now")
+                report.failed.append(LoadError(p, f"{display(p)!r}: {why}: {what}; its {len(kept)} indexed files are "
+                                                  "kept, and search leaves them out while they are missing"))
             else:
                 report.failed.append(LoadError(p, f"{display(p)!r}: {why}"))
         for p in found.empty_dirs:
@@ -716,21 +761,23 @@ class VideoIndex:
             old = None
             if candidates:
                 head = head_sha256(path)
-                old = next((c for c in candidates if c not in taken and known[c][3] == head
-                            and not os.path.lexists(c)), None)
+                old = next((c for c in candidates if c not in taken and known[c][3] == head and _gone(c)), None)
             if old is None:
                 still.append((path, size, mtime))
             else:
                 taken.add(old)
                 report.moved.append((old, path))
         if prune:
-            skip_roots = {_abspath(p) for p, _ in found.missing} | {_abspath(p) for p in found.empty_dirs}
+            # never prune under what could not be looked at: a missing root, a folder that cannot be listed
+            unsure = [_abspath(p) for p, _ in found.missing] + [_abspath(p) for p in found.empty_dirs]
+            removed = set(report.removed)
             for p in found.roots:
-                root = _abspath(p)
-                if root in skip_roots:
-                    continue
-                gone = [k for k in _under(root, known) if k not in seen and k not in taken and not os.path.lexists(k)]
-                report.removed.extend(k for k in gone if k not in report.removed)
+                for k in _under(_abspath(p), known):
+                    if k in seen or k in taken or k in removed or any(_under(u, [k]) for u in unsure):
+                        continue
+                    if _gone(k):
+                        removed.add(k)
+                        report.removed.append(k)
         return still
 
     def update(self, inputs: Sequence[str | os.PathLike], **kwargs) -> UpdateReport:
@@ -756,10 +803,12 @@ class VideoIndex:
             found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
             if not found:
                 return []
-            marks = ",".join("?" * len(found))
-            rows = {r[0]: (from_db(r[1]), r[2], r[3]) for r in self.db.execute(
-                f"SELECT e.id, f.path, e.start, e.end FROM entries e JOIN files f ON f.id = e.file_id "
-                f"WHERE e.id IN ({marks})", [i for i, _ in found])}
+            rows = {}
+            for lo in range(0, len(found), SQL_CHUNK):
+                part = [i for i, _ in found[lo : lo + SQL_CHUNK]]
+                rows.update((r[0], (from_db(r[1]), r[2], r[3])) for r in self.db.execute(
+                    f"SELECT e.id, f.path, e.start, e.end FROM entries e JOIN files f ON f.id = e.file_id "
+                    f"WHERE e.id IN ({','.join('?' * len(part))})", part))
             hits = []
             for i, s in found:
                 if i in rows:
@@ -795,10 +844,11 @@ class VideoIndex:
     def repair(cls, path: str | os.PathLike, model=None, *, on_wait=None) -> RepairReport:
         """Salvage a damaged index: copy every readable file (with all its entries) into a new record.
 
-        The damaged database is moved aside (`index.sqlite.damaged-<time>`), the FAISS file rebuilt. Files
-        with an unreadable or incomplete set of entries are dropped, so the next `index` run embeds them
-        again. If even the settings are lost (e.g. a 0-byte file), the index starts empty: with `model`
-        it is created anew with that model; without, it is left absent.
+        The new record is written first; only then is the damaged database moved aside
+        (`index.sqlite.damaged-<time>`) and the new one put in its place, so a failure (a full disk) leaves
+        the index as it was. The FAISS file is rebuilt. Files with an unreadable or incomplete set of
+        entries are dropped, so the next `index` run embeds them again. If even the settings are lost
+        (e.g. a 0-byte file), the index starts empty: with `model` it is created anew with that model.
         """
         root = Path(path)
         db_path = root / "index.sqlite"
@@ -806,9 +856,15 @@ class VideoIndex:
             raise IndexStoreError(f"no video index at {display(root)!r} to repair")
         report = RepairReport()
         lock = FileLock(root / "index.lock")
-        lock.acquire(on_wait=lambda pid: (on_wait or _say_waiting)(root, pid))
+        try:
+            lock.acquire(on_wait=lambda pid: (on_wait or _say_waiting)(root, pid))
+        except OSError as exc:
+            raise IndexStoreError(f"cannot repair {display(root)!r}: {exc.strerror or exc}") from None
+        new = db_path.with_name("index.sqlite.repair.part")
         try:
             salvaged = _salvage(db_path) if db_path.is_file() else None
+            if salvaged is not None:
+                _write_salvage(new, *salvaged, report)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             if db_path.is_file():
                 report.damaged_copy = str(db_path.with_name(f"index.sqlite.damaged-{stamp}"))
@@ -817,18 +873,22 @@ class VideoIndex:
                     side = db_path.with_name("index.sqlite" + extra)
                     if side.exists():
                         os.replace(side, report.damaged_copy + extra)
-            for derived in ("vectors.faiss", "vectors.json"):
-                (root / derived).unlink(missing_ok=True)
             if salvaged is None:
                 report.fresh = True
             else:
-                settings, files, entries = salvaged
-                _write_salvage(db_path, settings, files, entries, report)
+                os.replace(new, db_path)
+            for derived in ("vectors.faiss", "vectors.json"):
+                (root / derived).unlink(missing_ok=True)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            full = isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            why = "the disk is full" if full else (getattr(exc, "strerror", None) or str(exc))
+            raise IndexStoreError(f"cannot repair {display(root)!r}: {why}; the index was left as it was") from None
         finally:
+            new.unlink(missing_ok=True)
             lock.release()
         if report.fresh and model is None:
             return report
-        with cls(root, model, on_wait=on_wait) as index:  # rebuilds vectors.faiss from the new record
+        with cls(root, model, on_wait=on_wait):  # rebuilds vectors.faiss from the new record
             pass
         return report
 
@@ -843,9 +903,10 @@ class VideoIndex:
 
 
 def _salvage(db_path: Path):
-    """(settings, files, entries) readable from a damaged database, or None if its settings are lost."""
+    """(settings, files, entries, last entry id used) readable from a damaged database, or None if its
+    settings are lost."""
     try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(db_path))}?mode=ro", uri=True)
     except sqlite3.DatabaseError:
         return None
     try:
@@ -853,13 +914,23 @@ def _salvage(db_path: Path):
             settings = dict(db.execute("SELECT key, value FROM settings").fetchall())
         except sqlite3.DatabaseError:
             return None
-        if "embed_dim" not in settings:
+        if any(k not in settings for k in _REQUIRED):
             return None
+        try:
+            if int(settings["embed_dim"]) < 1:
+                return None
+            check_segment(float(settings["segment"]) or None)
+        except ValueError:
+            return None  # settings that cannot be used: nothing to salvage into
         cols = [r[1] for r in db.execute("PRAGMA table_info(files)")] if settings else []
         head = "head_sha256" if "head_sha256" in cols else "NULL"
         files = _rows(db, f"SELECT id, path, size, mtime_ns, duration, indexed_at, {head} FROM files", "files")
         entries = _rows(db, "SELECT id, file_id, start, end, vector FROM entries", "entries")
-        return settings, files, entries
+        try:
+            last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        except sqlite3.DatabaseError:
+            last = None
+        return settings, files, entries, max([last[0] if last else 0] + [e[0] for e in entries])
     finally:
         db.close()
 
@@ -888,8 +959,8 @@ def _rows(db: sqlite3.Connection, select: str, table: str) -> list[tuple]:
     return out
 
 
-def _write_salvage(db_path: Path, settings: dict, files: list, entries: list, report: RepairReport) -> None:
-    """A new index.sqlite from salvaged rows, keeping only files whose entries are all there."""
+def _write_salvage(new: Path, settings: dict, files: list, entries: list, last_id: int, report: RepairReport) -> None:
+    """A new database at `new` from salvaged rows, keeping only files whose entries are all there."""
     segment = float(settings.get("segment", 0) or 0)
     dim = int(settings["embed_dim"])
     by_file: dict[int, list[tuple]] = {}
@@ -899,30 +970,31 @@ def _write_salvage(db_path: Path, settings: dict, files: list, entries: list, re
     keep_files, keep_entries = [], []
     for f in files:
         have = by_file.get(f[0], [])
-        want = len(clip_windows(f[4], segment=segment)) if segment and f[4] > 0 else 1
+        try:
+            want = len(clip_windows(f[4], segment=segment)) if segment and f[4] > 0 else 1
+        except ValueError:
+            want = -1  # a damaged duration
         if len(have) == want:
             keep_files.append(f)
             keep_entries += have
         else:
             report.files_dropped.append(from_db(f[1]))
-    tmp = db_path.with_name("index.sqlite.repair.part")
-    tmp.unlink(missing_ok=True)
-    db = sqlite3.connect(tmp, isolation_level=None)
+    new.unlink(missing_ok=True)
+    db = sqlite3.connect(new, isolation_level=None)
     try:
         db.executescript(_SCHEMA)
         db.execute("BEGIN")
-        settings = {**settings, "schema_version": str(SCHEMA_VERSION),
+        settings = {**settings, "schema_version": str(SCHEMA_VERSION), "index_id": uuid.uuid4().hex,
                     "generation": str(int(settings.get("generation", 0)) + 1)}
         db.executemany("INSERT INTO settings VALUES (?, ?)", list(settings.items()))
         db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", keep_files)
         db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", keep_entries)
-        if entries:  # ids are never reused, also those of entries that were lost
-            db.execute("INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('entries', ?)",
-                       (max(e[0] for e in entries),))
+        if last_id:  # ids are never reused, also those of entries that were lost
+            if db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'entries'", (last_id,)).rowcount == 0:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('entries', ?)", (last_id,))
         db.execute("COMMIT")
     finally:
         db.close()
-    os.replace(tmp, db_path)
     report.files_kept, report.entries_kept = len(keep_files), len(keep_entries)
 
 

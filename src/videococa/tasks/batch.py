@@ -34,12 +34,13 @@ class EncodedClip:
     """(Q-1, E) generative tokens for the text decoder, when asked for."""
 
 
-def scan_inputs(inputs: Sequence[str | os.PathLike]) -> Scan:
+def scan_inputs(inputs: Sequence[str | os.PathLike], *, prefer=None) -> Scan:
     """Files as given, directories expanded recursively (links followed, each real file once) to their video files.
 
-    See `videococa.paths` for the rules (FIFOs and devices skipped, loops detected, odd names kept).
+    See `videococa.paths` for the rules (FIFOs and devices skipped, loops detected, odd names kept);
+    `prefer(path)` picks which name of a file with several to keep.
     """
-    return scan(inputs, VIDEO_SUFFIXES)
+    return scan(inputs, VIDEO_SUFFIXES, prefer=prefer)
 
 
 def scan_report(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError], list[LoadError]]:

@@ -7,7 +7,6 @@ from which the next run with the same settings resumes.
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import remove_stale_parts
 from ..paths import display
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError
@@ -43,27 +43,25 @@ class EmbedReport:
     """Things worth knowing: a partial file that could not be resumed, stale temp files removed."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_stale_parts(out: Path, report: EmbedReport) -> None:
     """Remove temp files (OUT.<pid>.part) left by runs that were killed (their process is gone)."""
-    for part in out.parent.glob(f"{glob.escape(out.name)}.*.part"):
-        pid = part.name[len(out.name) + 1 : -len(".part")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            part.unlink(missing_ok=True)
-            report.notes.append(LoadError(str(part), f"{display(part)!r}: removed: left by a run that was killed"))
+    for part in remove_stale_parts(out):
+        report.notes.append(LoadError(str(part), f"{display(part)!r}: removed: left by a run that was killed"))
 
 
-def _resumable(partial: Path, schema, report: EmbedReport):
-    """The rows of an interrupted earlier run with the same settings, or None (a note says why not)."""
+def _unchanged_since(path: str, written_ns: int) -> bool:
+    try:
+        return os.stat(path).st_mtime_ns <= written_ns
+    except OSError:
+        return False
+
+
+def _resumable(partial: Path, schema, wanted: set[str], report: EmbedReport):
+    """The rows of an interrupted earlier run with the same settings, or None (a note says why not).
+
+    Only rows of videos asked for now, and not modified since the partial file was written, are kept.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not partial.is_file():
@@ -74,7 +72,10 @@ def _resumable(partial: Path, schema, report: EmbedReport):
         reason = f"cannot be read ({type(exc).__name__}); starting over"
     else:
         if table.schema.metadata == schema.metadata and table.schema.names == schema.names:
-            return table.cast(schema)  # Parquet renames the list's child field; same data
+            written = partial.stat().st_mtime_ns
+            keep = [_unchanged_since(os.fsdecode(b), written) and os.fsdecode(b) in wanted
+                    for b in table.column("path_bytes").to_pylist()]
+            return table.filter(pa.array(keep, type=pa.bool_())).cast(schema)  # Parquet renames the list's child
         reason = "was made with other settings or another videococa; starting over"
     report.notes.append(LoadError(str(partial), f"{display(partial)!r}: {reason}"))
     return None
@@ -115,10 +116,10 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
     partial = out.with_name(out.name + ".partial")
     report = EmbedReport(str(out), partial=str(partial))
     _clean_stale_parts(out, report)
-    carried = _resumable(partial, schema, report)
+    carried = _resumable(partial, schema, {os.fspath(p) for p in paths}, report)
     done_before = set() if carried is None else {os.fsdecode(b) for b in carried.column("path_bytes").to_pylist()}
     rows: list[tuple] = []  # rows of finished videos, not yet written
-    current: list[tuple] = []  # rows of the video being read (written only once it is complete)
+    current: list = []  # encoded windows of the video being read (written only once it is complete)
     current_path: str | None = None
     seen: set[str] = set(done_before)
 
@@ -131,6 +132,20 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
             report.rows += len(rows)
             rows.clear()
+
+    def finish(items: list) -> None:
+        """The rows of one complete video; a cut-off file's rows all carry the duration its data really has."""
+        cut = items[-1].clip.truncated_at  # found out only when its last windows were read
+        for it in items:
+            c = it.clip
+            name = os.fsencode(c.path)
+            rows.append((name.decode("utf-8", "backslashreplace"), name, c.start, c.end,
+                         c.info.duration if cut is None else cut, c.info.width, c.info.height, c.info.fps,
+                         it.embedding.float().cpu().numpy()))
+        if cut is not None:
+            path = items[-1].clip.path
+            report.notes.append(LoadError(path, f"{display(path)!r}: truncated: its data ends at {cut:.2f} s of a "
+                                                f"stated {items[-1].clip.info.duration:.2f} s; embedded up to there"))
 
     tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
     try:
@@ -147,18 +162,19 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
                         if item.path == current_path:  # failed part-way: its windows so far are dropped
                             current, current_path = [], None
                         continue
-                    c = item.clip
-                    if c.path != current_path:  # the previous video is complete (one row per video without segments)
-                        rows.extend(current)
-                        current, current_path = [], c.path
+                    if item.clip.path != current_path:  # the previous video is complete
+                        if current:
+                            finish(current)
+                        current, current_path = [], item.clip.path
                         if len(rows) >= row_group:
                             flush(writer)
-                    seen.add(c.path)
-                    name = os.fsencode(c.path)
-                    (rows if segment is None else current).append((name.decode("utf-8", "backslashreplace"), name, c.start, c.end,
-                                    c.info.duration if c.truncated_at is None else c.truncated_at, c.info.width,
-                                    c.info.height, c.info.fps, item.embedding.float().cpu().numpy()))
-                rows.extend(current)
+                    seen.add(item.clip.path)
+                    current.append(item)
+                    if segment is None:  # one row per video: complete at once
+                        finish(current)
+                        current = []
+                if current:
+                    finish(current)
             except KeyboardInterrupt:
                 report.interrupted = True
                 if current:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LabelSetError
-from ..paths import display, regular_file_problem
+from ..paths import display, regular_file_problem, shorten
 
 MAX_LABEL_FILE_BYTES = 16 << 20
 """Largest label or template file read (16 MiB; Kinetics-700's class list is 11 kB)."""
@@ -100,13 +100,13 @@ def _parse_label_lines(text: str, source: str) -> tuple[list[str], list[str]]:
         else:
             official = prompt = line
         if not official or not prompt:
-            raise LabelSetError(f"label file {source!r}: line {line!r} has an empty name")
+            raise LabelSetError(f"label file {source!r}: line {shorten(line)!r} has an empty name")
         labels.append(official)
         prompts.append(prompt)
     first: dict[str, int] = {}
     for (lineno, _), label in zip(rows, labels):
         if label in first:
-            raise LabelSetError(f"label file {source!r} names {label!r} twice (lines {first[label]} and {lineno}); "
+            raise LabelSetError(f"label file {source!r} names {shorten(label)!r} twice (lines {first[label]} and {lineno}); "
                                 "each class must appear once")
         first[label] = lineno
     return labels, prompts
@@ -173,7 +173,7 @@ def load_templates(spec: str | os.PathLike | Sequence[str], labels: LabelSet | N
         raise LabelSetError(f"templates {source!r}: no templates (one per line, each with one {{}})")
     for t in templates:
         if t.count("{}") != 1:
-            raise LabelSetError(f"templates {source!r}: {t!r} must contain exactly one {{}} where the class name goes")
+            raise LabelSetError(f"templates {source!r}: {shorten(t)!r} must contain exactly one {{}} where the class name goes")
     if len(set(templates)) != len(templates):
         raise LabelSetError(f"templates {source!r}: a template is repeated")
     return tuple(templates)

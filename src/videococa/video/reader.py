@@ -141,11 +141,14 @@ def iter_clips(
         raise ValueError("give exactly one of num_clips, segment and windows")
     src = open_video(path)
     try:
-        planned = (sorted(windows(src.info.duration)) if windows is not None else
-                   clip_windows(src.info.duration, num_clips=num_clips, segment=segment))
+        try:
+            planned = (sorted(windows(src.info.duration)) if windows is not None else
+                       clip_windows(src.info.duration, num_clips=num_clips, segment=segment))
+        except ValueError as exc:  # e.g. a corrupt header stating a duration of years
+            raise VideoDecodeError(f"{display(path)!r}: {exc}") from None
         per = max(1, (chunk_frames or CHUNK_FRAMES) // num_frames)  # CHUNK_FRAMES read at call time
         cut: float | None = None
-        made = 0
+        held: list[Clip] = []
 
         def clamp(part):  # windows sorted by start: those that start past the data are dropped
             return [(lo, min(hi, cut)) for lo, hi in part if lo < cut]
@@ -161,11 +164,15 @@ def iter_clips(
                 read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
             clips = [Clip(str(path), frames, stamps, src.info, lo, hi, uniform_times(num_frames, lo, hi), cut)
                      for (frames, stamps), (lo, hi) in zip(read, part)]
-            made += len(clips)
             if clips:
-                yield clips
-        if not made:
+                if held:
+                    yield held
+                held = clips  # one chunk is held back: the cut may only show when the next one is read
+        if not held:
             raise VideoDecodeError(f"{display(path)!r}: truncated or corrupt video (no frame could be decoded)")
+        for c in held:  # the last clips always say whether the file was cut off
+            c.truncated_at = cut
+        yield held
     finally:
         src.close()
 

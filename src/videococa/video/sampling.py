@@ -6,7 +6,7 @@ import math
 import random
 from typing import Literal, Sequence
 
-from ..limits import MAX_SEGMENT
+from ..limits import MAX_SEGMENT, MAX_WINDOWS, MIN_SEGMENT
 
 Sampling = Literal["uniform", "random"]
 SAMPLINGS: tuple[str, ...] = ("uniform", "random")
@@ -15,12 +15,13 @@ SAMPLINGS: tuple[str, ...] = ("uniform", "random")
 
 
 def check_segment(segment: float | None) -> None:
-    """Raise ValueError unless `segment` is None or a finite number of seconds in (0, MAX_SEGMENT]."""
+    """Raise ValueError unless `segment` is None or a finite number of seconds in [MIN_SEGMENT, MAX_SEGMENT]."""
     if segment is None:
         return
     if isinstance(segment, bool) or not isinstance(segment, (int, float)) or not math.isfinite(segment) \
-            or not 0 < segment <= MAX_SEGMENT:
-        raise ValueError(f"segment must be a number of seconds above 0 and at most {MAX_SEGMENT:g}, got {segment!r}")
+            or not MIN_SEGMENT <= segment <= MAX_SEGMENT:
+        raise ValueError(f"segment must be a number of seconds from {MIN_SEGMENT:g} to {MAX_SEGMENT:g}, "
+                         f"got {segment!r}")
 
 
 def uniform_times(num_frames: int, start: float, end: float) -> list[float]:
@@ -57,6 +58,9 @@ def clip_windows(
     if segment is None:
         raise ValueError("segment must be a positive number of seconds, got None")
     check_segment(segment)
+    if not math.isfinite(duration) or duration / segment > MAX_WINDOWS:
+        raise ValueError(f"a stated duration of {duration:g} s cut into {segment:g}-second windows is more than "
+                         f"{MAX_WINDOWS:,} windows (a corrupt header, or use longer segments)")
     n = max(1, math.ceil(duration / segment - 1e-9))
     return [(k * segment, min((k + 1) * segment, duration)) for k in range(n)]
 
