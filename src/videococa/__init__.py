@@ -1,42 +1,31 @@
 """videococa: zero-shot video-text models from image-text CoCa checkpoints (VideoCoCa, Yan et al. 2022)."""
 
-from .errors import (CheckpointError, IndexStoreError, LabelSetError, ModelNotFoundError, VideoCoCaError,
-                     VideoDecodeError, WeightsUnavailableError)
-from .index import SearchHit, UpdateReport, VideoIndex
+from .errors import (AnnotationError, CheckpointError, DatasetRequestError, FeatureCacheError, FinetuneError,
+                     IndexStoreError, LabelSetError, ModelNotFoundError, OptionError, VideoCoCaError, VideoDecodeError,
+                     WeightsUnavailableError)
+from .index import RepairReport, SearchHit, UpdateReport, VideoIndex
 from .models import ModelInfo, VideoCoCa, list_models, load_model
-from .tasks import Prediction, ZeroShotClassifier, embed_to_parquet, encode_videos, load_labels, rank_texts
-from .video import Clip, LoadError, VideoBatch, VideoInfo, VideoLoader, preprocess_frames, probe, read_clips, read_video
-
-__version__ = "0.1.0"
+from .models.decoding import Caption
+from .tasks import (EmbedReport, EncodedClip, Prediction, ZeroShotClassifier, embed_to_parquet, encode_videos,
+                    load_labels, rank_texts)
+from .version import __version__
+from .video import (Clip, LoadError, VideoBatch, VideoInfo, VideoLoader, iter_clips, preprocess_frames, probe,
+                    read_clips, read_video)
 
 __all__ = [
-    "CheckpointError",
-    "IndexStoreError",
-    "LabelSetError",
-    "Prediction",
-    "SearchHit",
-    "UpdateReport",
-    "VideoIndex",
-    "ZeroShotClassifier",
-    "embed_to_parquet",
-    "encode_videos",
-    "load_labels",
-    "rank_texts",
-    "Clip",
-    "LoadError",
-    "VideoBatch",
-    "VideoInfo",
-    "VideoLoader",
-    "preprocess_frames",
-    "probe",
-    "read_clips",
-    "read_video",
-    "ModelInfo",
-    "ModelNotFoundError",
-    "VideoCoCa",
-    "VideoCoCaError",
-    "VideoDecodeError",
+    # models
+    "Caption", "ModelInfo", "VideoCoCa", "list_models", "load_model",
+    # video
+    "Clip", "LoadError", "VideoBatch", "VideoInfo", "VideoLoader", "iter_clips", "preprocess_frames", "probe",
+    "read_clips", "read_video",
+    # tasks
+    "EmbedReport", "EncodedClip", "Prediction", "ZeroShotClassifier", "embed_to_parquet", "encode_videos",
+    "load_labels", "rank_texts",
+    # index
+    "RepairReport", "SearchHit", "UpdateReport", "VideoIndex",
+    # errors (every error a user can cause is a VideoCoCaError)
+    "AnnotationError", "CheckpointError", "DatasetRequestError", "FeatureCacheError", "FinetuneError",
+    "IndexStoreError", "LabelSetError", "ModelNotFoundError", "OptionError", "VideoCoCaError", "VideoDecodeError",
     "WeightsUnavailableError",
-    "list_models",
-    "load_model",
+    "__version__",
 ]

@@ -18,8 +18,19 @@ import time
 import warnings
 from typing import Sequence
 
+from .data.registry import TASKS, dataset_help, finetune_reading, load_datasets, split_help
+from .demo import run_demo
+from .errors import VideoCoCaError, VideoDecodeError
+from .eval.runner import evaluate, evaluate_dataset, markdown_row
+from .files import write_json_atomic
+from .index import VideoIndex
+from .interrupt import catching_sigint, check
 from .limits import MAX_BATCH_FRAMES, MAX_FRAMES, MAX_SEGMENT, MIN_SEGMENT
+from .models import list_models, load_model
 from .paths import display, is_utf8, shorten
+from .tasks import ZeroShotClassifier, embed_to_parquet, encode_videos, load_labels, load_templates, scan_report
+from .train import FeatureCache, FinetuneConfig, cache_features, finetune, training_pairs
+from .video import LoadError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -107,19 +118,10 @@ def _sub(sub, name: str, help: str, example: str, func, *, model: bool = True, r
 
 
 def _load(args, *, name: str | None = None, pretrained: str | None = None, precision: str | None = None):
-    import videococa
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning is printed by the caller
-        return videococa.load_model(name or args.model or _default_model(), pretrained or args.pretrained,
-                                    device=args.device, precision=precision or args.precision,
-                                    finetuned=getattr(args, "finetuned", None))
-
-
-def _default_model() -> str:
-    import videococa
-
-    return "videococa-tiny" if "videococa-tiny" in videococa.list_models() else "coca_ViT-B-32"
+        return load_model(name or args.model, pretrained or args.pretrained, device=args.device,
+                          precision=precision or args.precision, finetuned=getattr(args, "finetuned", None))
 
 
 # --------------------------------------------------------------------------- output
@@ -174,15 +176,12 @@ def _report_failures(failures, notes=()) -> int:
 
 def _scan(videos):
     """(files to read, failures, notes) for the inputs of a batch command; see videococa.paths for the rules."""
-    from .tasks import scan_report
 
     return scan_report(videos)
 
 
 def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     """(encoded clips, failures) for the given inputs; directories are expanded."""
-    from .tasks import encode_videos
-    from .video import LoadError
 
     paths, failures, notes = _scan(videos)
     _report_failures([], notes)
@@ -196,9 +195,8 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
 
 # --------------------------------------------------------------------------- commands
 def cmd_models(args) -> int:
-    import videococa
 
-    models = videococa.list_models()
+    models = list_models()
     if args.json:
         print(json.dumps(models))
     else:
@@ -209,7 +207,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .tasks import ZeroShotClassifier, load_labels, load_templates
 
     labels = load_labels(args.labels)  # bad label sets fail before the model loads
     load_templates(args.templates, labels)
@@ -230,7 +227,6 @@ def cmd_classify(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from .index import VideoIndex
 
     if not args.videos and not args.repair:
         raise UsageError("give the video directories or files to index (or --repair)")
@@ -265,7 +261,6 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .index import VideoIndex
 
     if (args.query is None) == (args.video is None):
         raise UsageError("give a text QUERY or --video VIDEO (one of them)")
@@ -320,7 +315,6 @@ def cmd_ask(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .tasks import embed_to_parquet
 
     if not args.out.endswith(".parquet"):
         raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
@@ -344,7 +338,6 @@ def cmd_embed(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .eval.runner import evaluate, load_datasets, markdown_row
 
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
@@ -352,7 +345,6 @@ def cmd_eval(args) -> int:
                    limit=args.limit, caption_method=args.method, batch_size=args.batch_size, workers=args.workers,
                    progress=_progress(args))
     if args.out:
-        from .files import write_json_atomic
 
         write_json_atomic(args.out, out, indent=1)
     if _json_mode(args):
@@ -371,7 +363,6 @@ def cmd_eval(args) -> int:
 
 
 def _dataset_items(task: str, args, annotations, *, split: str | None, purpose: str):
-    from .data.registry import load_datasets
 
     datasets = load_datasets(task, args.dataset, annotations, args.videos, split, purpose=purpose)
     missing = sum(len(d.missing) for d in datasets)
@@ -382,7 +373,6 @@ def _dataset_items(task: str, args, annotations, *, split: str | None, purpose: 
 
 
 def cmd_cache_features(args) -> int:
-    from .train import cache_features
 
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
@@ -401,9 +391,6 @@ def cmd_cache_features(args) -> int:
 def cmd_finetune(args) -> int:
     import os
 
-    from .data.registry import finetune_reading
-    from .eval.runner import evaluate_dataset
-    from .train import FeatureCache, FinetuneConfig, finetune, training_pairs
 
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and args.device.startswith("cuda") and ":" not in args.device:
@@ -440,14 +427,11 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    return run_demo(args)
+    return run_demo(_load(args), frames=args.frames)
 
 
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
-    from .data.registry import TASKS, dataset_help, split_help
 
     splits = split_help()  # the splits each dataset takes, from the registry
 
@@ -574,8 +558,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import VideoCoCaError, VideoDecodeError
-    from .interrupt import catching_sigint, check
 
     batch, frames = getattr(args, "batch_size", None), getattr(args, "frames", None)
     if batch and frames and batch * frames > MAX_BATCH_FRAMES:
@@ -592,10 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VideoDecodeError as exc:  # the one input of the command could not be read
         print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_SOME_FAILED
-    except VideoCoCaError as exc:  # a label set, index, model or weights file that cannot be used as given
-        print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
+    except VideoCoCaError as exc:  # a label set, index, model, weights file or option value that cannot be used
+        # (any other exception, a ValueError included, is a bug in videococa and ends with its traceback)
         print(f"videococa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -7,11 +7,21 @@ questions; then reads a real sample video through the same path.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from .cache import cache_root
+from .index import VideoIndex
+from .models import VideoCoCa
+from .synthetic.benchmark import write_mp4
+from .synthetic.world import BACKGROUND_TONES, CLASS_NAMES, CLASS_TEMPLATES, Obj, VideoSpec
+from .tasks import ZeroShotClassifier
+from .version import __version__
+from .video import read_video
+from .video.samples import sample_videos
 
 DEMO_VIDEOS = [  # (shape, colour, size, direction, background, appears_at)
     ("circle", "red", "large", "right", "plain", 0.0),
@@ -22,11 +32,11 @@ DEMO_VIDEOS = [  # (shape, colour, size, direction, background, appears_at)
 ]
 
 
-def _demo_videos(size: int) -> list[tuple[Path, object]]:
-    from .cache import cache_root
-    from .synthetic.benchmark import write_mp4
-    from .synthetic.world import BACKGROUND_TONES, Obj, VideoSpec
+def _elapsed(t0: float) -> str:
+    return f"{time.perf_counter() - t0:.1f}s"
 
+
+def _demo_videos(size: int) -> list[tuple[Path, object]]:
     root = cache_root() / "demo"
     root.mkdir(parents=True, exist_ok=True)
     out = []
@@ -39,37 +49,28 @@ def _demo_videos(size: int) -> list[tuple[Path, object]]:
     return out
 
 
-def run_demo(args) -> int:
-    import tempfile
-
-    import videococa
-
-    from .cli import _elapsed, _load
-    from .synthetic.evaluate import CLASS_TEMPLATES
-    from .synthetic.world import CLASS_NAMES
-    from .video.samples import sample_videos
-
+def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
+    """Print the tour for `model` (load it with `load_model()`; the default is the bundled videococa-tiny)."""
     t0 = time.perf_counter()
-    print(f"videococa {videococa.__version__} demo\n")
-    model = _load(args)
+    print(f"videococa {__version__} demo\n")
     info = model.info
     weights = info.pretrained or "RANDOM weights: numbers show the path works, not meaning"
     print(f"model    {info.name} [{weights}], {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-          f"{info.image_size}px frames, loaded in {_elapsed(t0)}")
+          f"{info.image_size}px frames")
     if info.name == "videococa-tiny":
         print("         (trained only on still images of a synthetic world of coloured shapes; it has never seen video)")
 
     def read(path):
-        return videococa.read_video(path, args.frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
+        return read_video(path, frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
 
     videos = _demo_videos(128)
     clips = [read(p) for p, _ in videos]
     frames = torch.stack([c.frames for c in clips])  # (B, T, 3, S, S)
     emb, tokens = model.encode_video(frames, return_tokens=True)
-    print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {args.frames} frames each, encoded "
+    print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {frames} frames each, encoded "
           f"with flattened attentional pooling -> embeddings {tuple(emb.shape)}")
 
-    clf = videococa.ZeroShotClassifier(model, list(CLASS_NAMES), list(CLASS_TEMPLATES))
+    clf = ZeroShotClassifier(model, list(CLASS_NAMES), list(CLASS_TEMPLATES))
     preds = clf.classify(emb, top_k=1)
     first = clf.classify(model.encode_video(frames[:, :1]), top_k=1)
     print(f"\n2. zero-shot classification over {len(CLASS_NAMES)} classes (colour + shape), "
@@ -80,7 +81,7 @@ def run_demo(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="videococa-demo-") as tmp:
         t = time.perf_counter()
-        with videococa.VideoIndex(Path(tmp) / "index", model, frames=args.frames) as index:
+        with VideoIndex(Path(tmp) / "index", model, frames=frames) as index:
             report = index.add([p for p, _ in videos], workers=0)
             print(f"\n3. indexed {len(report.added)} videos (FAISS {index.faiss_kind} search + SQLite metadata, "
                   f"{_elapsed(t)}); text -> video search, best first")

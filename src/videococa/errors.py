@@ -29,3 +29,25 @@ class LabelSetError(VideoCoCaError):
 
 class IndexStoreError(VideoCoCaError):
     """A video index that is missing, unwritable, corrupt or made with another model."""
+
+
+class AnnotationError(VideoCoCaError):
+    """An annotation file that is missing or not in the expected format."""
+
+
+class DatasetRequestError(AnnotationError):
+    """A dataset, task, split or set of annotation files that do not go together."""
+
+
+class FeatureCacheError(VideoCoCaError):
+    """A feature cache that is missing, damaged or made with another model or frame count."""
+
+
+class FinetuneError(VideoCoCaError):
+    """A finetuning run that cannot start or resume as asked, or a run directory that cannot be applied."""
+
+
+class OptionError(VideoCoCaError, ValueError):
+    """An option value a user gave that cannot be used (a mode that does not exist, a number out of range).
+
+    A ValueError too, so code that catches ValueError keeps working."""

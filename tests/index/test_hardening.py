@@ -347,10 +347,10 @@ def test_a_damaged_page_is_reported_and_repair_salvages_the_rest(tiny_model, lib
 
 
 def test_the_index_folder_deleted_mid_run(tiny_model, library, tmp_path, monkeypatch):
-    from videococa.tasks import batch
+    from videococa.index import store
 
     idx = tmp_path / "idx"
-    real = batch.encode_videos
+    real = store.encode_videos
 
     def delete_after_first(*args, **kwargs):
         for i, item in enumerate(real(*args, **kwargs)):
@@ -358,7 +358,7 @@ def test_the_index_folder_deleted_mid_run(tiny_model, library, tmp_path, monkeyp
                 shutil.rmtree(idx)
             yield item
 
-    monkeypatch.setattr(batch, "encode_videos", delete_after_first)
+    monkeypatch.setattr(store, "encode_videos", delete_after_first)
     with VideoIndex(idx, tiny_model) as index:
         with pytest.raises(IndexStoreError, match="was deleted or replaced while this process was using it"):
             index.update([library], batch_size=1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-from ..errors import VideoCoCaError
+from ..errors import AnnotationError
 
 TextTask = Literal["retrieve", "caption"]
 """How a captioned dataset is used: text<->video retrieval or captioning (the caller says which)."""
@@ -28,10 +28,6 @@ SplitChoice = str | Sequence[str] | None
 """A split; splits in order of preference (the first one the file holds is read); or None for every split."""
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".3gp")
-
-
-class AnnotationError(VideoCoCaError):
-    """An annotation file that is missing or not in the expected format."""
 
 
 @dataclass

@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
+from ..errors import AnnotationError, DatasetRequestError
+from ..synthetic.benchmark import load_benchmark
+from ..tasks.labels import BUNDLED_LABELS, load_labels
 from . import readers as R
-from .readers import AnnotationError, Dataset, Item, SplitChoice
+from .readers import Dataset, Item, SplitChoice
 
 Task = Literal["classify", "retrieve", "caption", "qa", "moments"]
 TASKS: tuple[str, ...] = ("classify", "retrieve", "caption", "qa", "moments")
@@ -63,10 +66,6 @@ class DatasetSpec:
     Without that file the split defaults fall away (every item is read); an explicit `--split` still asks for it."""
 
 
-class DatasetRequestError(AnnotationError):
-    """A dataset, task, split or set of annotation files that do not go together."""
-
-
 # --------------------------------------------------------------------------- readers as the registry calls them
 def _one_per_file(read_one: Callable[[str, str | None, str, SplitChoice], Dataset]) -> Reader:
     """A reader of one-file formats: each annotation file given is read on its own."""
@@ -92,7 +91,6 @@ def _missing_fold(split: str, files: Sequence[str]):
 
 def _kinetics(name: str) -> Reader:
     def read(files, videos, task, split):
-        from ..tasks.labels import BUNDLED_LABELS, load_labels
 
         classes = load_labels(name).labels if name in BUNDLED_LABELS else None
         return [R.read_kinetics(f, videos, classes=classes, name=name) for f in files]
@@ -151,7 +149,6 @@ def _activitynet_qa(files, videos, task, split):
 
 def read_synthetic(annotations: str | os.PathLike, task: str) -> Dataset:
     """The synthetic benchmark's annotations.json, as the given task sees it (items carry groups for breakdowns)."""
-    from ..synthetic.benchmark import load_benchmark
 
     root = Path(annotations).parent
     if not (root / "annotations.json").is_file():

@@ -25,8 +25,12 @@ from ..data.readers import Dataset, Item
 from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets, read_synthetic  # noqa: F401
 from ..errors import VideoCoCaError
 from ..models.videococa import VideoCoCa
+from ..synthetic.world import CLASS_TEMPLATES
+from ..tasks.classify import ensemble_text_embeddings
+from ..tasks.labels import BUNDLED_LABELS, load_labels, load_templates
 from ..video.reader import read_video
 from . import metrics as M
+from .moments import MOMENT_NMS, MOMENT_SCALES, MOMENT_STRIDE, MOMENT_UNIT, rank_moments
 
 EvalError = DatasetRequestError
 """An evaluation that cannot run as asked (dataset, task, split or annotation files)."""
@@ -111,7 +115,6 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
 
 # --------------------------------------------------------------------------- evaluation
 def _prompt_names(ds: Dataset) -> list[str]:
-    from ..tasks.labels import BUNDLED_LABELS, load_labels
 
     for name in BUNDLED_LABELS:
         bundled = load_labels(name)
@@ -129,8 +132,6 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
 
     `frame_tokens`: stored encoder tokens per clip, as in `encode_items` (validation during finetuning).
     """
-    from ..tasks.classify import ensemble_text_embeddings
-    from ..tasks.labels import load_templates
 
     items = ds.items[:limit] if limit else list(ds.items)
     if not items:
@@ -154,8 +155,6 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
         default = "single" if ds.name == "synthetic" else ("ucf101" if ds.name.startswith("ucf101") else "kinetics")
         tmpl = load_templates(templates or default)
         if ds.name == "synthetic":
-            from ..synthetic.evaluate import CLASS_TEMPLATES
-
             tmpl = tuple(CLASS_TEMPLATES) if templates is None else tmpl
         protocol["templates"] = len(tmpl)
         cls = ensemble_text_embeddings(model, _prompt_names(ds), tmpl)  # (C, E)
@@ -225,7 +224,6 @@ def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: i
 def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, frames: int, pooling: str,
                       batch_size: int, progress: bool, t0: float) -> dict:
     """Moment retrieval metrics (see eval/moments.py for how windows become predicted spans)."""
-    from .moments import MOMENT_NMS, MOMENT_SCALES, MOMENT_STRIDE, MOMENT_UNIT, rank_moments
 
     ranked, unreadable, windows = rank_moments(model, items, frames=frames, pooling=pooling, batch_size=batch_size,
                                                progress=progress)

@@ -41,7 +41,10 @@ from ..errors import IndexStoreError
 from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
+from ..version import __version__
+from ..tasks.batch import encode_videos, scan_inputs
 from ..video.loader import LoadError
+from ..video.reader import read_video
 from ..limits import MAX_FRAMES
 from ..video.sampling import check_segment, clip_windows
 
@@ -321,14 +324,12 @@ class VideoIndex:
             raise
 
     def _init_settings(self, model, frames: int, pooling: str, segment: float | None) -> None:
-        import videococa
-
         info = model.info
         values = {
             "schema_version": SCHEMA_VERSION, "model": info.name, "pretrained": info.pretrained or "",
             "precision": model.precision, "fingerprint": model.fingerprint(), "embed_dim": info.embed_dim,
             "frames": frames, "sampling": "uniform", "pooling": pooling, "segment": segment or 0,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "videococa": videococa.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "videococa": __version__,
             "generation": 0, "index_id": uuid.uuid4().hex,  # tells this record from one made anew at the same path
         }
         with self._tx():
@@ -650,8 +651,6 @@ class VideoIndex:
         A new file with the size, mtime and first MiB of an indexed file that is gone is that file moved:
         its entries move with it instead of being embedded again.
         """
-        from ..tasks.batch import encode_videos, scan_inputs
-
         model = self._needs_model("adding videos")
         report = UpdateReport()
         with self._writing():
@@ -832,8 +831,6 @@ class VideoIndex:
 
     def search_video(self, video: str | os.PathLike, *, top_k: int = 10) -> list[SearchHit]:
         """Video -> video: the whole query video, read with the index's frames and pooling."""
-        from ..video.reader import read_video
-
         model = self._needs_model("video search")
         info = model.info
         clip = read_video(video, self.frames, size=info.image_size, mean=info.image_mean, std=info.image_std)

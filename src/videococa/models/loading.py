@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelNotFoundError, WeightsUnavailableError
+from .finetuned import apply_finetuned
 from .videococa import PRECISIONS, ModelInfo, Precision, VideoCoCa, check_choice
 
 TINY_NAME = "videococa-tiny"
@@ -226,7 +227,7 @@ def _init_uninitialised(coca: nn.Module) -> None:
 
 
 def load_model(
-    name: str = TINY_NAME,
+    name: str | None = None,
     pretrained: str | None = None,
     *,
     device: str | torch.device = "cpu",
@@ -238,11 +239,13 @@ def load_model(
     finetuned: a run directory of `videococa finetune`; its trained poolers/decoder are applied on top of
         the base, which must be the one it was trained from (checked by weight fingerprint).
 
-    name: an open_clip CoCa config ('coca_ViT-B-32', 'coca_ViT-L-14', ...) or 'videococa-tiny'.
+    name: an open_clip CoCa config ('coca_ViT-B-32', 'coca_ViT-L-14', ...) or 'videococa-tiny' (the default:
+        bundled, so it works offline).
     pretrained: an open_clip tag ('laion2b_s13b_b90k', 'mscoco_finetuned_laion2b_s13b_b90k'),
         'hf-hub:org/repo', or a local .safetensors/.bin/.pt file. None gives random weights
         (with a warning) for open_clip configs, and the bundled weights for videococa-tiny.
     """
+    name = name or TINY_NAME
     check_choice(precision, PRECISIONS, "precision")
     dev = resolve_device(device)
     cfg = _model_config(name)
@@ -293,7 +296,5 @@ def load_model(
         gen = json.loads((TINY_DIR / "generation.json").read_text())
         model.caption_suppress = tuple(gen.get("caption_suppress", ()))
     if finetuned is not None:
-        from ..train.finetune import apply_finetuned
-
         apply_finetuned(model, finetuned)
     return model

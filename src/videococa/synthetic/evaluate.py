@@ -20,9 +20,10 @@ from ..models.videococa import VideoCoCa
 from ..tasks.classify import ensemble_text_embeddings
 from ..video import read_video
 from .benchmark import make_benchmark
-from .world import CLASS_NAMES
+from ..eval.runner import evaluate_dataset, read_synthetic
+from ..models import load_model
+from .world import CLASS_NAMES, CLASS_TEMPLATES
 
-CLASS_TEMPLATES = ("a {}", "a picture of a {}", "there is a {}")
 VARIANTS = ("attentional", "mean", "middle frame")
 
 
@@ -58,7 +59,6 @@ def evaluate(
 
     `limit` keeps the first N videos (all questions of those videos for QA).
     """
-    from ..eval.runner import evaluate_dataset, read_synthetic
 
     ann = Path(root) / "annotations.json"
     results: dict = {"videos": None, "frames": num_frames, "classes": len(CLASS_NAMES),
@@ -108,7 +108,6 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from ..models import load_model
 
     p = argparse.ArgumentParser(prog="python -m videococa.synthetic.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

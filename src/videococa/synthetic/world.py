@@ -33,6 +33,8 @@ NUMBERS = ("zero", "one", "two", "three", "four")
 
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
 """Zero-shot classes of the video benchmark: the colour and shape of the object in the video."""
+CLASS_TEMPLATES = ("a {}", "a picture of a {}", "there is a {}")
+"""Prompt templates for those classes (ensembled as CLIP does)."""
 
 
 @dataclass

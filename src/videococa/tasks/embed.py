@@ -16,6 +16,7 @@ import numpy as np
 
 from ..files import remove_stale_parts
 from ..paths import display
+from ..version import __version__
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError
 from .batch import encode_videos
@@ -98,14 +99,12 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import videococa
-
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     dim = model.info.embed_dim
-    meta = {"videococa": videococa.__version__, "model": model.info.name, "pretrained": model.info.pretrained or "",
+    meta = {"videococa": __version__, "model": model.info.name, "pretrained": model.info.pretrained or "",
             "precision": model.precision, "fingerprint": model.fingerprint(), "frames": str(frames),
             "sampling": "uniform", "pooling": pooling, "segment": str(segment or 0)}
     schema = pa.schema([

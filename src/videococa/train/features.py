@@ -23,16 +23,12 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from ..errors import VideoCoCaError
+from ..errors import FeatureCacheError, VideoCoCaError
 from ..files import load_tensors, save_tensors_atomic, write_json_atomic
 from ..models.videococa import VideoCoCa
 from ..video.reader import read_video
 
 FORMAT_VERSION = 1
-
-
-class FeatureCacheError(VideoCoCaError):
-    """A feature cache that is missing, damaged or made with another model or frame count."""
 
 
 def clip_key(path: str, start: float | None = None, end: float | None = None) -> str:

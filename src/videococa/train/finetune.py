@@ -43,7 +43,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import VideoCoCaError
+from ..errors import FinetuneError
 from ..files import atomic_path, save_tensors_atomic, write_json_atomic, write_text_atomic
 from ..models.decoding import decoder_hidden
 from ..models.videococa import TEMPORALS, VideoCoCa, check_choice
@@ -55,10 +55,6 @@ TASKS: tuple[str, ...] = ("caption", "qa", "retrieval", "retrieval+caption")
 LOSS_WEIGHTS: dict[str, tuple[float, float]] = {  # task -> (contrastive, captioning); CoCa: 1 and 2
     "caption": (0.0, 1.0), "qa": (0.0, 1.0), "retrieval": (1.0, 0.0), "retrieval+caption": (1.0, 2.0)}
 LOG_FIELDS = ["step", "epoch", "loss", "contrastive", "caption", "lr", "logit_scale"]
-
-
-class FinetuneError(VideoCoCaError):
-    """A finetuning run that cannot start or resume as asked."""
 
 
 @dataclass
@@ -430,25 +426,3 @@ def _save(run: Path, model, params, opt, step, base, cfg, history, pairs, missin
     write_json_atomic(run / "run.json", info, indent=1)
 
 
-def apply_finetuned(model: VideoCoCa, run_dir: str | os.PathLike) -> VideoCoCa:
-    """Load a run's trained parameters onto its base model (checked by weight fingerprint)."""
-    run = Path(run_dir)
-    if not (run / "run.json").is_file() or not (run / "trained.safetensors").is_file():
-        raise FinetuneError(f"{str(run)!r} is not a finetuning run directory (needs run.json and trained.safetensors)")
-    info = json.loads((run / "run.json").read_text())
-    if info["base"]["fingerprint"] != model.fingerprint():
-        raise FinetuneError(f"run {str(run)!r} was finetuned from {info['base']['model']} "
-                            f"[{info['base']['pretrained']}] (weights {info['base']['fingerprint']}); "
-                            f"the loaded base is {model.info.name} [{model.info.pretrained}] (weights {model.fingerprint()})")
-    trained = load_file(str(run / "trained.safetensors"))
-    cfg = info["config"]
-    model.enable_temporal(cfg.get("temporal", "none"), layers=cfg.get("temporal_layers", 1))
-    params = dict(model.named_parameters())
-    unknown = sorted(set(trained) - set(params))
-    if unknown:
-        raise FinetuneError(f"run {str(run)!r} holds parameters this model does not have: {', '.join(unknown[:5])}")
-    with torch.no_grad():
-        for n, t in trained.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
-    model.refresh_fingerprint()
-    return model
