@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from videococa.cli import build_parser, main
-
-from conftest import EASY_VIDEOS
+from videococa.testing import EASY_VIDEOS
 
 
 def run(capsys, *argv):

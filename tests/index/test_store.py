@@ -17,8 +17,7 @@ import pytest
 
 from videococa import IndexStoreError, VideoIndex
 from videococa.index import build_faiss
-
-from conftest import EASY_VIDEOS
+from videococa.testing import EASY_VIDEOS
 
 
 @pytest.fixture
