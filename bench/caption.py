@@ -2,27 +2,22 @@
 
 coca_ViT-B-32 (random weights), 4 videos, exactly 30 new tokens (min_len = max_len = 30), greedy and
 beam search with 6 beams, fp32 on CPU. The uncached loop re-runs open_clip's full forward every step
-(tests/reference.py, the oracle the tests compare against). open_clip's own generate() needs
+(videococa.testing, the oracle the tests compare against). open_clip's own generate() needs
 transformers<4.56; its column is skipped with a note when that is not installed.
 Run: .venv/bin/python bench/caption.py
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(ROOT / "tests"))
-from common import header  # noqa: E402
-from reference import SOT, reference_beam, reference_greedy  # noqa: E402
+from common import header
 
-import videococa  # noqa: E402
+import videococa
+from videococa.testing import SOT, reference_beam, reference_greedy
 
 B, NEW, BEAMS = 4, 30, 6
 

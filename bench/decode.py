@@ -6,19 +6,17 @@ Run: .venv/bin/python bench/decode.py
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import header, timeit  # noqa: E402
+from common import header, timeit
 
-import videococa  # noqa: E402
-from videococa.video import decode_all  # noqa: E402
-from videococa.video.samples import sample_videos  # noqa: E402
+import videococa
+from videococa.video import decode_all
+from videococa.video.samples import sample_videos
 
 T, B = 8, 4
 
@@ -32,8 +30,7 @@ def long_video() -> str:
     path = Path(__file__).resolve().parent.parent / ".cache" / "bench" / "long_120s_gop250.mp4"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from helpers import write_video
+        from videococa.testing import write_video
 
         tmp = path.with_suffix(".tmp.mp4")
         write_video(tmp, frames=3000, width=640, height=360, fps=25, gop=250, options={"preset": "ultrafast"})

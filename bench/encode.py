@@ -8,17 +8,14 @@ Run: .venv/bin/python bench/encode.py
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import count_flops, header, matmul_gflops, timeit  # noqa: E402
+from common import count_flops, header, matmul_gflops, timeit
 
-import videococa  # noqa: E402
+import videococa
 
 B, T = 4, 8
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -22,13 +21,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import count_flops, header  # noqa: E402
+from common import count_flops, header
 
-import videococa  # noqa: E402
-from videococa.synthetic.benchmark import load_benchmark, make_benchmark  # noqa: E402
-from videococa.train import FeatureCache, cache_features, clip_key  # noqa: E402
-from videococa.train.finetune import _Losses, trainable_parameters  # noqa: E402
+import videococa
+from videococa.synthetic.benchmark import load_benchmark, make_benchmark
+from videococa.train import FeatureCache, cache_features, clip_key
+from videococa.train.finetune import _Losses, trainable_parameters
 
 FRAMES = 8
 

@@ -15,8 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import header  # noqa: E402
+from common import header
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench"
 
@@ -26,8 +25,7 @@ def video(seconds: int) -> str:
     path = CACHE / f"mem_{seconds}s.mp4"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from helpers import write_video
+        from videococa.testing import write_video
 
         tmp = path.with_name(path.stem + ".tmp.mp4")
         write_video(tmp, frames=25 * seconds, width=320, height=180, fps=25, gop=250,

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header  # noqa: E402
+from common import header
 
-from videococa.index import store  # noqa: E402
+from videococa.index import store
 
 DIM = 512
 

@@ -62,11 +62,6 @@ import os as _os
 
 _os.environ["VIDEOCOCA_SIGINT_GRACE"] = "60"
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py importable from every test folder
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
@@ -89,22 +84,9 @@ def tiny_model():
     return load_model("videococa-tiny")
 
 
-EASY_VIDEOS = [("circle", "red", "right"), ("square", "blue", "down"), ("triangle", "green", "left"),
-               ("star", "yellow", "up"), ("hexagon", "purple", "right")]
-"""(shape, colour, direction): one large object each, on a plain background; colours all differ."""
-
-
 @pytest.fixture(scope="session")
 def easy_videos(tmp_path_factory) -> list[str]:
-    """Five short synthetic mp4 files, named colour_shape.mp4."""
-    from videococa.synthetic.benchmark import write_mp4
-    from videococa.synthetic.world import Obj, VideoSpec
+    """Five short synthetic mp4 files, named colour_shape.mp4 (videococa.testing.EASY_VIDEOS)."""
+    from videococa.testing import write_easy_videos
 
-    root = tmp_path_factory.mktemp("easy")
-    paths = []
-    for i, (shape, colour, direction) in enumerate(EASY_VIDEOS):
-        spec = VideoSpec(i, Obj(shape, colour, "large", 0.5, 0.5), direction, "plain", (128, 128, 128))
-        path = root / f"{colour}_{shape}.mp4"
-        write_mp4(path, spec.render_frames(16, 96))
-        paths.append(str(path))
-    return paths
+    return write_easy_videos(tmp_path_factory.mktemp("easy"))

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from helpers import sample_video
 from videococa import VideoLoader, interrupt
 from videococa.cli import main
+from videococa.testing import sample_video
 
 
 class _Finaliser:

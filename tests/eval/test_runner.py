@@ -12,8 +12,7 @@ from videococa.cli import main
 from videococa.eval import runner
 from videococa.data.readers import AnnotationError
 from videococa.eval.runner import EvalError, evaluate, evaluate_dataset, load_datasets
-
-from conftest import EASY_VIDEOS
+from videococa.testing import EASY_VIDEOS
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ import pytest
 from videococa import IndexStoreError, VideoIndex
 from videococa.files import FileLock
 from videococa.index.store import faiss_ids
-
-from helpers import write_video
+from videococa.testing import write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,7 +247,7 @@ def test_odd_files_in_the_library(tiny_model, library, tmp_path):
 def test_an_animated_gif_is_read_as_a_video(tiny_model, tmp_path):
     from PIL import Image
 
-    from helpers import pattern
+    from videococa.testing import pattern
     from videococa import read_video
 
     frames = [Image.fromarray(pattern(i, 60, 80)) for i in range(20)]
@@ -266,7 +265,7 @@ def test_an_animated_gif_is_read_as_a_video(tiny_model, tmp_path):
 @pytest.mark.parametrize("suffix,codec,options", [("mp4", "libx264", {"movflags": "faststart"}),
                                                    ("mkv", "libx264", {}), ("webm", "libvpx-vp9", {})])
 def test_a_truncated_file_is_indexed_only_as_far_as_its_data(tiny_model, tmp_path, suffix, codec, options):
-    from helpers import pattern
+    from videococa.testing import pattern
     from videococa import read_clips
 
     full = tmp_path / f"full.{suffix}"
@@ -568,7 +567,7 @@ def test_searching_an_index_that_cannot_be_written(tiny_model, library, tmp_path
 
 
 def test_a_long_truncated_file_is_reported_when_its_last_chunk_finds_the_cut(tiny_model, tmp_path, monkeypatch):
-    from helpers import pattern
+    from videococa.testing import pattern
     from videococa.video import loader, reader
 
     monkeypatch.setattr(reader, "CHUNK_FRAMES", 4)  # 2 windows per chunk: the cut is found in a later chunk

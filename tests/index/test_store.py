@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,7 @@ import pytest
 
 from videococa import IndexStoreError, VideoIndex
 from videococa.index import build_faiss
-
-from conftest import EASY_VIDEOS
+from videococa.testing import EASY_VIDEOS
 
 
 @pytest.fixture
@@ -130,40 +130,79 @@ def test_bad_files_are_reported_and_the_rest_indexed(tiny_model, library, tmp_pa
         assert any("no such file" in f.reason for f in r.failed)
 
 
+# Run in a child process: after the index commits its K-th file, write one byte to fd READY, then block reading fd
+# GO, which the test never writes to: the test's signal finds the child there, with exactly K files committed.
+_PAUSE_AFTER_K_FILES = textwrap.dedent("""
+    import os, sys
+    from videococa.index.store import VideoIndex
+
+    K, READY, GO = (int(a) for a in sys.argv[1:4])
+    sys.argv = ["videococa", *sys.argv[4:]]
+    applied, files = VideoIndex._applied, 0
+
+    def pausing(self, gen, removed=(), added=None, vectors=None):
+        global files
+        applied(self, gen, removed, added, vectors)  # the file's transaction is committed before this is called
+        if added is not None and len(added):
+            files += 1
+            if files == K:
+                os.write(READY, b"k")
+                os.read(GO, 1)  # returns only if the test closes GO without a signal ending this process
+                raise SystemExit("released without a signal")
+
+    VideoIndex._applied = pausing
+""")
+
+
+@contextmanager
+def _paused_after(k: int, code: str, args: list[str], **popen):
+    """Start `code` (after the hook above) in a child; yield it once it has committed exactly k files and stopped."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_K_FILES + code, str(k), str(ready_w), str(go_r),
+                                 *args], pass_fds=(ready_w, go_r), **popen)
+        os.close(ready_w)
+        os.close(go_r)
+        ready_w = go_r = None
+        try:
+            readable, _, _ = select.select([ready_r], [], [], 300)  # a bounded wait for the byte; no polling
+            assert readable and os.read(ready_r, 1) == b"k", f"the child never committed {k} files: {proc.poll()}"
+            yield proc
+        finally:
+            if proc.returncode is None:  # the test failed before it saw the child end
+                proc.kill()
+                proc.communicate()
+    finally:
+        for fd in (ready_r, ready_w, go_r, go_w):
+            if fd is not None:
+                os.close(fd)
+
+
+def _rerun_completes(idx, model, library, committed: int, total: int = 5) -> None:
+    """Re-running the update keeps the committed files, embeds only the rest, and leaves no duplicates."""
+    with VideoIndex(idx, model) as index:
+        r = index.update([library])
+        assert len(r.unchanged) == committed and len(r.added) == total - committed
+        rows = _entries(index)
+        assert len(rows) == len(set(rows)) == total == len(index)  # complete, no duplicates
+        assert index._faiss.ntotal == total
+
+
 def test_kill_9_while_indexing_loses_nothing_committed(tiny_model, library, tmp_path):
     idx = tmp_path / "idx"
-    for i in range(3):  # a bigger library, so the kill lands mid-run
-        for p in list(library.rglob("*.mp4"))[:5]:
-            shutil.copy(p, library / f"copy{i}_{p.name}")
     script = textwrap.dedent(f"""
         import videococa
         m = videococa.load_model("videococa-tiny")
         with videococa.VideoIndex({str(idx)!r}, m) as index:
             index.add([{str(library)!r}], batch_size=1, workers=1)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
-    db = idx / "index.sqlite"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:  # wait until some, not all, files are committed
-        if db.is_file():
-            try:
-                n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM files").fetchone()[0]
-            except sqlite3.Error:
-                n = 0
-            if n >= 3:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "indexing finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with _paused_after(3, script, []) as proc:
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
     with VideoIndex(idx, tiny_model) as index:
-        committed = len(index.files())
-        assert 3 <= committed < 20
-        r = index.update([library])
-        assert len(r.unchanged) == committed and len(r.added) == 20 - committed
-        rows = _entries(index)
-        assert len(rows) == len(set(rows)) == 20 == len(index)  # complete, no duplicates
-        assert index._faiss.ntotal == 20
+        assert len(index.files()) == 3 == len(index)  # exactly the committed files, each whole
+    _rerun_completes(idx, tiny_model, library, committed=3)
 
 
 def test_ivf_index_above_the_exact_limit_finds_neighbours_and_removes():
@@ -187,31 +226,16 @@ def test_ivf_index_above_the_exact_limit_finds_neighbours_and_removes():
     assert 100 not in ia and 101 not in ia and approx.ntotal == 4998
 
 
-def test_ctrl_c_through_the_cli_keeps_what_was_committed(library, tmp_path):
+def test_ctrl_c_through_the_cli_keeps_what_was_committed(tiny_model, library, tmp_path):
     idx = tmp_path / "idx"
-    # far more files than it takes to see 3 committed, so a slow or oversubscribed test machine (the poll below can
-    # stall for seconds) still interrupts a run with work left
-    for i in range(12):
-        for p in list(library.rglob("*.mp4"))[:5]:
-            shutil.copy(p, library / f"copy{i}_{p.name}")
-    total = len(list(library.rglob("*.mp4")))  # 65
-    proc = subprocess.Popen([sys.executable, "-m", "videococa", "index", str(library), "--index", str(idx),
-                             "--batch-size", "1", "--workers", "1", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db = idx / "index.sqlite"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if db.is_file():
-            try:
-                if sqlite3.connect(db).execute("SELECT COUNT(*) FROM files").fetchone()[0] >= 3:
-                    break
-            except sqlite3.Error:
-                pass
-        time.sleep(0.05)
-    assert proc.poll() is None, "indexing finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    cli = "from videococa.cli import run\nrun()\n"  # what `python -m videococa` runs
+    args = ["index", str(library), "--index", str(idx), "--batch-size", "1", "--workers", "1", "--json"]
+    with _paused_after(3, cli, args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     meta = (idx / "vectors.json").read_text()
     with VideoIndex(idx) as index:  # FAISS was saved on the way out: it matches SQLite, no rebuild needed
-        assert f'"generation": {index.generation}' in meta and 3 <= len(index) < total
+        assert f'"generation": {index.generation}' in meta
+        assert len(index.files()) == 3 == len(index) == index._faiss.ntotal
+    _rerun_completes(idx, tiny_model, library, committed=3)

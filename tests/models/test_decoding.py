@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from reference import EOT, SOT, reference_beam, reference_greedy
 from videococa.models.decoding import warp
 from videococa.models.videococa import normalize_answer
+from videococa.testing import EOT, SOT, reference_beam, reference_greedy
 
 
 @pytest.fixture(scope="module")

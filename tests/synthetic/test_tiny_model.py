@@ -11,11 +11,24 @@ import torch
 
 import videococa
 from videococa.synthetic.benchmark import load_benchmark, make_benchmark, write_mp4
-from videococa.synthetic.evaluate import class_embeddings, load_frames
+from videococa.synthetic.evaluate import CLASS_TEMPLATES
 from videococa.synthetic.world import CLASS_NAMES, SHAPES, Obj, VideoSpec
 from videococa.models.loading import TINY_DIR
+from videococa.tasks.classify import ensemble_text_embeddings
 
 pytestmark = pytest.mark.skipif("videococa-tiny" not in videococa.list_models(), reason="tiny model not bundled")
+
+
+def load_frames(model, paths: list[str], num_frames: int) -> torch.Tensor:
+    """(N, T, 3, S, S) frames of every video, read at the model's input size."""
+    info = model.info
+    return torch.stack([videococa.read_video(p, num_frames, size=info.image_size, mean=info.image_mean,
+                                             std=info.image_std).frames for p in paths])
+
+
+def class_embeddings(model) -> torch.Tensor:
+    """(C, E) one embedding per class of the synthetic world, ensembled over the benchmark's templates."""
+    return ensemble_text_embeddings(model, CLASS_NAMES, CLASS_TEMPLATES)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +270,7 @@ def test_training_script_reproduces_the_shipped_log(tmp_path):
 
 
 def test_cached_greedy_equals_open_clip_forward_on_tiny(tiny, small_benchmark):
-    from reference import SOT, reference_beam, reference_greedy
+    from videococa.testing import SOT, reference_beam, reference_greedy
 
     items, _ = load_benchmark(small_benchmark)
     frames = load_frames(tiny, [it.path for it in items[:3]], 8)

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 from videococa import ZeroShotClassifier, read_video
 from videococa.tasks import rank_texts
-
-from conftest import EASY_VIDEOS
+from videococa.testing import EASY_VIDEOS
 
 CLASSES = [f"{colour} {shape}" for shape, colour, _ in EASY_VIDEOS]
 

@@ -143,7 +143,7 @@ def test_resume_keeps_only_rows_of_videos_asked_for_and_unchanged(tiny_model, ea
 
 
 def test_embed_notes_a_truncated_file_and_gives_its_real_duration(tiny_model, tmp_path):
-    from helpers import write_video
+    from videococa.testing import write_video
 
     full = write_video(tmp_path / "full.mkv", frames=250, fps=25, width=96, height=64, gop=25)
     cut = tmp_path / "cut.mkv"

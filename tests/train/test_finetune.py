@@ -15,8 +15,7 @@ from videococa.train import (FeatureCache, FeatureCacheError, FinetuneConfig, Fi
                              clip_key, finetune, training_pairs)
 from videococa.train import features as features_mod
 from videococa.train.finetune import caption_loss, pool_train
-
-from conftest import EASY_VIDEOS
+from videococa.testing import EASY_VIDEOS
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
     one = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert one["train_pairs"] % 2 == 0  # so both runs see every pair
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the package is installed; PYTHONPATH, if set, is inherited
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(_free_port()), "-m", "videococa"] + args
                           + ["--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=600)

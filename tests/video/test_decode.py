@@ -9,9 +9,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from helpers import reference_frame_at, sample_video, write_video
 from videococa import VideoDecodeError, probe, read_clips, read_video
 from videococa.video import decode_all, decode_frames_at, uniform_times
+from videococa.testing import reference_frame_at, sample_video, write_video
 
 SAMPLES = {
     # name: (duration s, width, height, frames, fps)
@@ -177,7 +177,7 @@ def test_short_video_repeats_nearest_frames(tmp_path):
 def test_still_images_are_one_frame_videos(tmp_path, suffix):
     from PIL import Image
 
-    from helpers import pattern
+    from videococa.testing import pattern
 
     path = tmp_path / f"still{suffix}"
     Image.fromarray(pattern(3, 90, 130)).save(path)
@@ -242,7 +242,7 @@ def test_missing_directory_empty_text_html(tmp_path):
 
 
 def test_audio_only_file(tmp_path):
-    from helpers import write_audio_only
+    from videococa.testing import write_audio_only
 
     path = write_audio_only(tmp_path / "song.m4a")
     with pytest.raises(VideoDecodeError, match=r"song\.m4a': has no video stream \(audio only\)"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import sample_video
 from videococa import LoadError, VideoLoader, read_video
+from videococa.testing import sample_video
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import pattern, sample_video
 from videococa.video import CLIP_MEAN, CLIP_STD, decode_frames_at, preprocess_frames
+from videococa.testing import pattern, sample_video
 
 STD = torch.tensor(CLIP_STD).view(3, 1, 1)
 

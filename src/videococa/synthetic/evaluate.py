@@ -27,20 +27,6 @@ from .world import CLASS_NAMES, CLASS_TEMPLATES
 VARIANTS = ("attentional", "mean", "middle frame")
 
 
-def load_frames(model: VideoCoCa, paths: list[str], num_frames: int, progress: bool = False) -> torch.Tensor:
-    """(N, T, 3, S, S) frames of every video, read at the model's input size."""
-    info = model.info
-    out = []
-    for p in tqdm(paths, desc="read videos", disable=not progress, unit="video"):
-        out.append(read_video(p, num_frames, size=info.image_size, mean=info.image_mean, std=info.image_std).frames)
-    return torch.stack(out)
-
-
-def class_embeddings(model: VideoCoCa, classes=CLASS_NAMES, templates=CLASS_TEMPLATES) -> torch.Tensor:
-    """Mean of the L2-normalised template embeddings per class, re-normalised (CLIP's ensembling)."""
-    return ensemble_text_embeddings(model, classes, templates)  # (C, E)
-
-
 VARIANT_SETTINGS = {"attentional": ("attentional", None), "mean": ("mean", None), "middle frame": ("attentional", 1)}
 """variant -> (pooling, frames); None: the run's frame count. One uniformly sampled frame is the middle one."""
 
