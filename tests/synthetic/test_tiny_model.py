@@ -11,7 +11,7 @@ import torch
 
 import videococa
 from videococa.synthetic.benchmark import load_benchmark, make_benchmark, write_mp4
-from videococa.synthetic.evaluate import CLASS_TEMPLATES
+from videococa.synthetic.world import CLASS_TEMPLATES
 from videococa.synthetic.world import CLASS_NAMES, SHAPES, Obj, VideoSpec
 from videococa.models.loading import TINY_DIR
 from videococa.tasks.classify import ensemble_text_embeddings

@@ -13,16 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from ..models.videococa import VideoCoCa
-from ..tasks.classify import ensemble_text_embeddings
-from ..video import read_video
-from .benchmark import make_benchmark
 from ..eval.runner import evaluate_dataset, read_synthetic
-from ..models import load_model
-from .world import CLASS_NAMES, CLASS_TEMPLATES
+from ..models import VideoCoCa, load_model
+from .benchmark import make_benchmark
+from .world import CLASS_NAMES
 
 VARIANTS = ("attentional", "mean", "middle frame")
 
