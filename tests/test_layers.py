@@ -20,7 +20,7 @@ LAYERS = [
     ("models", ["models"]),
     ("tasks", ["tasks", "train"]),
     ("services", ["index", "eval", "data.registry", "data"]),
-    ("apps", ["demo", "synthetic.evaluate"]),
+    ("apps", ["demo", "synthetic.evaluate", "testing"]),
     ("cli", ["cli", "__main__", ""]),
 ]
 

@@ -14,6 +14,8 @@ import av
 import numpy as np
 import torch
 
+from .synthetic.benchmark import write_mp4
+from .synthetic.world import Obj, VideoSpec
 from .video.samples import sample_videos
 
 
@@ -107,8 +109,6 @@ EASY_VIDEOS = [("circle", "red", "right"), ("square", "blue", "down"), ("triangl
 
 def write_easy_videos(root: str | os.PathLike) -> list[str]:
     """The five EASY_VIDEOS as short mp4 files in `root`, named colour_shape.mp4 (in EASY_VIDEOS order)."""
-    from .synthetic.benchmark import write_mp4
-    from .synthetic.world import Obj, VideoSpec
 
     paths = []
     for i, (shape, colour, direction) in enumerate(EASY_VIDEOS):
