@@ -5,7 +5,8 @@ from .errors import (CheckpointError, IndexStoreError, LabelSetError, ModelNotFo
 from .index import SearchHit, UpdateReport, VideoIndex
 from .models import ModelInfo, VideoCoCa, list_models, load_model
 from .tasks import Prediction, ZeroShotClassifier, embed_to_parquet, encode_videos, load_labels, rank_texts
-from .video import Clip, LoadError, VideoBatch, VideoInfo, VideoLoader, preprocess_frames, probe, read_clips, read_video
+from .video import (Clip, LoadError, Preprocess, VideoBatch, VideoInfo, VideoLoader, preprocess_frames, probe,
+                    read_clips, read_video)
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "rank_texts",
     "Clip",
     "LoadError",
+    "Preprocess",
     "VideoBatch",
     "VideoInfo",
     "VideoLoader",
