@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from ..models.videococa import VideoCoCa
 from ..tasks.classify import ensemble_text_embeddings
-from ..video import read_video
 from .benchmark import make_benchmark
 from .world import CLASS_NAMES
 
@@ -28,10 +27,9 @@ VARIANTS = ("attentional", "mean", "middle frame")
 
 def load_frames(model: VideoCoCa, paths: list[str], num_frames: int, progress: bool = False) -> torch.Tensor:
     """(N, T, 3, S, S) frames of every video, read at the model's input size."""
-    info = model.info
     out = []
     for p in tqdm(paths, desc="read videos", disable=not progress, unit="video"):
-        out.append(read_video(p, num_frames, size=info.image_size, mean=info.image_mean, std=info.image_std).frames)
+        out.append(model.read_video(p, num_frames).frames)
     return torch.stack(out)
 
 
