@@ -102,9 +102,14 @@ def test_unknown_pooling_lists_choices(model, frames):
         model.encode_video(frames, pooling="max")
 
 
-def test_integer_frames_rejected(model):
-    with pytest.raises(TypeError, match="float tensor"):
-        model.encode_video(torch.zeros(1, 1, 3, 224, 224, dtype=torch.uint8))
+def test_integer_frames_other_than_uint8_rejected(model):
+    with pytest.raises(TypeError, match="uint8 RGB or a float tensor normalised for the model, got dtype torch.int64"):
+        model.encode_video(torch.zeros(1, 1, 3, 224, 224, dtype=torch.int64))
+
+
+def test_wrong_size_float_frames_point_to_the_models_preprocess(model):
+    with pytest.raises(ValueError, match=r"needs 224x224 float frames \(read them with model.read_video\(path\)"):
+        model.encode_video(torch.zeros(1, 2, 3, 64, 64))
 
 
 def test_encode_text_equals_open_clip(model, reference):

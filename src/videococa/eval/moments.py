@@ -51,7 +51,6 @@ def rank_moments(model: VideoCoCa, items: Sequence[Item], *, frames: int = 8, po
 
     Items are queries: `captions[0]` is the sentence, `path` the video (see the module docstring).
     """
-    info = model.info
     by_video: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
         by_video[it.path].append(i)
@@ -61,7 +60,7 @@ def rank_moments(model: VideoCoCa, items: Sequence[Item], *, frames: int = 8, po
     for path, idx in tqdm(by_video.items(), desc="moments", unit="video", disable=not progress, leave=False):
         try:
             clips = read_clips(path, frames, windows=lambda d: sliding_windows(d, scales=(unit,), stride=stride),
-                               size=info.image_size, mean=info.image_mean, std=info.image_std)
+                               preprocess=model.preprocess)
         except (VideoCoCaError, ValueError) as exc:
             unreadable.append((path, str(exc)))
             continue

@@ -69,8 +69,7 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
     def read(key):
         p, s, e = key
         try:
-            return read_video(p, frames, start=s, end=e, size=info.image_size, mean=info.image_mean,
-                              std=info.image_std).frames
+            return read_video(p, frames, start=s, end=e, preprocess=model.preprocess).frames
         except (VideoCoCaError, ValueError) as exc:
             return str(exc)
 

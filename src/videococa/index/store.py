@@ -832,8 +832,7 @@ class VideoIndex:
     def search_video(self, video: str | os.PathLike, *, top_k: int = 10) -> list[SearchHit]:
         """Video -> video: the whole query video, read with the index's frames and pooling."""
         model = self._needs_model("video search")
-        info = model.info
-        clip = read_video(video, self.frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
+        clip = model.read_video(video, self.frames)
         return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k)
 
     # ------------------------------------------------------------------ repair

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import re
 import string
 import warnings
@@ -22,6 +23,9 @@ from torch import nn
 
 from ..limits import MAX_FRAMES
 from ..paths import shorten
+from ..video.reader import Clip
+from ..video.reader import read_video as _read_video
+from ..video.transforms import Preprocess
 from .decoding import METHODS, Caption, Method, generate_ids
 
 Pooling = Literal["attentional", "mean"]
@@ -148,6 +152,17 @@ class VideoCoCa(nn.Module):
     def eot_token_id(self) -> int:
         return self.tokenizer.eot_token_id
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """This model's frame preprocessing (input size, mean, std): `read_video(..., preprocess=model.preprocess)`,
+        or call it on uint8 frames (..., H, W, 3) of any size to get float (..., 3, S, S) model input."""
+        info = self.info
+        return Preprocess(info.image_size, info.image_mean, info.image_std)
+
+    def read_video(self, path: str | os.PathLike, num_frames: int = 8, **kwargs) -> Clip:
+        """`videococa.read_video(path, num_frames, preprocess=self.preprocess, **kwargs)`: a Clip ready for this model."""
+        return _read_video(path, num_frames, preprocess=self.preprocess, **kwargs)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context for this model's precision (no-op for fp32)."""
         if self.precision == "bf16":
@@ -155,26 +170,34 @@ class VideoCoCa(nn.Module):
         return contextlib.nullcontext()
 
     def _check_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Model input (B, T, 3, S, S) float32 on the model's device from float frames already preprocessed, or
+        from uint8 frames (B, T, H, W, 3) / (B, T, 3, H, W) of any size, preprocessed here."""
         if not isinstance(frames, torch.Tensor):
             raise TypeError(f"frames must be a torch.Tensor of shape (B, T, 3, H, W), got {type(frames).__name__}")
-        if frames.ndim != 5 or frames.shape[2] != 3:
+        if frames.ndim != 5:
             raise ValueError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         t = frames.shape[1]
         if not 1 <= t <= MAX_FRAMES:
             raise ValueError(f"frames has T={t} frames per video; VideoCoCa takes 1 to {MAX_FRAMES}")
+        if frames.dtype == torch.uint8:
+            frames = self.preprocess(frames)  # (B, T, 3, S, S) float32
+        if frames.shape[2] != 3:
+            raise ValueError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         size = self.info.image_size
         if frames.shape[-2:] != (size, size):
             raise ValueError(
                 f"frames are {frames.shape[-2]}x{frames.shape[-1]} pixels; model {self.info.name!r} "
-                f"needs {size}x{size} (use videococa.read_video(..., size={size}) or preprocess_frames)"
+                f"needs {size}x{size} float frames (read them with model.read_video(path) or "
+                f"read_video(path, preprocess=model.preprocess), or pass uint8 frames of any size)"
             )
         if not frames.is_floating_point():
-            raise TypeError(f"frames must be a float tensor normalised for the model, got dtype {frames.dtype}")
+            raise TypeError(f"frames must be uint8 RGB or a float tensor normalised for the model, got dtype "
+                            f"{frames.dtype}")
         return frames.to(self.device, torch.float32)
 
     # ------------------------------------------------------------------ video
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Per-frame encoder tokens before pooling: (B, T, 3, H, W) -> (B, T, N, W).
+        """Per-frame encoder tokens before pooling: (B, T, 3, H, W) -> (B, T, N, W). Frames as in `encode_video`.
 
         This is the frozen, expensive part; its output is what finetuning caches.
         """
@@ -246,7 +269,11 @@ class VideoCoCa(nn.Module):
         pooling: Pooling = "attentional",
         return_tokens: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Video embeddings (B, E), L2-normalised, from frames (B, T, 3, H, W) already normalised.
+        """Video embeddings (B, E), L2-normalised, from frames (B, T, 3, S, S).
+
+        frames: either float32 model input at the model's size S (from `model.read_video` or
+        `read_video(..., preprocess=model.preprocess)`), used as given, or raw uint8 RGB frames of any size,
+        channels last (B, T, H, W, 3) or first (B, T, 3, H, W), which go through `model.preprocess` first.
 
         `attentional` (the paper's method): one pooler pass over all T*N frame tokens.
         `mean` (baseline): each frame's own image embedding, averaged and re-normalised.
@@ -323,8 +350,9 @@ class VideoCoCa(nn.Module):
     ) -> list[str] | list[Caption]:
         """Captions (or continuations of `prompt`) for a batch of videos.
 
-        Give frames (B, T, 3, H, W) or the generative tokens (B, Q-1, E) from
-        `encode_video(..., return_tokens=True)`, so one encoding serves many decodings.
+        Give frames (B, T, 3, H, W) as `encode_video` takes them (float model input, or uint8 of any size) or
+        the generative tokens (B, Q-1, E) from `encode_video(..., return_tokens=True)`, so one encoding
+        serves many decodings.
         method: greedy, beam (length-normalised), top_k or top_p sampling (seeded by `seed`).
         max_len / min_len count new tokens. `suppress`: words (one token each) never generated;
         by default, the model's own list for captions without a prompt (videococa-tiny: its
@@ -393,6 +421,8 @@ class VideoCoCa(nn.Module):
         **kwargs,
     ) -> list[str]:
         """Answer one question per video (a single string asks every video the same), zero-shot or finetuned.
+
+        frames as `encode_video` takes them (float model input, or uint8 of any size), or `tokens` from it.
 
         The question goes into `template`, the decoder continues it, and the continuation is
         normalised (lowercase, trimmed, punctuation removed).

@@ -80,9 +80,7 @@ def encode_videos(
     its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
     keeps them), so holding results costs only their embeddings.
     """
-    info = model.info
-    loader = VideoLoader(paths, frames, batch_size, workers, size=info.image_size, mean=info.image_mean,
-                         std=info.image_std, segment=segment)
+    loader = VideoLoader(paths, frames, batch_size, workers, preprocess=model.preprocess, segment=segment)
     last = None
     with tqdm(total=len(loader.paths), desc=desc, unit="video", disable=not progress, leave=False) as bar:
         for batch in loader:

@@ -157,8 +157,7 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
             part, frames_ok = [], []
             for k, p, s, e in to_cache[i : i + batch_size]:
                 try:
-                    clip = read_video(p, frames, start=s, end=e, size=info.image_size, mean=info.image_mean,
-                                      std=info.image_std)
+                    clip = read_video(p, frames, start=s, end=e, preprocess=model.preprocess)
                 except (VideoCoCaError, ValueError) as exc:
                     report.failed.append((p, str(exc)))
                     continue

@@ -4,13 +4,14 @@ from .decode import VideoInfo, decode_all, decode_frames_at, probe
 from .loader import LoadError, VideoBatch, VideoLoader
 from .reader import Clip, iter_clips, read_clips, read_video
 from .sampling import clip_windows, random_times, sliding_windows, uniform_times
-from .transforms import CLIP_MEAN, CLIP_STD, preprocess_frames, resize_crop
+from .transforms import CLIP_MEAN, CLIP_STD, Preprocess, preprocess_frames, resize_crop
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "Clip",
     "LoadError",
+    "Preprocess",
     "VideoBatch",
     "VideoInfo",
     "VideoLoader",

@@ -18,7 +18,7 @@ from ..paths import display
 from ..limits import CHUNK_FRAMES
 from .reader import Clip, _check_num_frames, iter_clips, read_video
 from .sampling import SAMPLINGS, Sampling, check_segment
-from .transforms import CLIP_MEAN, CLIP_STD
+from .transforms import Preprocess, resolve_preprocess
 
 @dataclass(frozen=True)
 class LoadError:
@@ -109,6 +109,8 @@ class VideoLoader:
     a long file's windows are decoded `CHUNK_FRAMES` frames at a time while earlier ones are encoded, so
     memory does not grow with the length of a video. A file that fails after some of its windows were
     yielded ends with a LoadError for it: consumers drop the windows they hold for that file.
+    Frames are made model input by `preprocess` (`preprocess=model.preprocess`), or by the older
+    size/mean/std keywords as in `read_video`.
     """
 
     def __init__(
@@ -119,10 +121,11 @@ class VideoLoader:
         workers: int = 2,
         *,
         sampling: Sampling = "uniform",
-        size: int = 224,
+        preprocess: Preprocess | None = None,
         seed: int | None = None,
-        mean: Sequence[float] = CLIP_MEAN,
-        std: Sequence[float] = CLIP_STD,
+        size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         prefetch: int = 2,
         segment: float | None = None,
     ):
@@ -140,7 +143,9 @@ class VideoLoader:
         self.batch_size = batch_size
         self.workers = workers
         self.prefetch = prefetch
-        self._kwargs = dict(num_frames=num_frames, sampling=sampling, size=size, seed=seed, mean=mean, std=std,
+        self.preprocess = resolve_preprocess(preprocess, size, mean, std)
+        """How frames become model input (`preprocess=model.preprocess`; else the older size/mean/std)."""
+        self._kwargs = dict(num_frames=num_frames, sampling=sampling, preprocess=self.preprocess, seed=seed,
                             segment=segment)
 
     def __len__(self) -> int:

@@ -13,7 +13,7 @@ from ..limits import CHUNK_FRAMES, MAX_READ_FRAMES
 from ..paths import display
 from .decode import VideoInfo, open_video
 from .sampling import SAMPLINGS, Sampling, clip_windows, random_times, uniform_times
-from .transforms import CLIP_MEAN, CLIP_STD, normalize, resize_crop
+from .transforms import Preprocess, resolve_preprocess
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Clip:
     path: str
     """The file they came from, as given."""
     frames: torch.Tensor
-    """(T, 3, size, size) float32, normalised for the model."""
+    """(T, 3, size, size) float32, resized, cropped and normalised by the reader's `Preprocess`."""
     timestamps: list[float]
     """Presentation time (seconds) of each returned frame; repeated when a short video has fewer frames than T."""
     info: VideoInfo
@@ -63,13 +63,13 @@ def _window(info: VideoInfo, start: float | None, end: float | None) -> tuple[fl
     return lo, hi
 
 
-def _read(windows_times, info_src, size, mean, std) -> list[tuple[torch.Tensor, list[float]]]:
+def _read(windows_times, info_src, preprocess: Preprocess) -> list[tuple[torch.Tensor, list[float]]]:
     flat = [t for times in windows_times for t in times]
-    frames, stamps = info_src.frames_at(flat, lambda rgb: resize_crop(rgb, size))
+    frames, stamps = info_src.frames_at(flat, preprocess.crop)  # each (3, size, size) uint8, cropped as decoded
     out, i = [], 0
     for times in windows_times:
         n = len(times)
-        out.append((normalize(torch.stack(frames[i : i + n]), mean, std), stamps[i : i + n]))
+        out.append((preprocess.normalize(torch.stack(frames[i : i + n])), stamps[i : i + n]))
         i += n
     return out
 
@@ -81,10 +81,11 @@ def read_video(
     sampling: Sampling = "uniform",
     start: float | None = None,
     end: float | None = None,
-    size: int = 224,
+    preprocess: Preprocess | None = None,
     seed: int | None = None,
-    mean: Sequence[float] = CLIP_MEAN,
-    std: Sequence[float] = CLIP_STD,
+    size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Clip:
     """Read `num_frames` frames from a video (or still image) as a Clip.
 
@@ -92,8 +93,13 @@ def read_video(
     `random` one random time in each segment (seeded by `seed`). Each frame is the one
     displayed at its time, found by seeking (the whole file is not decoded).
     end past the duration is clamped to it. Raises VideoDecodeError for unreadable files.
+
+    preprocess: how frames become model input; give the model's own (`preprocess=model.preprocess`, or call
+    `model.read_video(path, ...)`). Without it, the older `size`/`mean`/`std` keywords apply (default 224 px
+    and CLIP's normalisation); giving both is a ValueError.
     """
     _check_num_frames(num_frames)
+    preprocess = resolve_preprocess(preprocess, size, mean, std)
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
     src = open_video(path)
@@ -104,7 +110,7 @@ def read_video(
             return uniform_times(num_frames, lo, hi) if sampling == "uniform" else random_times(num_frames, lo, hi, seed)
 
         times = sample(lo, hi)
-        ((frames, stamps),) = _read([times], src, size, mean, std)
+        ((frames, stamps),) = _read([times], src, preprocess)
         cut = src.truncated_at
         if cut is not None and hi > cut:  # the file ends early: sample only what is really there
             if lo >= cut:
@@ -112,7 +118,7 @@ def read_video(
                                        f"{src.info.duration:.2f} s, before the requested start {lo:.2f} s")
             hi = cut
             times = sample(lo, hi)
-            ((frames, stamps),) = _read([times], src, size, mean, std)
+            ((frames, stamps),) = _read([times], src, preprocess)
         return Clip(str(path), frames, stamps, src.info, lo, hi, times, truncated_at=cut)
     finally:
         src.close()
@@ -125,18 +131,21 @@ def iter_clips(
     num_clips: int | None = None,
     segment: float | None = None,
     windows: Callable[[float], Sequence[tuple[float, float]]] | None = None,
-    size: int = 224,
-    mean: Sequence[float] = CLIP_MEAN,
-    std: Sequence[float] = CLIP_STD,
+    preprocess: Preprocess | None = None,
+    size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     chunk_frames: int | None = None,
 ) -> Iterator[list[Clip]]:
     """The windows of one long video as lists of Clips, about `chunk_frames` frames at a time, from one open file.
 
     Memory stays bounded however long the video is. When the file turns out to be cut off (its data ends
     before its stated duration), the window that reaches past the end is shortened to it, later windows are
-    not made, and every clip from then on carries `truncated_at`.
+    not made, and every clip from then on carries `truncated_at`. `preprocess` (or the older size/mean/std)
+    as in `read_video`.
     """
     _check_num_frames(num_frames)
+    preprocess = resolve_preprocess(preprocess, size, mean, std)
     if windows is not None and (num_clips is not None or segment is not None):
         raise ValueError("give exactly one of num_clips, segment and windows")
     src = open_video(path)
@@ -157,11 +166,11 @@ def iter_clips(
             part = planned[i : i + per] if cut is None else clamp(planned[i : i + per])
             if not part:
                 break
-            read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
+            read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, preprocess)
             if cut is None and src.truncated_at is not None and max(hi for _, hi in part) > src.truncated_at:
                 cut = src.truncated_at  # the file ends early: re-plan the windows that reach past its data
                 part = clamp(part)
-                read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, size, mean, std)
+                read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, preprocess)
             clips = [Clip(str(path), frames, stamps, src.info, lo, hi, uniform_times(num_frames, lo, hi), cut)
                      for (frames, stamps), (lo, hi) in zip(read, part)]
             if clips:
@@ -184,18 +193,20 @@ def read_clips(
     num_clips: int | None = None,
     segment: float | None = None,
     windows: Callable[[float], Sequence[tuple[float, float]]] | None = None,
-    size: int = 224,
-    mean: Sequence[float] = CLIP_MEAN,
-    std: Sequence[float] = CLIP_STD,
+    preprocess: Preprocess | None = None,
+    size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> list[Clip]:
     """Several windows of one long video, T uniform frames each, read in one pass.
 
     Give `num_clips` (equal windows over the whole video), `segment` (windows of that many seconds) or
     `windows` (a function of the duration in seconds giving (start, end) windows, e.g. `sliding_windows`).
-    A truncated file gives only the windows its data covers (see `iter_clips`).
+    A truncated file gives only the windows its data covers (see `iter_clips`). `preprocess` (or the older
+    size/mean/std) as in `read_video`.
     """
     return [c for chunk in iter_clips(path, num_frames, num_clips=num_clips, segment=segment, windows=windows,
-                                      size=size, mean=mean, std=std) for c in chunk]
+                                      preprocess=preprocess, size=size, mean=mean, std=std) for c in chunk]
 
 
 __all__ = ["Clip", "VideoDecodeError", "iter_clips", "read_clips", "read_video"]
