@@ -133,21 +133,6 @@ def trainable_parameters(model: VideoCoCa, *, contrastive: bool = False,
     return out
 
 
-def pool_train(model: VideoCoCa, frame_tokens: torch.Tensor) -> torch.Tensor:
-    """Differentiable flattened pooling: (B, T, N, W) -> generative tokens (B, Q-1, E)."""
-    return pool_train_both(model, frame_tokens)[1]
-
-
-def pool_train_both(model: VideoCoCa, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable pooling: (B, T, N, W) -> video embedding (B, E) normalised, generative tokens (B, Q-1, E)."""
-    visual = model.coca.visual
-    x = model.add_temporal(frame_tokens.float())  # (B, T, N, W)
-    pooled, tokens = visual._pool(x.flatten(1, 2))  # (B, T*N, W) -> (B, E'), (B, Q-1, E)
-    if visual.proj is not None:
-        pooled = pooled @ visual.proj  # (B, E)
-    return F.normalize(pooled, dim=-1), tokens
-
-
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -196,7 +181,8 @@ class _Losses(nn.Module):
             tok = tok[:, : int((tok != 0).sum(1).max())]  # padding targets ignored), and 5-7x less work
         with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
             text_latent, text_embs = coca._encode_text(tok)  # (b, E) normalised, (b, L, W)
-        video, image_embs = pool_train_both(self.model, frame_tokens)
+        pooled, image_embs = self.model.pool(frame_tokens.float())  # (b, E), (b, Q-1, E) with gradients
+        video = F.normalize(pooled, dim=-1)
         zero = frame_tokens.new_zeros(())
         con = cap_sum = zero
         world = dist.get_world_size() if _distributed() else 1
