@@ -19,7 +19,8 @@ and update as one process with the same global batch.
 A run directory (`videococa.models.finetuned.RunDir`, which `load_model(finetuned=)` reads too) holds
 `trained.safetensors` (only the trained parameters), `run.json` (base model and fingerprint, data,
 hyper-parameters, metrics per epoch), `state.pt` (optimizer, step, RNG: exact resume), `log.csv` (step,
-epoch, losses, lr) and, when the `tensorboard` package is installed, TensorBoard event files in `tb/` with the same scalars and the validation metrics.
+epoch, losses, lr) and, when the `tensorboard` package is installed, TensorBoard event files in `tb/` with
+the same scalars and the validation metrics.
 """
 
 from __future__ import annotations
