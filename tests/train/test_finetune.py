@@ -11,10 +11,11 @@ from safetensors.torch import load_file, save_file
 
 import videococa
 from videococa.data.readers import Item
+from videococa.models.finetuned import RunDir
 from videococa.train import (FeatureCache, FeatureCacheError, FinetuneConfig, FinetuneError, cache_features,
                              clip_key, finetune, training_pairs)
 from videococa.train import features as features_mod
-from videococa.train.finetune import caption_loss, pool_train
+from videococa.train.finetune import caption_loss
 from videococa.testing import EASY_VIDEOS
 
 
@@ -88,7 +89,7 @@ def test_step_zero_is_the_zero_shot_model(fresh_tiny, easy_videos):
     emb1, gen1 = fresh_tiny.pool_frame_tokens(tokens)
     torch.testing.assert_close(emb1, emb0)
     torch.testing.assert_close(gen1, gen0)
-    torch.testing.assert_close(pool_train(fresh_tiny, tokens), gen0, atol=1e-5, rtol=1e-5)  # train path = inference
+    torch.testing.assert_close(fresh_tiny.pool(tokens)[1], gen0, atol=1e-5, rtol=1e-5)  # train path = inference
 
 
 def test_finetuning_lowers_the_loss_and_loads_back(fresh_tiny, cache_dir, easy_videos, tmp_path):
@@ -135,6 +136,21 @@ def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(cache_dir, eas
                  FinetuneConfig(task="caption", epochs=3, batch_size=4, temporal="embedding"))
     with pytest.raises(FinetuneError, match="none of the 1 training pairs"):
         finetune(videococa.load_model("videococa-tiny"), FeatureCache(cache_dir), [("x||", "y")], tmp_path / "r3", cfg)
+
+
+def test_a_run_directory_writes_reads_and_checks_its_base(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(FinetuneError, match="is not a finetuning run directory"):
+        run.read_info()
+    run.path.mkdir()
+    assert not run.can_resume()
+    run.save({"base": {"model": "m", "pretrained": "p", "fingerprint": "abc"}, "config": {}}, {"w": torch.ones(2)},
+             {"step": 3})
+    assert sorted(p.name for p in run.path.iterdir()) == ["run.json", "state.pt", "trained.safetensors"]  # no temps
+    assert run.read_info("abc")["base"]["model"] == "m" and run.can_resume() and run.read_state() == {"step": 3}
+    assert run.read_trained()["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(FinetuneError, match=r"was finetuned from m \[p\] \(weights abc\); the base is xyz$"):
+        run.read_info("xyz", against="the base is xyz")
 
 
 def test_cli_cache_features_finetune_and_use(tmp_path, capsys):

@@ -243,24 +243,32 @@ class VideoCoCa(nn.Module):
             x = self.temporal_mixer(x)  # (B, T, N, W)
         return x
 
+    def pool(self, frame_tokens: torch.Tensor, *, per_video: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable flattened attentional pooling: (B, T, N, W) -> embedding (B, E) before normalising,
+        generative tokens (B, Q-1, E). Runs in the caller's grad mode and autocast: finetuning trains through it,
+        `pool_frame_tokens` (and so `encode_video`) calls it under inference_mode. `per_video`: one pooler pass
+        per video (see pool_frame_tokens)."""
+        visual = self.coca.visual
+        x = self.add_temporal(frame_tokens).flatten(1, 2)  # (B, T*N, W)
+        pooled, tokens = [], []
+        for video in x.split(1) if per_video else [x]:
+            p, t = visual._pool(video)  # attn_pool -> ln_post -> query 0 (b, E'), queries 1.. (b, Q-1, E)
+            if visual.proj is not None:
+                p = p @ visual.proj  # (b, E)
+            pooled.append(p)
+            tokens.append(t)
+        return torch.cat(pooled), torch.cat(tokens)  # (B, E), (B, Q-1, E)
+
     def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flattened attentional pooling: (B, T, N, W) -> embedding (B, E), generative tokens (B, Q-1, E)."""
+        """`pool` for inference: (B, T, N, W) -> normalised embedding (B, E), generative tokens (B, Q-1, E)."""
         if frame_tokens.ndim != 4:
             raise ValueError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
-        visual = self.coca.visual
-        pooled, tokens = [], []
         with torch.inference_mode(), self.autocast():
-            x = self.add_temporal(frame_tokens.to(self.device, torch.float32)).flatten(1, 2)  # (B, T*N, W)
             # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
             # B > 1 the CPU linear on that strided input copies the weight per batch element
             # (19x slower in bf16, 1.9x in fp32; bench/RESULTS.md). With B = 1 it is a plain matmul.
-            for video in x.split(1):
-                p, t = visual._pool(video)  # attn_pool -> ln_post -> query 0 (1, E'), queries 1.. (1, Q-1, E)
-                if visual.proj is not None:
-                    p = p @ visual.proj  # (1, E)
-                pooled.append(p.float())
-                tokens.append(t.float())
-        return F.normalize(torch.cat(pooled), dim=-1), torch.cat(tokens)  # (B, E), (B, Q-1, E)
+            pooled, tokens = self.pool(frame_tokens.to(self.device, torch.float32), per_video=True)
+            return F.normalize(pooled.float(), dim=-1), tokens.float()  # (B, E), (B, Q-1, E)
 
     def encode_video(
         self,

@@ -16,10 +16,11 @@ DistributedDataParallel (gloo on CPU, NCCL on GPU). Contrastive logits use the f
 the captioning loss is normalised by the token count of the whole batch, so K processes compute the same loss
 and update as one process with the same global batch.
 
-A run directory holds `trained.safetensors` (only the trained parameters), `run.json` (base model and
-fingerprint, data, hyper-parameters, metrics per epoch), `state.pt` (optimizer, step, RNG: exact resume),
-`log.csv` (step, epoch, losses, lr) and, when the `tensorboard` package is installed, TensorBoard event files
-in `tb/` with the same scalars and the validation metrics.
+A run directory (`videococa.models.finetuned.RunDir`, which `load_model(finetuned=)` reads too) holds
+`trained.safetensors` (only the trained parameters), `run.json` (base model and fingerprint, data,
+hyper-parameters, metrics per epoch), `state.pt` (optimizer, step, RNG: exact resume), `log.csv` (step,
+epoch, losses, lr) and, when the `tensorboard` package is installed, TensorBoard event files in `tb/` with
+the same scalars and the validation metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import os
 import random
@@ -39,13 +39,13 @@ from typing import Literal, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
 from ..errors import FinetuneError
-from ..files import atomic_path, save_tensors_atomic, write_json_atomic, write_text_atomic
+from ..files import write_text_atomic
 from ..models.decoding import decoder_hidden
+from ..models.finetuned import RunDir
 from ..models.videococa import TEMPORALS, VideoCoCa, check_choice
 from .features import FeatureCache, clip_key
 
@@ -133,21 +133,6 @@ def trainable_parameters(model: VideoCoCa, *, contrastive: bool = False,
     return out
 
 
-def pool_train(model: VideoCoCa, frame_tokens: torch.Tensor) -> torch.Tensor:
-    """Differentiable flattened pooling: (B, T, N, W) -> generative tokens (B, Q-1, E)."""
-    return pool_train_both(model, frame_tokens)[1]
-
-
-def pool_train_both(model: VideoCoCa, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable pooling: (B, T, N, W) -> video embedding (B, E) normalised, generative tokens (B, Q-1, E)."""
-    visual = model.coca.visual
-    x = model.add_temporal(frame_tokens.float())  # (B, T, N, W)
-    pooled, tokens = visual._pool(x.flatten(1, 2))  # (B, T*N, W) -> (B, E'), (B, Q-1, E)
-    if visual.proj is not None:
-        pooled = pooled @ visual.proj  # (B, E)
-    return F.normalize(pooled, dim=-1), tokens
-
-
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -196,7 +181,8 @@ class _Losses(nn.Module):
             tok = tok[:, : int((tok != 0).sum(1).max())]  # padding targets ignored), and 5-7x less work
         with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
             text_latent, text_embs = coca._encode_text(tok)  # (b, E) normalised, (b, L, W)
-        video, image_embs = pool_train_both(self.model, frame_tokens)
+        pooled, image_embs = self.model.pool(frame_tokens.float())  # (b, E), (b, Q-1, E) with gradients
+        video = F.normalize(pooled, dim=-1)
         zero = frame_tokens.new_zeros(())
         con = cap_sum = zero
         world = dist.get_world_size() if _distributed() else 1
@@ -231,12 +217,12 @@ def _lr(step: int, total: int, cfg: FinetuneConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, total - cfg.warmup)))
 
 
-def _tensorboard(run: Path):
+def _tensorboard(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # the tensorboard package is optional; log.csv has the same numbers
         return None
-    return SummaryWriter(str(run / "tb"))
+    return SummaryWriter(str(path))
 
 
 def _init_distributed(model: VideoCoCa) -> bool:
@@ -247,23 +233,81 @@ def _init_distributed(model: VideoCoCa) -> bool:
     return True
 
 
-def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, str]], run_dir: str | os.PathLike,
-             cfg: FinetuneConfig, *, evaluate=None, max_steps: int | None = None, progress: bool = False) -> dict:
-    """Train (or resume) a run in `run_dir`; returns run.json's content. `evaluate(model) -> dict` runs each epoch.
+@dataclass
+class _Session:
+    """One finetuning session: made by _set_up (which resumes a saved run), advanced by train_one_epoch."""
 
-    `max_steps` stops early (as an interruption would); calling again resumes exactly where it stopped.
-    Under torchrun every process calls this with the same arguments; process 0 writes the run directory.
-    """
-    check_choice(cfg.temporal, TEMPORALS, "temporal variant")
-    weights = cfg.weights()
-    own_group = _init_distributed(model)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-    if cfg.batch_size % world:
-        raise FinetuneError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
-    run = Path(run_dir)
-    if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-    missing = sorted({k for k, _ in train_pairs if k not in cache})
+    model: VideoCoCa
+    """The model being trained."""
+    params: dict[str, nn.Parameter]
+    """Its parameters that finetuning updates, by name (what trained.safetensors holds)."""
+    opt: torch.optim.Optimizer
+    """AdamW over `params`."""
+    losses: nn.Module
+    """The loss forward: _Losses, wrapped in DistributedDataParallel when several processes take part."""
+    pairs: list[tuple[str, str]]
+    """The (clip key, text) training pairs whose clip is in the feature cache."""
+    missing: int
+    """How many clips of the training pairs the feature cache lacks."""
+    base: dict
+    """The base model's name, pretrained tag and weight fingerprint (run.json's `base`)."""
+    rank: int
+    """This process's rank; process 0 writes the run directory."""
+    world: int
+    """Processes taking part; each takes 1/world of every batch."""
+    used: int
+    """Pairs per epoch: all pairs but up to world-1, so that every batch splits evenly over the processes."""
+    steps_per_epoch: int
+    """Optimizer steps per epoch."""
+    total: int
+    """Optimizer steps of the whole run (all epochs)."""
+    step: int = 0
+    """Optimizer steps taken so far, over every session of the run."""
+    history: list[dict] = field(default_factory=list)
+    """Validation metrics per epoch (run.json's `history`)."""
+
+
+def _optimizer(params: dict[str, nn.Parameter], cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on embeddings, positions, biases or norms)."""
+    decay = [p for n, p in params.items() if p.ndim >= 2 and "embedding" not in n and not n.endswith(".pos")]
+    other = [p for n, p in params.items() if not any(p is q for q in decay)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": other, "weight_decay": 0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _resume(run: RunDir, cfg: FinetuneConfig, base: dict, params: dict[str, nn.Parameter],
+            opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
+    """Load a saved run's parameters, optimizer and RNG state after checking it matches; returns (step, history)."""
+    info = run.read_info(base["fingerprint"], against=f"this cache/model is {base['fingerprint']}")
+    defaults = asdict(FinetuneConfig())
+    was = {k: info["config"].get(k, defaults[k]) for k in ("task", "temporal", "temporal_layers", "train_text")}
+    if was != {k: getattr(cfg, k) for k in was}:
+        raise FinetuneError(f"run {str(run)!r} was made with {', '.join(f'{k}={v}' for k, v in was.items())}; "
+                            "resume it with the same settings")
+    trained = run.read_trained()
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(trained[n])
+    state = run.read_state()
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], info.get("history", [])
+
+
+def _loss_module(model: VideoCoCa, cfg: FinetuneConfig, world: int) -> nn.Module:
+    losses = _Losses(model, cfg.weights(), cfg.train_text)
+    if world == 1:
+        return losses
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [model.device.index] if model.device.type == "cuda" else None
+    return DistributedDataParallel(losses, device_ids=device_ids, find_unused_parameters=cfg.train_text)
+
+
+def _set_up(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, str]], cfg: FinetuneConfig,
+            run: RunDir, rank: int, world: int) -> _Session:
+    """Seed, add the temporal modules, unfreeze the trained parameters, make the optimizer, resume a saved run."""
+    missing = {k for k, _ in train_pairs if k not in cache}
     pairs = [(k, t) for k, t in train_pairs if k in cache]
     if not pairs:
         raise FinetuneError(f"none of the {len(train_pairs)} training pairs has its clip in the feature cache "
@@ -271,133 +315,48 @@ def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str,
     torch.manual_seed(cfg.seed)
     model.enable_temporal(cfg.temporal, layers=cfg.temporal_layers)  # type: ignore[arg-type]
     base = {"model": model.info.name, "pretrained": model.info.pretrained, "fingerprint": cache.manifest["fingerprint"]}
-    params = trainable_parameters(model, contrastive=weights[0] > 0, train_text=cfg.train_text)
+    params = trainable_parameters(model, contrastive=cfg.weights()[0] > 0, train_text=cfg.train_text)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    decay = [p for n, p in params.items() if p.ndim >= 2 and "embedding" not in n and not n.endswith(".pos")]
-    other = [p for n, p in params.items() if not any(p is q for q in decay)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    used = len(pairs) - len(pairs) % world  # with K processes up to K-1 pairs per epoch are left out, so
-    steps_per_epoch = math.ceil(used / (cfg.batch_size * cfg.accumulate))  # that every batch splits evenly
-    total = steps_per_epoch * cfg.epochs
-    state_path, info_path = run / "state.pt", run / "run.json"
-    step, history = 0, []
-    if state_path.is_file():
-        info = json.loads(info_path.read_text())
-        if info["base"]["fingerprint"] != base["fingerprint"]:
-            raise FinetuneError(f"run {str(run)!r} was trained on {info['base']['model']} "
-                                f"(weights {info['base']['fingerprint']}); this cache/model is {base['fingerprint']}")
-        defaults = asdict(FinetuneConfig())
-        was = {k: info["config"].get(k, defaults[k]) for k in ("task", "temporal", "temporal_layers", "train_text")}
-        if was != {k: getattr(cfg, k) for k in was}:
-            raise FinetuneError(f"run {str(run)!r} was made with {', '.join(f'{k}={v}' for k, v in was.items())}; "
-                                "resume it with the same settings")
-        trained = load_file(str(run / "trained.safetensors"))
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(trained[n])
-        st = torch.load(state_path, weights_only=False)
-        opt.load_state_dict(st["optimizer"])
-        step, history = st["step"], info.get("history", [])
-        torch.set_rng_state(st["torch_rng"])
-    losses = _Losses(model, weights, cfg.train_text)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    opt = _optimizer(params, cfg)
+    step, history = _resume(run, cfg, base, params, opt) if run.can_resume() else (0, [])
+    used = len(pairs) - len(pairs) % world
+    steps_per_epoch = math.ceil(used / (cfg.batch_size * cfg.accumulate))
+    return _Session(model, params, opt, _loss_module(model, cfg, world), pairs, len(missing), base, rank, world,
+                    used, steps_per_epoch, steps_per_epoch * cfg.epochs, step, history)
 
-        device_ids = [model.device.index] if model.device.type == "cuda" else None
-        losses = DistributedDataParallel(losses, device_ids=device_ids, find_unused_parameters=cfg.train_text)
-    log_f = tb = None
-    if rank == 0:
-        log_f = _open_log(run / "log.csv", step)
-        tb = _tensorboard(run)
-    log = csv.writer(log_f) if log_f else None
-    t0 = time.time()
-    model.train()
-    bar = tqdm(total=total, initial=step, desc="finetune", unit="step", disable=not progress or rank != 0)
-    stop = total if max_steps is None else min(total, max_steps)
-    per_step = cfg.batch_size * cfg.accumulate
-    try:
-        while step < stop:
-            epoch, within = divmod(step, steps_per_epoch)
-            order = list(range(len(pairs)))
-            random.Random(cfg.seed * 1000 + epoch).shuffle(order)  # the same order on resume and on every process
-            order = order[:used]
-            chunk = order[within * per_step : (within + 1) * per_step]
-            lr = _lr(step, total, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            sums = torch.zeros(2)  # contrastive, caption (whole step)
-            batches = [chunk[b : b + cfg.batch_size] for b in range(0, len(chunk), cfg.batch_size)]
-            for bi, batch in enumerate(batches):
-                mine = batch[rank::world]
-                tok = model.tokenize([pairs[i][1] for i in mine]).to(model.device)  # (b, L)
-                n_tok = (tok[:, 1:] != 0).sum()
-                if world > 1:
-                    dist.all_reduce(n_tok)
-                feats = torch.stack([cache.get(pairs[i][0]) for i in mine]).to(model.device)  # (b, T, N, W)
-                sync = world == 1 or bi == len(batches) - 1
-                with contextlib.nullcontext() if sync else losses.no_sync():
-                    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                        loss, con, cap = losses(feats, tok, [pairs[i][0] for i in mine], int(n_tok),
-                                                len(batch) / len(chunk))
-                    loss.backward()
-                sums += torch.stack([con.float().cpu(), cap.float().cpu()]) * len(batch) / len(chunk)
-            if world > 1:
-                dist.all_reduce(sums)  # caption parts add up over processes; the contrastive part is on each
-                sums[0] /= world
-            torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.clip)
-            opt.step()
-            if "coca.logit_scale" in params:
-                with torch.no_grad():
-                    model.coca.logit_scale.clamp_(0, math.log(100))  # as CLIP and open_clip do
-            step += 1
-            con_v, cap_v = (float(v) for v in sums)
-            total_loss = weights[0] * con_v + weights[1] * cap_v
-            if rank == 0:
-                scale = float(model.coca.logit_scale.detach().exp())
-                log.writerow([step, epoch, round(total_loss, 5), round(con_v, 5), round(cap_v, 5), lr, round(scale, 4)])
-                if tb is not None:
-                    for k, v in (("loss", total_loss), ("contrastive", con_v), ("caption", cap_v), ("lr", lr),
-                                 ("logit_scale", scale)):
-                        tb.add_scalar(f"train/{k}", v, step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total_loss:.3f}")
-            if step % steps_per_epoch == 0 or step == stop:
-                if rank == 0:
-                    if step % steps_per_epoch == 0 and evaluate is not None:
-                        model.eval()
-                        model.refresh_fingerprint()
-                        metrics = evaluate(model)
-                        model.train()
-                        history.append({"epoch": epoch + 1, "step": step, **metrics})
-                        if tb is not None:
-                            for k, v in metrics.items():
-                                if isinstance(v, (int, float)):
-                                    tb.add_scalar(f"val/{k}", v, step)
-                    _save(run, model, params, opt, step, base, cfg, history, pairs, missing, time.time() - t0, world)
-                    log_f.flush()
-                if world > 1:
-                    dist.barrier()
-    finally:
-        bar.close()
-        if log_f:
-            log_f.close()
-        if tb is not None:
-            tb.close()
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.refresh_fingerprint()
-    if world > 1:
-        dist.barrier()
-    out = json.loads(info_path.read_text())
-    if own_group:
-        dist.destroy_process_group()
-    return out
+
+class _StepLog:
+    """Process 0's training log: log.csv (appended; rows past a resumed step dropped) and TensorBoard scalars."""
+
+    def __init__(self, run: RunDir, step: int):
+        self.file = _open_log(run.log_path, step)
+        self.csv = csv.writer(self.file)
+        self.tb = _tensorboard(run.tb_path)
+
+    def train(self, step: int, epoch: int, scalars: dict[str, float]) -> None:
+        """One optimizer step: loss, contrastive, caption, lr, logit_scale (LOG_FIELDS' order after step, epoch)."""
+        digits = {"loss": 5, "contrastive": 5, "caption": 5, "logit_scale": 4}  # lr as it is
+        self.csv.writerow([step, epoch] + [round(v, digits[k]) if k in digits else v for k, v in scalars.items()])
+        self._scalars("train", scalars, step)
+
+    def validation(self, metrics: dict, step: int) -> None:
+        self._scalars("val", {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
+
+    def _scalars(self, group: str, scalars: dict, step: int) -> None:
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"{group}/{k}", v, step)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _open_log(path: Path, step: int):
@@ -417,12 +376,133 @@ def _open_log(path: Path, step: int):
     return open(path, "a", newline="")
 
 
-def _save(run: Path, model, params, opt, step, base, cfg, history, pairs, missing, seconds, world) -> None:
-    save_tensors_atomic(run / "trained.safetensors", {n: p.detach() for n, p in params.items()})
-    with atomic_path(run / "state.pt") as tmp:
-        torch.save({"optimizer": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp)
-    info = {"base": base, "config": asdict(cfg), "step": step, "history": history, "train_pairs": len(pairs),
-            "missing_from_cache": len(missing), "processes": world, "seconds_this_session": round(seconds, 1)}
-    write_json_atomic(run / "run.json", info, indent=1)
+def _backward(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, batch: list[int], step_pairs: int, *,
+              sync: bool) -> torch.Tensor:
+    """Forward and backward of this process's part of `batch`, weighted by the batch's share of the step's
+    `step_pairs` pairs; `sync`: all-reduce the gradients now (the step's last batch). Returns the whole batch's
+    (contrastive, caption) losses times that share."""
+    mine = batch[s.rank :: s.world]
+    tok = s.model.tokenize([s.pairs[i][1] for i in mine]).to(s.model.device)  # (b, L)
+    n_tok = (tok[:, 1:] != 0).sum()
+    if s.world > 1:
+        dist.all_reduce(n_tok)
+    feats = torch.stack([cache.get(s.pairs[i][0]) for i in mine]).to(s.model.device)  # (b, T, N, W)
+    with contextlib.nullcontext() if sync else s.losses.no_sync():
+        with torch.autocast(s.model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, con, cap = s.losses(feats, tok, [s.pairs[i][0] for i in mine], int(n_tok),
+                                     len(batch) / step_pairs)
+        loss.backward()
+    return torch.stack([con.float().cpu(), cap.float().cpu()]) * len(batch) / step_pairs
 
 
+def _train_step(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, chunk: list[int], lr: float
+                ) -> tuple[float, float]:
+    """One optimizer step over the pairs `chunk` (accumulated over batches); returns (contrastive, caption)."""
+    for g in s.opt.param_groups:
+        g["lr"] = lr
+    s.opt.zero_grad(set_to_none=True)
+    sums = torch.zeros(2)  # contrastive, caption (whole step)
+    batches = [chunk[b : b + cfg.batch_size] for b in range(0, len(chunk), cfg.batch_size)]
+    for bi, batch in enumerate(batches):
+        sums += _backward(s, cfg, cache, batch, len(chunk), sync=s.world == 1 or bi == len(batches) - 1)
+    if s.world > 1:
+        dist.all_reduce(sums)  # caption parts add up over processes; the contrastive part is on each
+        sums[0] /= s.world
+    torch.nn.utils.clip_grad_norm_(list(s.params.values()), cfg.clip)
+    s.opt.step()
+    if "coca.logit_scale" in s.params:
+        with torch.no_grad():
+            s.model.coca.logit_scale.clamp_(0, math.log(100))  # as CLIP and open_clip do
+    return float(sums[0]), float(sums[1])
+
+
+def train_one_epoch(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, *, stop: int, log: _StepLog | None,
+                    bar: tqdm) -> None:
+    """Optimizer steps from `s.step` to the end of its epoch or to `stop`, in the epoch's shuffled pair order."""
+    epoch = s.step // s.steps_per_epoch
+    order = list(range(len(s.pairs)))
+    random.Random(cfg.seed * 1000 + epoch).shuffle(order)  # the same order on resume and on every process
+    order = order[: s.used]
+    per_step = cfg.batch_size * cfg.accumulate
+    weights = cfg.weights()
+    while s.step < min(stop, (epoch + 1) * s.steps_per_epoch):
+        within = s.step - epoch * s.steps_per_epoch
+        lr = _lr(s.step, s.total, cfg)
+        con, cap = _train_step(s, cfg, cache, order[within * per_step : (within + 1) * per_step], lr)
+        s.step += 1
+        total_loss = weights[0] * con + weights[1] * cap
+        if log is not None:
+            scale = float(s.model.coca.logit_scale.detach().exp())
+            log.train(s.step, epoch, {"loss": total_loss, "contrastive": con, "caption": cap, "lr": lr,
+                                      "logit_scale": scale})
+        bar.update(1)
+        bar.set_postfix(loss=f"{total_loss:.3f}")
+
+
+def validate(model: VideoCoCa, evaluate) -> dict:
+    """`evaluate(model)` on the model as trained so far (eval mode, fingerprint refreshed), then back to training."""
+    model.eval()
+    model.refresh_fingerprint()
+    metrics = evaluate(model)
+    model.train()
+    return metrics
+
+
+def _checkpoint(s: _Session, cfg: FinetuneConfig, run: RunDir, log: _StepLog | None, evaluate,
+                seconds: float) -> None:
+    """At the end of an epoch (validated with `evaluate`) or of the session: process 0 saves the run."""
+    if s.rank == 0:
+        if s.step % s.steps_per_epoch == 0 and evaluate is not None:
+            metrics = validate(s.model, evaluate)
+            s.history.append({"epoch": s.step // s.steps_per_epoch, "step": s.step, **metrics})
+            log.validation(metrics, s.step)
+        state = {"optimizer": s.opt.state_dict(), "step": s.step, "torch_rng": torch.get_rng_state()}
+        info = {"base": s.base, "config": asdict(cfg), "step": s.step, "history": s.history,
+                "train_pairs": len(s.pairs), "missing_from_cache": s.missing, "processes": s.world,
+                "seconds_this_session": round(seconds, 1)}
+        run.save(info, s.params, state)
+        log.flush()
+    if s.world > 1:
+        dist.barrier()
+
+
+def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, str]], run_dir: str | os.PathLike,
+             cfg: FinetuneConfig, *, evaluate=None, max_steps: int | None = None, progress: bool = False) -> dict:
+    """Train (or resume) a run in `run_dir`; returns run.json's content. `evaluate(model) -> dict` runs each epoch.
+
+    `max_steps` stops early (as an interruption would); calling again resumes exactly where it stopped.
+    Under torchrun every process calls this with the same arguments; process 0 writes the run directory.
+    """
+    check_choice(cfg.temporal, TEMPORALS, "temporal variant")
+    cfg.weights()  # checks the task and the loss weights
+    own_group = _init_distributed(model)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+    if cfg.batch_size % world:
+        raise FinetuneError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
+    run = RunDir(run_dir)
+    if rank == 0:
+        run.path.mkdir(parents=True, exist_ok=True)
+    s = _set_up(model, cache, train_pairs, cfg, run, rank, world)
+    log = _StepLog(run, s.step) if rank == 0 else None
+    t0 = time.time()
+    model.train()
+    bar = tqdm(total=s.total, initial=s.step, desc="finetune", unit="step", disable=not progress or rank != 0)
+    stop = s.total if max_steps is None else min(s.total, max_steps)
+    try:
+        while s.step < stop:
+            train_one_epoch(s, cfg, cache, stop=stop, log=log, bar=bar)
+            _checkpoint(s, cfg, run, log, evaluate, time.time() - t0)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.refresh_fingerprint()
+    if world > 1:
+        dist.barrier()
+    out = run.read_info()
+    if own_group:
+        dist.destroy_process_group()
+    return out
