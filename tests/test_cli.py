@@ -129,3 +129,12 @@ def test_subprocess_pipes_json_and_exit_codes(easy_videos, labels_file):
 def test_parser_defaults():
     args = build_parser().parse_args(["classify", "a.mp4", "--labels", "ucf101"])
     assert (args.frames, args.templates, args.top_k, args.batch_size, args.precision) == (8, "clip", 5, 4, "fp32")
+
+
+def test_retrieve_and_retrieval_are_one_task_name_everywhere():
+    parse = build_parser().parse_args
+    for word in ("retrieve", "retrieval"):
+        assert parse(["eval", word, "--dataset", "msrvtt-1ka", "--annotations", "a.csv"]).task == "retrieve"
+        assert parse(["cache-features", "a.csv", "--dataset", "msrvtt", "--out", "f", "--task", word]).task == "retrieve"
+        assert parse(["finetune", "--task", word, "--dataset", "msrvtt", "--train", "t.json", "--features", "f",
+                      "--out", "o"]).task == "retrieval"

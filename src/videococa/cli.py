@@ -77,6 +77,16 @@ def _bounded_float(lo: float, hi: float, what: str = "a number", *, open_low: bo
     return parse
 
 
+def _task_name(retrieval: str):
+    """An argparse type: the task names as written, with `retrieve` and `retrieval` accepted for each other
+    (eval and cache-features say `retrieve`, finetune `retrieval`; both spellings work everywhere)."""
+
+    def parse(text: str) -> str:
+        return retrieval if text in ("retrieve", "retrieval") else text
+
+    return parse
+
+
 _positive_int = _bounded_int(1, 1_000_000, "a positive integer")
 _frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is the upper bound)")
 _batch = _bounded_int(1, 4096, "a batch size")
@@ -389,9 +399,6 @@ def cmd_cache_features(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    import os
-
-
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and args.device.startswith("cuda") and ":" not in args.device:
         args.device = f"cuda:{local_rank}"  # one GPU per torchrun process
@@ -502,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "eval", "evaluate on a standard benchmark (or the synthetic one) with its official protocol",
              "videococa eval classify --dataset ucf101 --annotations classInd.txt testlist01.txt --videos UCF-101/",
              cmd_eval)
-    p.add_argument("task", choices=list(TASKS))
+    p.add_argument("task", type=_task_name("retrieve"), choices=list(TASKS),
+                   help="retrieval may also be written retrieve")
     p.add_argument("--dataset", required=True, help=dataset_help())
     p.add_argument("--annotations", nargs="+", required=True, metavar="PATH", help="the official annotation file(s)")
     p.add_argument("--videos", default=None, help="root of your local copy of the videos (searched recursively)")
@@ -518,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
              cmd_cache_features)
     p.add_argument("annotations", nargs="+", metavar="ANNOTATIONS", help="annotation file(s) of the videos to cache")
     p.add_argument("--dataset", required=True, help=f"annotation format (as in `videococa eval`): {dataset_help()}")
-    p.add_argument("--task", default="caption", choices=[t for t in TASKS if t != "moments"],
+    p.add_argument("--task", default="caption", type=_task_name("retrieve"), choices=[t for t in TASKS if t != "moments"],
                    help="how to read the annotations (default caption)")
     p.add_argument("--videos", default=None, help="root of the videos")
     p.add_argument("--split", default=None, help=f"{splits}; default: every split in the files")
@@ -527,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
              "videococa finetune --task qa --dataset msrvtt-qa --train train.json --val val.json "
              "--videos MSRVTT/videos --features feats/ --out run/", cmd_finetune)
-    p.add_argument("--task", required=True, choices=["caption", "qa", "retrieval", "retrieval+caption"],
+    p.add_argument("--task", required=True, type=_task_name("retrieval"), choices=["caption", "qa", "retrieval",
+                                                                                 "retrieval+caption"],
                    help="caption, qa: captioning loss; retrieval: contrastive loss; retrieval+caption: both")
     p.add_argument("--dataset", required=True, help=f"annotation format (as in `videococa eval`): {dataset_help()}")
     p.add_argument("--train", nargs="+", required=True, metavar="ANNOTATIONS")

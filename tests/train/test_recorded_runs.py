@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 import videococa
 from videococa.train import FinetuneConfig, finetune
+from videococa.text import qa_text
 
 finetune_mod = importlib.import_module("videococa.train.finetune")  # the module (the package exports the function)
 
@@ -68,7 +69,7 @@ class _Scalars:
 
 def _pairs(task: str) -> list[tuple[str, str]]:
     if task == "qa":
-        return [(k, f"{finetune_mod.QA_TEMPLATE.format('what colour is it?')} {c.split()[1]}")
+        return [(k, qa_text('what colour is it?', c.split()[1]))
                 for k, c in zip(KEYS, CAPTIONS)]
     return list(zip(KEYS, CAPTIONS))
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, OptionError
+from ..video.decode import VIDEO_SUFFIXES
 
 TextTask = Literal["retrieve", "caption"]
 """How a captioned dataset is used: text<->video retrieval or captioning (the caller says which)."""
@@ -27,7 +28,6 @@ SPLITS: tuple[str, ...] = ("train", "validate", "test")
 SplitChoice = str | Sequence[str] | None
 """A split; splits in order of preference (the first one the file holds is read); or None for every split."""
 
-VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".3gp")
 
 
 @dataclass
@@ -90,7 +90,7 @@ class VideoFinder:
         for dirpath, _, files in os.walk(root):
             for f in files:
                 stem, ext = os.path.splitext(f)
-                if ext.lower() in VIDEO_EXTS:
+                if ext.lower() in VIDEO_SUFFIXES:
                     full = os.path.join(dirpath, f)
                     self.by_stem.setdefault(stem, full)
                     self.by_rel[os.path.relpath(full, root)] = full
@@ -128,7 +128,7 @@ def _csv_rows(path: str | os.PathLike, required: Sequence[str]) -> list[dict]:
 
 def _text_task(task: str) -> str:
     if task not in TEXT_TASKS:
-        raise ValueError(f"unknown task {task!r} for a captioned dataset; choose one of: {', '.join(TEXT_TASKS)}")
+        raise OptionError(f"unknown task {task!r} for a captioned dataset; choose one of: {', '.join(TEXT_TASKS)}")
     return task
 
 
@@ -139,7 +139,7 @@ def _pick_split(source: str | os.PathLike, available: Sequence[str], split: Spli
     wanted = [split] if isinstance(split, str) else list(split)
     for s in wanted:
         if s not in SPLITS:
-            raise ValueError(f"unknown split {s!r}; choose one of: {', '.join(SPLITS)}")
+            raise OptionError(f"unknown split {s!r}; choose one of: {', '.join(SPLITS)}")
         if s in available:
             return s
     raise AnnotationError(f"{str(source)!r} has no videos in split {' or '.join(map(repr, wanted))}; "
@@ -340,7 +340,7 @@ def read_activitynet_captions(json_path: str | os.PathLike, videos: str | os.Pat
     """ActivityNet Captions ({"v_id": {"duration", "timestamps", "sentences"}}): one item per video with the
     paragraph (`level="paragraph"`), or one per timestamped segment (`level="segment"`)."""
     if level not in ("paragraph", "segment"):
-        raise ValueError(f"unknown level {level!r}; choose one of: paragraph, segment")
+        raise OptionError(f"unknown level {level!r}; choose one of: paragraph, segment")
     entries = []
     for vid, d in _json(json_path).items():
         if level == "paragraph":

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
-from ..errors import AnnotationError, DatasetRequestError
+from ..errors import AnnotationError, DatasetRequestError, OptionError
 from ..synthetic.benchmark import load_benchmark
 from ..tasks.labels import BUNDLED_LABELS, load_labels
 from . import readers as R
@@ -253,7 +253,7 @@ def load_datasets(task: str, name: str, annotations: Sequence[str | os.PathLike]
     """The dataset(s) `name` gives for `task`, read from the annotation files with the split `--split` names,
     or else the one `purpose` reads by default (see the module docstring). Each dataset is tagged with `task`."""
     if purpose not in PURPOSES:
-        raise ValueError(f"unknown purpose {purpose!r}; choose one of: {', '.join(PURPOSES)}")
+        raise OptionError(f"unknown purpose {purpose!r}; choose one of: {', '.join(PURPOSES)}")
     spec = get_spec(name, task)
     files = [str(a) for a in annotations]
     if not files:

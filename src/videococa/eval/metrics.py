@@ -15,6 +15,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..text import vqa_normalize  # noqa: F401 - the metrics compare answers through it
+from ..errors import OptionError
+
 # --------------------------------------------------------------------------- classification
 
 
@@ -26,9 +29,9 @@ def topk_accuracy(scores: np.ndarray, labels: Sequence[int], k: int = 1) -> floa
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 2 or len(labels) != len(scores):
-        raise ValueError(f"scores must be (N, C) with one label per row; got {scores.shape} and {len(labels)} labels")
+        raise OptionError(f"scores must be (N, C) with one label per row; got {scores.shape} and {len(labels)} labels")
     if len(labels) == 0:
-        raise ValueError("no items to score")
+        raise OptionError("no items to score")
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float((top == labels[:, None]).any(axis=1).mean())
 
@@ -43,7 +46,7 @@ def charades_map(scores: np.ndarray, targets: np.ndarray) -> tuple[float, np.nda
     scores = np.asarray(scores, dtype=np.float64).copy()
     targets = np.asarray(targets)
     if scores.shape != targets.shape or scores.ndim != 2:
-        raise ValueError(f"scores and targets must both be (N, C); got {scores.shape} and {targets.shape}")
+        raise OptionError(f"scores and targets must both be (N, C); got {scores.shape} and {targets.shape}")
     scores[targets.sum(1) == 0, :] = -np.inf
     aps = np.full(scores.shape[1], np.nan)
     for c in range(scores.shape[1]):
@@ -71,16 +74,16 @@ def retrieval_ranks(sim: np.ndarray, text_to_video: Sequence[int]) -> tuple[np.n
     owner = np.asarray(text_to_video)
     n_texts, n_videos = sim.shape
     if len(owner) != n_texts:
-        raise ValueError(f"text_to_video has {len(owner)} entries for {n_texts} texts")
+        raise OptionError(f"text_to_video has {len(owner)} entries for {n_texts} texts")
     if owner.min() < 0 or owner.max() >= n_videos:
-        raise ValueError("text_to_video names a video outside the similarity matrix")
+        raise OptionError("text_to_video names a video outside the similarity matrix")
     correct = sim[np.arange(n_texts), owner]
     t2v = (sim > correct[:, None]).sum(1) + 1
     v2t = np.empty(n_videos, dtype=np.int64)
     for v in range(n_videos):
         mine = owner == v
         if not mine.any():
-            raise ValueError(f"video {v} has no text; every video needs at least one for video->text ranks")
+            raise OptionError(f"video {v} has no text; every video needs at least one for video->text ranks")
         best = sim[mine, v].max()
         v2t[v] = (sim[~mine, v] > best).sum() + 1
     return t2v, v2t
@@ -96,61 +99,11 @@ def recall_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[st
 
 
 # --------------------------------------------------------------------------- question answering
+# (answers are compared after videococa.text.vqa_normalize)
 
 
 # The answer normalisation of the official VQA evaluation script (vqaEval.py in GT-Vision-Lab/VQA,
 # PythonEvaluationTools/vqaEvaluation: processPunctuation and processDigitArticle), the one video-QA work uses.
-_VQA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
-_VQA_COMMA_DIGITS = re.compile(r"(\d)(,)(\d)")
-_VQA_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # as written there: a period not followed by a digit
-_VQA_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-                "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_VQA_ARTICLES = frozenset({"a", "an", "the"})
-# Contractions written without an apostrophe -> with it. vqaEval.py's list also has "Im", "Ive", "Id've", "I'dve";
-# they are left out because its words are lowercased before the lookup, so they never match there either.
-_VQA_CONTRACTIONS = dict(pair.split(":") for pair in """
-aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've couldnt've:couldn't've
-didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've hadn'tve:hadn't've hasnt:hasn't
-havent:haven't hed:he'd hed've:he'd've he'dve:he'd've hes:he's howd:how'd howll:how'll hows:how's isnt:isn't
-itd:it'd itd've:it'd've it'dve:it'd've itll:it'll let's:let's maam:ma'am mightnt:mightn't mightnt've:mightn't've
-mightn'tve:mightn't've mightve:might've mustnt:mustn't mustve:must've neednt:needn't notve:not've oclock:o'clock
-oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at 'ow'sat:'ow's'at shant:shan't shed've:she'd've
-she'dve:she'd've she's:she's shouldve:should've shouldnt:shouldn't shouldnt've:shouldn't've
-shouldn'tve:shouldn't've somebody'd:somebodyd somebodyd've:somebody'd've somebody'dve:somebody'd've
-somebodyll:somebody'll somebodys:somebody's someoned:someone'd someoned've:someone'd've someone'dve:someone'd've
-someonell:someone'll someones:someone's somethingd:something'd somethingd've:something'd've
-something'dve:something'd've somethingll:something'll thats:that's thered:there'd thered've:there'd've
-there'dve:there'd've therere:there're theres:there's theyd:they'd theyd've:they'd've they'dve:they'd've
-theyll:they'll theyre:they're theyve:they've twas:'twas wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've
-werent:weren't whatll:what'll whatre:what're whats:what's whatve:what've whens:when's whered:where'd
-wheres:where's whereve:where've whod:who'd whod've:who'd've who'dve:who'd've wholl:who'll whos:who's
-whove:who've whyll:why'll whyre:why're whys:why's wont:won't wouldve:would've wouldnt:wouldn't
-wouldnt've:wouldn't've wouldn'tve:wouldn't've yall:y'all yall'll:y'all'll y'allll:y'all'll yall'd've:y'all'd've
-y'alld've:y'all'd've y'all'dve:y'all'd've youd:you'd youd've:you'd've you'dve:you'd've youll:you'll
-youre:you're youve:you've""".split())
-
-
-def vqa_normalize(answer: str) -> str:
-    """An answer normalised as the official VQA evaluation does (vqaEval.py of GT-Vision-Lab/VQA).
-
-    processPunctuation: each of ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted where it touches a space
-    (or anywhere when the text has a comma between digits, "1,000"), else replaced by a space; periods not
-    followed by a digit are deleted ("3.5" keeps its point). processDigitArticle: lowercase, number words zero
-    to ten (and "none") become digits, the articles a / an / the are dropped, and contractions written without
-    an apostrophe get one ("dont" -> "don't"). Newlines and tabs become spaces first, as there.
-    vqaEval.py applies these steps only when VQA's ten annotators disagree (its references are already
-    normalised); video-QA references are raw text, so here every prediction and reference goes through them.
-    """
-    text = answer.replace("\n", " ").replace("\t", " ").strip()
-    out = text
-    strip_all = _VQA_COMMA_DIGITS.search(text) is not None
-    for p in _VQA_PUNCT:
-        out = out.replace(p, "" if strip_all or p + " " in text or " " + p in text else " ")
-    out = _VQA_PERIOD.sub("", out)
-    words = [_VQA_NUMBERS.get(w, w) for w in out.lower().split()]
-    return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words if w not in _VQA_ARTICLES)
-
-
 def qa_scores(predictions: Sequence[str], answers: Sequence[str | Sequence[str]], *,
               agreement: int = 1) -> list[float]:
     """Per-question scores: min(1, number of reference answers equal to the prediction / `agreement`), both
@@ -161,9 +114,9 @@ def qa_scores(predictions: Sequence[str], answers: Sequence[str | Sequence[str]]
     annotators gave scores 1, one annotator's 0.5. Repeated references count once per annotator.
     """
     if len(predictions) != len(answers) or not predictions:
-        raise ValueError(f"need one prediction per answer (got {len(predictions)} and {len(answers)})")
+        raise OptionError(f"need one prediction per answer (got {len(predictions)} and {len(answers)})")
     if not isinstance(agreement, int) or agreement < 1:
-        raise ValueError(f"agreement must be a positive integer, got {agreement!r}")
+        raise OptionError(f"agreement must be a positive integer, got {agreement!r}")
     out = []
     for p, a in zip(predictions, answers):
         refs = [vqa_normalize(x) for x in ([a] if isinstance(a, str) else a)]
@@ -208,9 +161,9 @@ def moment_metrics(predictions: Sequence[Sequence[tuple[float, float]]], targets
     "R@k IoU=m": share of queries with a span of IoU >= m among the top k; "mIoU": mean IoU of the top span.
     """
     if len(predictions) != len(targets) or not targets:
-        raise ValueError(f"need one ranked list per target (got {len(predictions)} and {len(targets)})")
+        raise OptionError(f"need one ranked list per target (got {len(predictions)} and {len(targets)})")
     if any(not p for p in predictions):
-        raise ValueError("every query needs at least one predicted span")
+        raise OptionError("every query needs at least one predicted span")
     iou = [[temporal_iou(s, t) for s in p] for p, t in zip(predictions, targets)]
     out = {f"R@{k} IoU={m}": float(np.mean([max(row[:k]) >= m for row in iou]) * 100) for m in ious for k in ks}
     out["mIoU"] = float(np.mean([row[0] for row in iou]) * 100)
@@ -234,12 +187,12 @@ def _ngrams(words: Sequence[str], n: int) -> Counter:
 
 def _check_caption_input(refs: Mapping, hyps: Mapping) -> list:
     if set(refs) != set(hyps):
-        raise ValueError("references and hypotheses must have the same ids")
+        raise OptionError("references and hypotheses must have the same ids")
     if not hyps:
-        raise ValueError("no captions to score")
+        raise OptionError("no captions to score")
     for k in hyps:
         if not refs[k]:
-            raise ValueError(f"item {k!r} has no reference caption")
+            raise OptionError(f"item {k!r} has no reference caption")
     return list(hyps)  # input order, as coco-caption iterates its dicts
 
 

@@ -26,6 +26,7 @@ from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets,
 from ..errors import VideoCoCaError
 from ..models.videococa import VideoCoCa
 from ..synthetic.world import CLASS_TEMPLATES
+from ..text import QA_TEMPLATE
 from ..tasks.classify import ensemble_text_embeddings
 from ..tasks.labels import BUNDLED_LABELS, load_labels, load_templates
 from ..video.reader import read_video
@@ -205,7 +206,7 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
         res["accuracy"] = float(np.mean(scores)) * 100
         for g in sorted({it.group for it in items if it.group}):
             res[f"accuracy[{g}]"] = float(np.mean([x for x, it in zip(scores, items) if it.group == g])) * 100
-        protocol.update(template="question: {} answer:", answer_normalisation="VQA (vqaEval.py)",
+        protocol.update(template=QA_TEMPLATE, answer_normalisation="VQA (vqaEval.py)",
                         answer_agreement=ds.answer_agreement)
     protocol["seconds"] = round(time.perf_counter() - t0, 1)
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
@@ -214,9 +215,8 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
 def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: int, pooling: str,
               unreadable: int) -> dict:
     """What an evaluation ran on and with (recorded next to its metrics)."""
-    return {"dataset": ds.name, "task": ds.task, "model": model.info.name, "pretrained": model.info.pretrained,
-            "fingerprint": model.fingerprint(), "precision": model.precision, "frames": frames,
-            "sampling": "uniform", "pooling": pooling, "videos_used": len({it.path for it in items}),
+    return {"dataset": ds.name, "task": ds.task, **model.provenance(frames=frames, pooling=pooling),
+            "videos_used": len({it.path for it in items}),
             "items": len(items), "videos_missing": len(ds.missing), "videos_unreadable": unreadable, **ds.protocol}
 
 

@@ -37,11 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import IndexStoreError
+from ..errors import IndexStoreError, OptionError
 from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
-from ..version import __version__
 from ..tasks.batch import encode_videos, scan_inputs
 from ..video.loader import LoadError
 from ..video.reader import read_video
@@ -217,9 +216,9 @@ class VideoIndex:
     def __init__(self, path: str | os.PathLike, model=None, *, frames: int | None = None, pooling: str | None = None,
                  segment: float | None = None, create: bool = True, on_wait=None):
         if frames is not None and (not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES):
-            raise ValueError(f"frames must be an integer from 1 to {MAX_FRAMES}, got {frames!r}")
+            raise OptionError(f"frames must be an integer from 1 to {MAX_FRAMES}, got {frames!r}")
         if pooling is not None and pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+            raise OptionError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         check_segment(segment)
         self.path = Path(path)
         self.db_path = self.path / "index.sqlite"
@@ -324,12 +323,10 @@ class VideoIndex:
             raise
 
     def _init_settings(self, model, frames: int, pooling: str, segment: float | None) -> None:
-        info = model.info
         values = {
-            "schema_version": SCHEMA_VERSION, "model": info.name, "pretrained": info.pretrained or "",
-            "precision": model.precision, "fingerprint": model.fingerprint(), "embed_dim": info.embed_dim,
-            "frames": frames, "sampling": "uniform", "pooling": pooling, "segment": segment or 0,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "videococa": __version__,
+            "schema_version": SCHEMA_VERSION, "embed_dim": model.info.embed_dim,
+            **model.provenance(frames=frames, pooling=pooling, segment=segment or 0),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "generation": 0, "index_id": uuid.uuid4().hex,  # tells this record from one made anew at the same path
         }
         with self._tx():
@@ -453,10 +450,10 @@ class VideoIndex:
             remove_stale_parts(self.path / "vectors.json")
             meta = json.loads((self.path / "vectors.json").read_text())
             if meta.get("index_id") != self.settings.get("index_id"):
-                raise ValueError("made for another record at this path")
+                raise OptionError("made for another record at this path")
             index = faiss.read_index(str(self.path / "vectors.faiss"))
             if index.d != self.dim:
-                raise ValueError("dimension")
+                raise OptionError("dimension")
             self._faiss, self.faiss_kind, self._ids = index, meta["kind"], faiss_ids(index)
             self._saved_generation = meta.get("generation", -1)
             self._apply_nprobe()
@@ -788,10 +785,10 @@ class VideoIndex:
     def search_embedding(self, query: torch.Tensor | np.ndarray, *, top_k: int = 10) -> list[SearchHit]:
         """Rank entries by cosine similarity to a (E,) embedding. Entries whose file is gone are left out."""
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+            raise OptionError(f"top_k must be at least 1, got {top_k}")
         q = np.asarray(torch.as_tensor(query).float().reshape(1, -1).cpu(), dtype=np.float32)
         if q.shape[1] != self.dim:
-            raise ValueError(f"query has {q.shape[1]} dimensions; the index holds {self.dim}")
+            raise OptionError(f"query has {q.shape[1]} dimensions; the index holds {self.dim}")
         q /= max(float(np.linalg.norm(q)), 1e-12)
         self._refresh()
         n = self._faiss.ntotal
@@ -825,7 +822,7 @@ class VideoIndex:
         """Text -> video (a string) or embedding -> video (a tensor)."""
         if isinstance(query, str):
             if not query.strip():
-                raise ValueError("the search query is empty")
+                raise OptionError("the search query is empty")
             query = self._needs_model("text search").encode_text([query])[0]
         return self.search_embedding(query, top_k=top_k)
 

@@ -23,7 +23,7 @@ from open_clip.model import convert_weights_to_lp
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ModelNotFoundError, WeightsUnavailableError
+from ..errors import CheckpointError, ModelNotFoundError, OptionError, WeightsUnavailableError
 from .finetuned import apply_finetuned
 from .videococa import PRECISIONS, ModelInfo, Precision, VideoCoCa, check_choice
 
@@ -208,13 +208,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """Validate 'cpu', 'cuda' or 'cuda:N' and check that it exists here."""
     text = str(device)
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise ValueError(f"unknown device {text!r}; choose one of: cpu, cuda, cuda:N")
+        raise OptionError(f"unknown device {text!r}; choose one of: cpu, cuda, cuda:N")
     dev = torch.device(text)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {text!r} was asked for, but no CUDA GPU is available on this machine")
+            raise OptionError(f"device {text!r} was asked for, but no CUDA GPU is available on this machine")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {text!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise OptionError(f"device {text!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 

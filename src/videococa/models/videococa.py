@@ -23,10 +23,13 @@ from torch import nn
 
 from ..limits import MAX_FRAMES
 from ..paths import shorten
+from ..text import QA_TEMPLATE, qa_prompt
+from ..version import __version__
 from ..video.reader import Clip
 from ..video.reader import read_video as _read_video
 from ..video.transforms import Preprocess
 from .decoding import METHODS, Caption, Method, generate_ids
+from ..errors import OptionError
 
 Pooling = Literal["attentional", "mean"]
 POOLINGS: tuple[str, ...] = ("attentional", "mean")
@@ -59,7 +62,7 @@ class ModelInfo:
 def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
     """Return `value` if it is one of `allowed`, else raise a ValueError listing them."""
     if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+        raise OptionError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
     return value
 
 
@@ -123,7 +126,7 @@ class VideoCoCa(nn.Module):
         super().__init__()
         visual = coca.visual
         if getattr(visual, "attn_pool", None) is None:
-            raise ValueError(f"model {info.name!r} has no attentional pooler; VideoCoCa needs a CoCa checkpoint")
+            raise OptionError(f"model {info.name!r} has no attentional pooler; VideoCoCa needs a CoCa checkpoint")
         self.coca = coca
         self.tokenizer = tokenizer
         self.info = info
@@ -175,17 +178,17 @@ class VideoCoCa(nn.Module):
         if not isinstance(frames, torch.Tensor):
             raise TypeError(f"frames must be a torch.Tensor of shape (B, T, 3, H, W), got {type(frames).__name__}")
         if frames.ndim != 5:
-            raise ValueError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+            raise OptionError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         t = frames.shape[1]
         if not 1 <= t <= MAX_FRAMES:
-            raise ValueError(f"frames has T={t} frames per video; VideoCoCa takes 1 to {MAX_FRAMES}")
+            raise OptionError(f"frames has T={t} frames per video; VideoCoCa takes 1 to {MAX_FRAMES}")
         if frames.dtype == torch.uint8:
             frames = self.preprocess(frames)  # (B, T, 3, S, S) float32
         if frames.shape[2] != 3:
-            raise ValueError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+            raise OptionError(f"frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         size = self.info.image_size
         if frames.shape[-2:] != (size, size):
-            raise ValueError(
+            raise OptionError(
                 f"frames are {frames.shape[-2]}x{frames.shape[-1]} pixels; model {self.info.name!r} "
                 f"needs {size}x{size} float frames (read them with model.read_video(path) or "
                 f"read_video(path, preprocess=model.preprocess), or pass uint8 frames of any size)"
@@ -262,7 +265,7 @@ class VideoCoCa(nn.Module):
     def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`pool` for inference: (B, T, N, W) -> normalised embedding (B, E), generative tokens (B, Q-1, E)."""
         if frame_tokens.ndim != 4:
-            raise ValueError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
+            raise OptionError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
         with torch.inference_mode(), self.autocast():
             # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
             # B > 1 the CPU linear on that strided input copies the weight per batch element
@@ -314,7 +317,7 @@ class VideoCoCa(nn.Module):
             raise TypeError("texts must be a list of strings, not a single string; wrap it: [text]")
         texts = list(texts)
         if not texts:
-            raise ValueError("texts is empty: give at least one string")
+            raise OptionError("texts is empty: give at least one string")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string")
@@ -371,25 +374,25 @@ class VideoCoCa(nn.Module):
         b = image_embs.shape[0]
         check_choice(method, METHODS, "method")
         if not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+            raise OptionError(f"max_len must be a positive integer, got {max_len!r}")
         if not 0 <= min_len <= max_len:
-            raise ValueError(f"min_len must be between 0 and max_len={max_len}, got {min_len!r}")
+            raise OptionError(f"min_len must be between 0 and max_len={max_len}, got {min_len!r}")
         if method == "beam" and (not isinstance(num_beams, int) or num_beams < 1):
-            raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+            raise OptionError(f"num_beams must be a positive integer, got {num_beams!r}")
         if method == "top_k" and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            raise OptionError(f"top_k must be a positive integer, got {top_k!r}")
         if method == "top_p" and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+            raise OptionError(f"top_p must be in (0, 1], got {top_p!r}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+            raise OptionError(f"temperature must be positive, got {temperature!r}")
         if repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be positive, got {repetition_penalty!r}")
+            raise OptionError(f"repetition_penalty must be positive, got {repetition_penalty!r}")
         prompts = self._prompts(prompt, b)
         prefixes = [[self.sot_token_id, *self.tokenizer.encode(p)] for p in prompts]
         limit = self.info.context_length
         for p, ids in zip(prompts, prefixes):
             if len(ids) + max_len - 1 > limit:
-                raise ValueError(
+                raise OptionError(
                     f"prompt {shorten(p)!r} is {len(ids) - 1} tokens; with max_len={max_len} that exceeds the model's "
                     f"{limit}-token context (shorten the prompt or lower max_len)"
                 )
@@ -423,7 +426,7 @@ class VideoCoCa(nn.Module):
         questions: str | Sequence[str] = (),
         *,
         tokens: torch.Tensor | None = None,
-        template: str = "question: {} answer:",
+        template: str = QA_TEMPLATE,
         method: Method = "greedy",
         max_len: int = 10,
         **kwargs,
@@ -436,27 +439,27 @@ class VideoCoCa(nn.Module):
         normalised (lowercase, trimmed, punctuation removed).
         """
         if "{}" not in template:
-            raise ValueError(f"template must contain '{{}}' where the question goes, got {template!r}")
+            raise OptionError(f"template must contain '{{}}' where the question goes, got {template!r}")
         image_embs = self._generation_tokens(frames, tokens)
         qs = [questions] * image_embs.shape[0] if isinstance(questions, str) else list(questions)
         if len(qs) != image_embs.shape[0] or not qs:
-            raise ValueError(f"give one question per video: {image_embs.shape[0]} videos, {len(qs)} questions")
+            raise OptionError(f"give one question per video: {image_embs.shape[0]} videos, {len(qs)} questions")
         for q in qs:
             if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"questions must be non-empty strings, got {q!r}")
+                raise OptionError(f"questions must be non-empty strings, got {q!r}")
         kwargs.setdefault("min_len", 1)
-        texts = self.generate(tokens=image_embs, prompt=[template.format(q.strip()) for q in qs], method=method,
+        texts = self.generate(tokens=image_embs, prompt=[qa_prompt(q, template) for q in qs], method=method,
                               max_len=max_len, **kwargs)
         return [normalize_answer(t) for t in texts]
 
     def _generation_tokens(self, frames: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
         if (frames is None) == (tokens is None):
-            raise ValueError("give either frames (B, T, 3, H, W) or tokens (B, Q-1, E), not both or neither")
+            raise OptionError("give either frames (B, T, 3, H, W) or tokens (B, Q-1, E), not both or neither")
         if frames is not None:
             _, tokens = self.encode_video(frames, return_tokens=True)
         assert tokens is not None
         if tokens.ndim != 3 or tokens.shape[-1] != self.coca.text_decoder.width:
-            raise ValueError(
+            raise OptionError(
                 f"tokens must have shape (B, Q-1, {self.coca.text_decoder.width}) as encode_video(..., "
                 f"return_tokens=True) returns, got {tuple(tokens.shape)}"
             )
@@ -469,7 +472,7 @@ class VideoCoCa(nn.Module):
         for word in words:
             toks = self.tokenizer.encode(word)
             if len(toks) != 1:
-                raise ValueError(f"suppress word {word!r} is {len(toks)} tokens; give words that are one token each")
+                raise OptionError(f"suppress word {word!r} is {len(toks)} tokens; give words that are one token each")
             ids.append(toks[0])
         return ids
 
@@ -481,7 +484,7 @@ class VideoCoCa(nn.Module):
             return [prompt] * b
         prompts = list(prompt)
         if len(prompts) != b:
-            raise ValueError(f"give one prompt per video: {b} videos, {len(prompts)} prompts")
+            raise OptionError(f"give one prompt per video: {b} videos, {len(prompts)} prompts")
         return prompts
 
     def decode_ids(self, ids: Sequence[int]) -> str:
@@ -494,6 +497,13 @@ class VideoCoCa(nn.Module):
     def logit_scale(self) -> float:
         """The checkpoint's learned contrastive temperature, exp(logit_scale)."""
         return float(self.coca.logit_scale.exp())
+
+    def provenance(self, **settings) -> dict:
+        """Which model made an artefact (index, embeddings, feature cache, evaluation): name, pretrained tag,
+        precision, weights fingerprint, videococa version and frame sampling, then `settings` (frames,
+        pooling, ...), which may override any of them. Every artefact records this one dict."""
+        return {"model": self.info.name, "pretrained": self.info.pretrained or "", "precision": self.precision,
+                "fingerprint": self.fingerprint(), "videococa": __version__, "sampling": "uniform", **settings}
 
     def fingerprint(self) -> str:
         """A short hash of the weights (names, shapes and a strided sample of every tensor) and precision.

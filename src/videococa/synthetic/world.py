@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..text import QA_TEMPLATE, qa_text  # noqa: F401 - the world writes QA texts the shared way
+from ..errors import OptionError
+
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 COLOURS = {
     "red": (220, 40, 40),
@@ -85,7 +88,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
             rr = 1.0 if k % 2 == 0 else 0.45
             pts.append((rr * math.cos(a), rr * math.sin(a)))
     else:
-        raise ValueError(f"unknown shape {shape!r}")
+        raise OptionError(f"unknown shape {shape!r}")
     ca, sa = math.cos(angle), math.sin(angle)
     return [(cx + r * (x * ca - y * sa), cy + r * (x * sa + y * ca)) for x, y in pts]
 
@@ -122,7 +125,7 @@ def shape_coverage(scene: Scene, size: int = 64, patch: int = 8) -> np.ndarray:
     same 2x supersampling as `render`); every patch sums to 1. Dense labels for training a ViT.
     """
     if size % patch:
-        raise ValueError(f"size {size} is not a multiple of patch {patch}")
+        raise OptionError(f"size {size} is not a multiple of patch {patch}")
     big, grid = size * 2, size // patch
     out = np.zeros((1 + len(SHAPES), grid, grid), dtype=np.float32)
     for obj in scene.objects:
@@ -240,14 +243,6 @@ def questions(scene: Scene) -> list[tuple[str, str]]:
         qa.append((f"how big is the {o.shape}?", o.size))
     qa.append(("what is the background?", scene.background))
     return qa
-
-
-QA_TEMPLATE = "question: {} answer:"
-"""The prompt used to ask the model a question; the answer is what the decoder writes after it."""
-
-
-def qa_text(question: str, answer: str) -> str:
-    return f"{QA_TEMPLATE.format(question)} {answer}"
 
 
 def image_sample(seed: int, size: int = 64, *, qa_share: float = 0.3, colour: str | None = None,

@@ -13,13 +13,9 @@ from tqdm import tqdm
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError, VideoLoader
 from ..paths import Scan, display, scan
+from ..video.decode import VIDEO_SUFFIXES
 from ..video.reader import Clip
 
-VIDEO_SUFFIXES = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp", ".ogv",
-    ".gif",
-})
-"""File endings treated as videos when a directory is expanded."""
 
 
 @dataclass

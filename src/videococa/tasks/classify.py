@@ -21,6 +21,7 @@ from ..cache import cache_root
 from ..files import load_tensors, save_tensors_atomic
 from ..models.videococa import VideoCoCa
 from .labels import LabelSet, load_labels, load_templates
+from ..errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class ZeroShotClassifier:
     def classify(self, video_embeddings: torch.Tensor, *, top_k: int = 5) -> list[list[Prediction]]:
         """Top-k predictions per video, best first."""
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+            raise OptionError(f"top_k must be at least 1, got {top_k}")
         s = self.scores(video_embeddings)
         vals, idx = s.topk(min(top_k, s.shape[1]), dim=-1)
         return [[Prediction(self.labels.labels[i], float(v), int(i)) for v, i in zip(vr.tolist(), ir.tolist())]

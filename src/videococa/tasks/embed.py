@@ -16,10 +16,10 @@ import numpy as np
 
 from ..files import remove_stale_parts
 from ..paths import display
-from ..version import __version__
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError
 from .batch import encode_videos
+from ..errors import OptionError
 
 
 @dataclass
@@ -101,12 +101,10 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
 
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
+        raise OptionError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     dim = model.info.embed_dim
-    meta = {"videococa": __version__, "model": model.info.name, "pretrained": model.info.pretrained or "",
-            "precision": model.precision, "fingerprint": model.fingerprint(), "frames": str(frames),
-            "sampling": "uniform", "pooling": pooling, "segment": str(segment or 0)}
+    meta = {k: str(v) for k, v in model.provenance(frames=frames, pooling=pooling, segment=segment or 0).items()}
     schema = pa.schema([
         ("path", pa.string()), ("path_bytes", pa.binary()), ("start", pa.float64()), ("end", pa.float64()),
         ("duration", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()),

@@ -113,10 +113,7 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
-    info = model.info
-    manifest = {"version": FORMAT_VERSION, "model": info.name, "pretrained": info.pretrained or "",
-                "fingerprint": model.fingerprint(), "precision": model.precision, "frames": frames,
-                "sampling": "uniform"}
+    manifest = {"version": FORMAT_VERSION, **model.provenance(frames=frames)}
     if mpath.is_file():
         FeatureCache(out, model, frames).db.close()  # refuses a mismatched cache before any work
     else:

@@ -42,14 +42,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import FinetuneError
+from ..errors import FinetuneError, OptionError
+from ..text import qa_text
 from ..files import write_text_atomic
 from ..models.decoding import decoder_hidden
 from ..models.finetuned import RunDir
 from ..models.videococa import TEMPORALS, VideoCoCa, check_choice
 from .features import FeatureCache, clip_key
 
-QA_TEMPLATE = "question: {} answer:"
 Task = Literal["caption", "qa", "retrieval", "retrieval+caption"]
 TASKS: tuple[str, ...] = ("caption", "qa", "retrieval", "retrieval+caption")
 LOSS_WEIGHTS: dict[str, tuple[float, float]] = {  # task -> (contrastive, captioning); CoCa: 1 and 2
@@ -100,7 +100,7 @@ class FinetuneConfig:
         con = con if self.contrastive_weight is None else self.contrastive_weight
         cap = cap if self.caption_weight is None else self.caption_weight
         if con < 0 or cap < 0 or con + cap == 0:
-            raise ValueError(f"loss weights must be >= 0 and not both 0, got contrastive={con}, caption={cap}")
+            raise OptionError(f"loss weights must be >= 0 and not both 0, got contrastive={con}, caption={cap}")
         return con, cap
 
 
@@ -111,7 +111,7 @@ def training_pairs(items, task: str) -> list[tuple[str, str]]:
     for it in items:
         key = clip_key(it.path, it.start, it.end)
         if task == "qa":
-            pairs += [(key, f"{QA_TEMPLATE.format(it.question)} {a}") for a in it.answers[:1]]
+            pairs += [(key, qa_text(it.question, a)) for a in it.answers[:1]]
         else:
             pairs += [(key, c) for c in it.captions]
     return pairs

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .. import interrupt
-from ..errors import VideoDecodeError
+from ..errors import OptionError, VideoDecodeError
 from ..paths import display
 from ..limits import CHUNK_FRAMES
 from .reader import Clip, _check_num_frames, iter_clips, read_video
@@ -52,7 +52,7 @@ class VideoBatch:
         """(B_ok, T, 3, S, S) frames of the clips that were read."""
         clips = self.clips
         if not clips:
-            raise ValueError("no video in this batch could be read")
+            raise OptionError("no video in this batch could be read")
         return torch.stack([c.frames for c in clips])
 
     @property
@@ -130,13 +130,13 @@ class VideoLoader:
         segment: float | None = None,
     ):
         if sampling not in SAMPLINGS:
-            raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+            raise OptionError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise OptionError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {workers}")
+            raise OptionError(f"workers must be 0 or more, got {workers}")
         if prefetch < 1:
-            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+            raise OptionError(f"prefetch must be at least 1, got {prefetch}")
         check_segment(segment)
         _check_num_frames(num_frames)
         self.paths = [str(p) for p in paths]

@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..errors import VideoDecodeError
+from ..errors import OptionError, VideoDecodeError
 from ..limits import CHUNK_FRAMES, MAX_READ_FRAMES
 from ..paths import display
 from .decode import VideoInfo, open_video
@@ -43,9 +43,9 @@ class Clip:
 
 def _check_num_frames(num_frames: int) -> None:
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+        raise OptionError(f"num_frames must be a positive integer, got {num_frames!r}")
     if num_frames > MAX_READ_FRAMES:
-        raise ValueError(f"num_frames={num_frames} is more than {MAX_READ_FRAMES} frames per clip, which all sit in memory "
+        raise OptionError(f"num_frames={num_frames} is more than {MAX_READ_FRAMES} frames per clip, which all sit in memory "
                          f"together; sample fewer frames, or cut long videos into segments")
 
 
@@ -53,13 +53,13 @@ def _window(info: VideoInfo, start: float | None, end: float | None) -> tuple[fl
     lo = 0.0 if start is None else float(start)
     hi = info.duration if end is None else min(float(end), info.duration)
     if lo < 0:
-        raise ValueError(f"start={start} is negative")
+        raise OptionError(f"start={start} is negative")
     if info.is_image:
         return 0.0, 0.0
     if lo >= info.duration and info.duration > 0:
-        raise ValueError(f"start={start} s is at or past the end of {info.path!r} ({info.duration:.3f} s long)")
+        raise OptionError(f"start={start} s is at or past the end of {info.path!r} ({info.duration:.3f} s long)")
     if end is not None and hi <= lo:
-        raise ValueError(f"end={end} must be after start={lo}")
+        raise OptionError(f"end={end} must be after start={lo}")
     return lo, hi
 
 
@@ -101,7 +101,7 @@ def read_video(
     _check_num_frames(num_frames)
     preprocess = resolve_preprocess(preprocess, size, mean, std)
     if sampling not in SAMPLINGS:
-        raise ValueError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+        raise OptionError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
     src = open_video(path)
     try:
         lo, hi = _window(src.info, start, end)
@@ -147,7 +147,7 @@ def iter_clips(
     _check_num_frames(num_frames)
     preprocess = resolve_preprocess(preprocess, size, mean, std)
     if windows is not None and (num_clips is not None or segment is not None):
-        raise ValueError("give exactly one of num_clips, segment and windows")
+        raise OptionError("give exactly one of num_clips, segment and windows")
     src = open_video(path)
     try:
         try:

@@ -7,6 +7,7 @@ import random
 from typing import Literal, Sequence
 
 from ..limits import MAX_SEGMENT, MAX_WINDOWS, MIN_SEGMENT
+from ..errors import OptionError
 
 Sampling = Literal["uniform", "random"]
 SAMPLINGS: tuple[str, ...] = ("uniform", "random")
@@ -20,7 +21,7 @@ def check_segment(segment: float | None) -> None:
         return
     if isinstance(segment, bool) or not isinstance(segment, (int, float)) or not math.isfinite(segment) \
             or not MIN_SEGMENT <= segment <= MAX_SEGMENT:
-        raise ValueError(f"segment must be a number of seconds from {MIN_SEGMENT:g} to {MAX_SEGMENT:g}, "
+        raise OptionError(f"segment must be a number of seconds from {MIN_SEGMENT:g} to {MAX_SEGMENT:g}, "
                          f"got {segment!r}")
 
 
@@ -49,17 +50,17 @@ def clip_windows(
     a video shorter than one segment is one window.
     """
     if (num_clips is None) == (segment is None):
-        raise ValueError("give exactly one of num_clips and segment")
+        raise OptionError("give exactly one of num_clips and segment")
     if num_clips is not None:
         if not isinstance(num_clips, int) or num_clips < 1:
-            raise ValueError(f"num_clips must be a positive integer, got {num_clips!r}")
+            raise OptionError(f"num_clips must be a positive integer, got {num_clips!r}")
         step = duration / num_clips
         return [(k * step, (k + 1) * step) for k in range(num_clips)]
     if segment is None:
-        raise ValueError("segment must be a positive number of seconds, got None")
+        raise OptionError("segment must be a positive number of seconds, got None")
     check_segment(segment)
     if not math.isfinite(duration) or duration / segment > MAX_WINDOWS:
-        raise ValueError(f"a stated duration of {duration:g} s cut into {segment:g}-second windows is more than "
+        raise OptionError(f"a stated duration of {duration:g} s cut into {segment:g}-second windows is more than "
                          f"{MAX_WINDOWS:,} windows (a corrupt header, or use longer segments)")
     n = max(1, math.ceil(duration / segment - 1e-9))
     return [(k * segment, min((k + 1) * segment, duration)) for k in range(n)]
@@ -74,11 +75,11 @@ def sliding_windows(duration: float, *, scales: Sequence[float] = (0.125, 0.25, 
     flush with the end when the steps do not reach it. Sorted by (start, end), no duplicates.
     """
     if not duration > 0:
-        raise ValueError(f"duration must be positive, got {duration!r}")
+        raise OptionError(f"duration must be positive, got {duration!r}")
     if not scales or any(not 0 < s <= 1 for s in scales):
-        raise ValueError(f"scales must be shares of the video in (0, 1], got {list(scales)!r}")
+        raise OptionError(f"scales must be shares of the video in (0, 1], got {list(scales)!r}")
     if not 0 < stride <= 1:
-        raise ValueError(f"stride must be a share of the window length in (0, 1], got {stride!r}")
+        raise OptionError(f"stride must be a share of the window length in (0, 1], got {stride!r}")
     out = set()
     for s in scales:
         length, step = s * duration, s * stride * duration

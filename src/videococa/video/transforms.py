@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+from ..errors import OptionError
 
 # CLIP / CoCa normalisation (open_clip.OPENAI_DATASET_MEAN / _STD)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -24,7 +25,7 @@ def resize_crop(rgb: np.ndarray | torch.Tensor, size: int = 224) -> torch.Tensor
     """One frame (H, W, 3) uint8 -> (3, size, size) uint8: shortest side to `size` (bicubic), centre crop."""
     x = torch.from_numpy(np.ascontiguousarray(rgb)) if isinstance(rgb, np.ndarray) else rgb
     if x.ndim != 3 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {tuple(x.shape)} {x.dtype}")
+        raise OptionError(f"expected an (H, W, 3) uint8 RGB frame, got {tuple(x.shape)} {x.dtype}")
     return _resize_crop_chw(x.permute(2, 0, 1), size)  # (3, size, size)
 
 
@@ -44,7 +45,7 @@ def normalize(frames: torch.Tensor, mean: Sequence[float] = CLIP_MEAN, std: Sequ
 def _triple(value: Sequence[float], what: str) -> tuple[float, float, float]:
     values = tuple(float(v) for v in value)
     if len(values) != 3:
-        raise ValueError(f"{what} must have 3 values (R, G, B), got {len(values)}: {value!r}")
+        raise OptionError(f"{what} must have 3 values (R, G, B), got {len(values)}: {value!r}")
     return values  # type: ignore[return-value]
 
 
@@ -63,11 +64,11 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
-            raise ValueError(f"size must be a positive integer number of pixels, got {self.size!r}")
+            raise OptionError(f"size must be a positive integer number of pixels, got {self.size!r}")
         object.__setattr__(self, "mean", _triple(self.mean, "mean"))
         object.__setattr__(self, "std", _triple(self.std, "std"))
         if min(self.std) <= 0:
-            raise ValueError(f"std values must be positive, got {self.std!r}")
+            raise OptionError(f"std values must be positive, got {self.std!r}")
 
     def crop(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """One frame (H, W, 3) uint8 -> (3, size, size) uint8, resized and centre-cropped."""
@@ -84,12 +85,12 @@ class Preprocess:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"frames must be a uint8 tensor or array, got {type(frames).__name__}")
         if x.dtype != torch.uint8 or x.ndim < 3 or 3 not in (x.shape[-1], x.shape[-3]):
-            raise ValueError(f"expected uint8 RGB frames (..., H, W, 3) or (..., 3, H, W), got {tuple(x.shape)} "
+            raise OptionError(f"expected uint8 RGB frames (..., H, W, 3) or (..., 3, H, W), got {tuple(x.shape)} "
                              f"{x.dtype}")
         if x.shape[-1] == 3:
             x = x.movedim(-1, -3)  # (..., 3, H, W)
         if 0 in x.shape:
-            raise ValueError(f"no pixels to preprocess: frames have shape {tuple(x.shape)}")
+            raise OptionError(f"no pixels to preprocess: frames have shape {tuple(x.shape)}")
         lead = x.shape[:-3]
         out = self.normalize(_resize_crop_chw(x.reshape(-1, *x.shape[-3:]), self.size))  # (N, 3, size, size)
         return out.reshape(*lead, *out.shape[-3:])  # (..., 3, size, size)
@@ -109,7 +110,7 @@ def resolve_preprocess(
                             f"got {type(preprocess).__name__}")
         given = [k for k, v in (("size", size), ("mean", mean), ("std", std)) if v is not None]
         if given:
-            raise ValueError(f"give either preprocess or {'/'.join(given)}, not both "
+            raise OptionError(f"give either preprocess or {'/'.join(given)}, not both "
                              f"(preprocess already holds size, mean and std)")
         return preprocess
     return Preprocess(224 if size is None else size, CLIP_MEAN if mean is None else tuple(mean),
@@ -129,6 +130,6 @@ def preprocess_frames(
     if isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 3:
         frames = frames[None]
     if len(frames) == 0:
-        raise ValueError("no frames to preprocess")
+        raise OptionError("no frames to preprocess")
     p = Preprocess(size, tuple(mean), tuple(std))
     return p.normalize(torch.stack([p.crop(f) for f in frames]))
