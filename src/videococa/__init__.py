@@ -5,7 +5,7 @@ from .errors import (AnnotationError, CheckpointError, DatasetRequestError, Feat
                      WeightsUnavailableError)
 from .index import RepairReport, SearchHit, UpdateReport, VideoIndex
 from .models import ModelInfo, VideoCoCa, list_models, load_model
-from .models.decoding import Caption
+from .models.decoding import Caption, GenerationConfig
 from .tasks import (EmbedReport, EncodedClip, Prediction, ZeroShotClassifier, embed_to_parquet, encode_videos,
                     load_labels, rank_texts)
 from .version import __version__
@@ -14,7 +14,7 @@ from .video import (Clip, LoadError, Preprocess, VideoBatch, VideoInfo, VideoLoa
 
 __all__ = [
     # models
-    "Caption", "ModelInfo", "VideoCoCa", "list_models", "load_model",
+    "Caption", "GenerationConfig", "ModelInfo", "VideoCoCa", "list_models", "load_model",
     # video
     "Clip", "LoadError", "Preprocess", "VideoBatch", "VideoInfo", "VideoLoader", "iter_clips", "preprocess_frames", "probe",
     "read_clips", "read_video",

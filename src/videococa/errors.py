@@ -51,3 +51,10 @@ class OptionError(VideoCoCaError, ValueError):
     """An option value a user gave that cannot be used (a mode that does not exist, a number out of range).
 
     A ValueError too, so code that catches ValueError keeps working."""
+
+
+def check_choice(value: str, allowed, what: str) -> str:
+    """Return `value` if it is one of `allowed`, else raise an OptionError listing them."""
+    if value not in allowed:
+        raise OptionError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+    return value

@@ -155,3 +155,24 @@ def test_suppressed_words_are_never_generated(model, gen_tokens):
         assert base[0].token_ids[0] not in c.token_ids
     with pytest.raises(ValueError, match="suppress word 'a red car' is 3 tokens"):
         model.generate(tokens=gen_tokens, suppress=["a red car"])
+
+
+def test_a_generation_config_and_keyword_overrides_decode_alike(tiny_model, easy_videos):
+    import dataclasses
+
+    import pytest
+
+    from videococa import GenerationConfig, OptionError
+
+    clip = tiny_model.read_video(easy_videos[0], num_frames=2)
+    _, tokens = tiny_model.encode_video(clip.frames[None], return_tokens=True)
+    cfg = GenerationConfig(method="greedy", max_len=12)
+    by_config = tiny_model.generate(tokens=tokens, config=cfg, return_details=True)
+    by_words = tiny_model.generate(tokens=tokens, method="greedy", max_len=12, return_details=True)
+    assert by_config == by_words and "red" in by_config[0].text.split()
+    beams = tiny_model.generate(tokens=tokens, config=cfg, method="beam", num_beams=3)  # overrides win
+    assert beams == tiny_model.generate(tokens=tokens, config=dataclasses.replace(cfg, method="beam", num_beams=3))
+    with pytest.raises(OptionError, match="top_p must be in"):
+        tiny_model.generate(tokens=tokens, method="top_p", top_p=1.5)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: beams"):
+        tiny_model.generate(tokens=tokens, beams=3)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import OptionError, check_choice
+
 Method = Literal["greedy", "beam", "top_k", "top_p"]
 METHODS: tuple[str, ...] = ("greedy", "beam", "top_k", "top_p")
 
@@ -212,32 +214,93 @@ def _finish(ids: list[int], eot: int) -> list[int]:
     return ids[: ids.index(eot)] if eot in ids else ids
 
 
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How text is decoded (as Hugging Face's GenerationConfig): one object passed down instead of a dozen
+    keyword arguments. `VideoCoCa.generate(config=..., **overrides)` builds one with `replace`."""
+
+    method: Method = "beam"
+    """greedy, beam (length-normalised), top_k or top_p sampling."""
+    num_beams: int = 6
+    """Beams per video (beam search)."""
+    max_len: int = 30
+    """New tokens at most (the end token counts)."""
+    min_len: int = 5
+    """New tokens before the end token may be chosen."""
+    top_k: int = 50
+    """Candidates kept per step (top_k sampling)."""
+    top_p: float = 0.9
+    """Probability mass kept per step (top_p sampling)."""
+    temperature: float = 1.0
+    """Divides the logits before sampling."""
+    repetition_penalty: float = 1.0
+    """CTRL-style penalty on tokens already generated (1: none)."""
+    length_penalty: float = 1.0
+    """Exponent of the length normalisation of beam scores."""
+    seed: int | None = None
+    """Seed of the sampling methods (None: a fresh one)."""
+    suppress: tuple[str, ...] | None = None
+    """Words (one token each) never generated; None: the model's own list for unprompted captions."""
+
+    def check(self) -> None:
+        """Raise OptionError naming the first value that cannot be used."""
+        check_choice(self.method, METHODS, "method")
+        if not isinstance(self.max_len, int) or self.max_len < 1:
+            raise OptionError(f"max_len must be a positive integer, got {self.max_len!r}")
+        if not 0 <= self.min_len <= self.max_len:
+            raise OptionError(f"min_len must be between 0 and max_len={self.max_len}, got {self.min_len!r}")
+        if self.method == "beam" and (not isinstance(self.num_beams, int) or self.num_beams < 1):
+            raise OptionError(f"num_beams must be a positive integer, got {self.num_beams!r}")
+        if self.method == "top_k" and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise OptionError(f"top_k must be a positive integer, got {self.top_k!r}")
+        if self.method == "top_p" and not 0 < self.top_p <= 1:
+            raise OptionError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.temperature <= 0:
+            raise OptionError(f"temperature must be positive, got {self.temperature!r}")
+        if self.repetition_penalty <= 0:
+            raise OptionError(f"repetition_penalty must be positive, got {self.repetition_penalty!r}")
+
+
 def generate_ids(
     coca: nn.Module,
     image_embs: torch.Tensor,
     prefix: torch.Tensor,
     *,
     eot: int,
-    method: Method = "beam",
-    num_beams: int = 6,
-    max_len: int = 30,
-    min_len: int = 5,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    temperature: float = 1.0,
-    repetition_penalty: float = 1.0,
-    length_penalty: float = 1.0,
+    config: GenerationConfig,
     generator: torch.Generator | None = None,
     suppress: torch.Tensor | None = None,
 ) -> list[tuple[list[int], float]]:
     """Generated ids (without the end token) and score per video, all videos sharing one prefix length.
 
     image_embs (B, Q, E); prefix (B, P) token ids starting with the start token.
-    max_len / min_len count new tokens; the end token counts towards both.
     """
-    if method == "beam":
-        return _beam(coca, image_embs, prefix, eot=eot, num_beams=num_beams, max_len=max_len, min_len=min_len,
-                     repetition_penalty=repetition_penalty, length_penalty=length_penalty, suppress=suppress)
+    c = config
+    if c.method == "beam":
+        return _beam(coca, image_embs, prefix, eot=eot, num_beams=c.num_beams, max_len=c.max_len, min_len=c.min_len,
+                     repetition_penalty=c.repetition_penalty, length_penalty=c.length_penalty, suppress=suppress)
+    return _stepwise(coca, image_embs, prefix, eot=eot, method=c.method, max_len=c.max_len, min_len=c.min_len,
+                     top_k=c.top_k, top_p=c.top_p, temperature=c.temperature,
+                     repetition_penalty=c.repetition_penalty, generator=generator, suppress=suppress)
+
+
+def _stepwise(
+    coca: nn.Module,
+    image_embs: torch.Tensor,
+    prefix: torch.Tensor,
+    *,
+    eot: int,
+    method: Method,
+    max_len: int,
+    min_len: int,
+    top_k: int | None,
+    top_p: float | None,
+    temperature: float,
+    repetition_penalty: float,
+    generator: torch.Generator | None,
+    suppress: torch.Tensor | None,
+) -> list[tuple[list[int], float]]:
+    """Greedy decoding or sampling, one token per step for every video still writing."""
     b = image_embs.shape[0]
     state = DecodeState(coca, image_embs, 1, prefix.shape[1] + max_len)
     logits = state.forward(prefix)  # (B, V)

@@ -8,6 +8,7 @@ pooler + ln_post run once over it (Yan et al., 2022, "VideoCoCa", Sec. 3).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -28,8 +29,8 @@ from ..version import __version__
 from ..video.reader import Clip
 from ..video.reader import read_video as _read_video
 from ..video.transforms import Preprocess
-from .decoding import METHODS, Caption, Method, generate_ids
-from ..errors import OptionError
+from .decoding import METHODS, Caption, GenerationConfig, Method, generate_ids
+from ..errors import OptionError, check_choice  # noqa: F401 - check_choice is imported from here by others
 
 Pooling = Literal["attentional", "mean"]
 POOLINGS: tuple[str, ...] = ("attentional", "mean")
@@ -57,13 +58,6 @@ class ModelInfo:
     """Per-channel mean used to normalise frames."""
     image_std: tuple[float, float, float]
     """Per-channel std used to normalise frames."""
-
-
-def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
-    """Return `value` if it is one of `allowed`, else raise a ValueError listing them."""
-    if value not in allowed:
-        raise OptionError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
-    return value
 
 
 def _sincos(length: int, width: int) -> torch.Tensor:
@@ -345,48 +339,29 @@ class VideoCoCa(nn.Module):
         frames: torch.Tensor | None = None,
         *,
         tokens: torch.Tensor | None = None,
-        method: Method = "beam",
-        num_beams: int = 6,
-        max_len: int = 30,
-        min_len: int = 5,
-        top_k: int = 50,
-        top_p: float = 0.9,
-        temperature: float = 1.0,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
+        config: GenerationConfig | None = None,
         prompt: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        suppress: Sequence[str] | None = None,
         return_details: bool = False,
+        **overrides,
     ) -> list[str] | list[Caption]:
         """Captions (or continuations of `prompt`) for a batch of videos.
 
         Give frames (B, T, 3, H, W) as `encode_video` takes them (float model input, or uint8 of any size) or
         the generative tokens (B, Q-1, E) from `encode_video(..., return_tokens=True)`, so one encoding
-        serves many decodings.
-        method: greedy, beam (length-normalised), top_k or top_p sampling (seeded by `seed`).
-        max_len / min_len count new tokens. `suppress`: words (one token each) never generated;
-        by default, the model's own list for captions without a prompt (videococa-tiny: its
-        question-answer format). Returns strings, or Caption records with token ids and scores
-        when `return_details=True`.
+        serves many decodings. How to decode is a `GenerationConfig` (default: beam search, 6 beams, up to
+        30 new tokens); any of its fields may also be given by name (`method="greedy", max_len=20`) and
+        override the config. `suppress=None` (the default) uses the model's own list for captions without a
+        prompt (videococa-tiny: its question-answer format). Returns strings, or Caption records with token
+        ids and scores when `return_details=True`.
         """
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(GenerationConfig)})
+        if unknown:
+            raise TypeError(f"generate() got unexpected keyword arguments: {', '.join(unknown)}")
+        cfg = dataclasses.replace(config or GenerationConfig(), **overrides)
+        cfg.check()
         image_embs = self._generation_tokens(frames, tokens)
         b = image_embs.shape[0]
-        check_choice(method, METHODS, "method")
-        if not isinstance(max_len, int) or max_len < 1:
-            raise OptionError(f"max_len must be a positive integer, got {max_len!r}")
-        if not 0 <= min_len <= max_len:
-            raise OptionError(f"min_len must be between 0 and max_len={max_len}, got {min_len!r}")
-        if method == "beam" and (not isinstance(num_beams, int) or num_beams < 1):
-            raise OptionError(f"num_beams must be a positive integer, got {num_beams!r}")
-        if method == "top_k" and (not isinstance(top_k, int) or top_k < 1):
-            raise OptionError(f"top_k must be a positive integer, got {top_k!r}")
-        if method == "top_p" and not 0 < top_p <= 1:
-            raise OptionError(f"top_p must be in (0, 1], got {top_p!r}")
-        if temperature <= 0:
-            raise OptionError(f"temperature must be positive, got {temperature!r}")
-        if repetition_penalty <= 0:
-            raise OptionError(f"repetition_penalty must be positive, got {repetition_penalty!r}")
+        method, max_len, suppress = cfg.method, cfg.max_len, cfg.suppress
         prompts = self._prompts(prompt, b)
         prefixes = [[self.sot_token_id, *self.tokenizer.encode(p)] for p in prompts]
         limit = self.info.context_length
@@ -402,7 +377,7 @@ class VideoCoCa(nn.Module):
         generator = None
         if method in ("top_k", "top_p"):
             generator = torch.Generator(device=self.device)
-            generator.manual_seed(seed if seed is not None else torch.seed())
+            generator.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
         results: list[Caption | None] = [None] * b
         groups: dict[int, list[int]] = {}  # videos whose prefixes have the same length decode together
         for i, ids in enumerate(prefixes):
@@ -410,12 +385,8 @@ class VideoCoCa(nn.Module):
         with torch.inference_mode(), self.autocast():
             for idx in groups.values():
                 prefix = torch.tensor([prefixes[i] for i in idx], device=self.device)  # (b, P)
-                out = generate_ids(
-                    self.coca, image_embs[idx], prefix, eot=self.eot_token_id, method=method, num_beams=num_beams,
-                    max_len=max_len, min_len=min_len, top_k=top_k, top_p=top_p, temperature=temperature,
-                    repetition_penalty=repetition_penalty, length_penalty=length_penalty, generator=generator,
-                    suppress=suppress_ids,
-                )
+                out = generate_ids(self.coca, image_embs[idx], prefix, eot=self.eot_token_id, config=cfg,
+                                   generator=generator, suppress=suppress_ids)
                 for i, (ids, score) in zip(idx, out):
                     results[i] = Caption(self.decode_ids(ids), ids, score)
         return results if return_details else [r.text for r in results]  # type: ignore[union-attr]
