@@ -349,7 +349,7 @@ def test_the_index_folder_deleted_mid_run(tiny_model, library, tmp_path, monkeyp
     from videococa.index import store
 
     idx = tmp_path / "idx"
-    real = store.encode_videos
+    real = store.encode_files
 
     def delete_after_first(*args, **kwargs):
         for i, item in enumerate(real(*args, **kwargs)):
@@ -357,7 +357,7 @@ def test_the_index_folder_deleted_mid_run(tiny_model, library, tmp_path, monkeyp
                 shutil.rmtree(idx)
             yield item
 
-    monkeypatch.setattr(store, "encode_videos", delete_after_first)
+    monkeypatch.setattr(store, "encode_files", delete_after_first)
     with VideoIndex(idx, tiny_model) as index:
         with pytest.raises(IndexStoreError, match="was deleted or replaced while this process was using it"):
             index.update([library], batch_size=1)

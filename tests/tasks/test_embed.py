@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from videococa import embed_to_parquet, read_video
-from videococa.tasks import embed as embed_mod
+from videococa.tasks import batch as batch_mod
 
 
 def test_rows_match_the_model_and_the_protocol_is_recorded(tiny_model, easy_videos, tmp_path):
@@ -45,7 +45,7 @@ def test_segments_give_one_row_per_window(tiny_model, easy_videos, tmp_path):
 
 def _interrupt_after(monkeypatch, n: int) -> None:
     """The next embed run gets Ctrl-C after its n-th result."""
-    real = embed_mod.encode_videos
+    real = batch_mod.encode_videos
 
     def interrupted(*args, **kwargs):
         for i, item in enumerate(real(*args, **kwargs)):
@@ -53,7 +53,7 @@ def _interrupt_after(monkeypatch, n: int) -> None:
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(embed_mod, "encode_videos", interrupted)
+    monkeypatch.setattr(batch_mod, "encode_videos", interrupted)
 
 
 def test_an_interrupted_run_keeps_the_old_output_and_the_next_run_resumes(tiny_model, easy_videos, tmp_path,
@@ -68,8 +68,8 @@ def test_an_interrupted_run_keeps_the_old_output_and_the_next_run_resumes(tiny_m
     assert pq.read_table(report.partial).column("path").to_pylist() == easy_videos[:3]
     monkeypatch.undo()
     calls = []
-    real = embed_mod.encode_videos
-    monkeypatch.setattr(embed_mod, "encode_videos", lambda model, paths, **kw: calls.append(list(paths)) or real(
+    real = batch_mod.encode_videos
+    monkeypatch.setattr(batch_mod, "encode_videos", lambda model, paths, **kw: calls.append(list(paths)) or real(
         model, paths, **kw))
     report = embed_to_parquet(tiny_model, easy_videos, out, frames=2, row_group=2)
     assert calls == [easy_videos[3:]] and report.resumed == 3  # only the rest is embedded

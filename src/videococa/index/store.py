@@ -41,7 +41,7 @@ from ..errors import IndexStoreError, OptionError
 from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
-from ..tasks.batch import encode_videos, scan_inputs
+from ..tasks.batch import encode_files, scan_inputs
 from ..video.loader import LoadError
 from ..video.reader import read_video
 from ..limits import MAX_FRAMES
@@ -655,62 +655,59 @@ class VideoIndex:
             found = scan_inputs(inputs, prefer=lambda p: _abspath(p) in known)  # a file keeps its indexed name
             report.notes.extend(LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped)
             to_embed = self._plan(found, known, report, prune)
-            for old in report.removed:
-                self._alive()
-                with self._tx():
-                    ids = self._remove_file(old) or []
-                    gen = self._bump()
-                self._applied(gen, ids)
-            for old, new in report.moved:
-                self._alive()
-                with self._tx():
-                    self.db.execute("UPDATE files SET path = ? WHERE path = ?", (to_db(new), to_db(old)))
-                    gen = self._bump()
-                self._applied(gen)
+            self._drop(report.removed)
+            self._move(report.moved)
             stats = {p: (size, mtime) for p, size, mtime in to_embed}
-            pending: list = []  # the entries of the file being read, until it is complete
-            current: str | None = None
-
-            def commit(path: str, items: list) -> None:
-                size, mtime = stats[path]
-                clip = items[-1].clip  # a cut-off file is found out only when its last windows are read
-                duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
-                vecs = np.stack([F.normalize(x.embedding.float(), dim=-1).cpu().numpy() for x in items]).astype(np.float32)
-                head = head_sha256(path)
-                self._alive()
-                with self._tx():
-                    old = self._remove_file(path) or []
-                    cur = self.db.execute("INSERT INTO files (path, size, mtime_ns, duration, indexed_at, head_sha256) "
-                                          "VALUES (?, ?, ?, ?, ?, ?)",
-                                          (to_db(path), size, mtime, duration, time.time(), head))
-                    fid = cur.lastrowid
-                    new_ids = [self.db.execute("INSERT INTO entries (file_id, start, end, vector) VALUES (?, ?, ?, ?)",
-                                               (fid, x.clip.start, x.clip.end, v.tobytes())).lastrowid
-                               for x, v in zip(items, vecs)]
-                    gen = self._bump()
-                self._applied(gen, old, np.asarray(new_ids, dtype=np.int64), vecs)
-                (report.updated if path in known else report.added).append(path)
-                if clip.truncated_at is not None:
-                    report.notes.append(LoadError(path, f"{display(path)!r}: truncated: its data ends at "
-                                                        f"{clip.truncated_at:.2f} s of a stated {clip.info.duration:.2f} s; "
-                                                        "indexed up to there"))
-
-            for item in encode_videos(model, [p for p, _, _ in to_embed], frames=self.frames, batch_size=batch_size,
-                                      workers=workers, pooling=self.pooling, segment=self.segment,
-                                      progress=progress, desc="index"):
+            for item in encode_files(model, list(stats), frames=self.frames, batch_size=batch_size, workers=workers,
+                                     pooling=self.pooling, segment=self.segment, progress=progress, desc="index"):
                 if isinstance(item, LoadError):
                     report.failed.append(item)
-                    if item.path == current:  # failed part-way: its windows so far are not a whole file
-                        pending, current = [], None
                     continue
-                if current is not None and item.clip.path != current:
-                    commit(current, pending)
-                    pending = []
-                current = item.clip.path
-                pending.append(item)
-            if current is not None and pending:
-                commit(current, pending)
+                path = item[0].clip.path
+                self._commit_file(path, *stats[path], item)
+                (report.updated if path in known else report.added).append(path)
+                cut = item[-1].clip  # a cut-off file is found out only when its last windows are read
+                if cut.truncated_at is not None:
+                    report.notes.append(LoadError(path, f"{display(path)!r}: truncated: its data ends at "
+                                                        f"{cut.truncated_at:.2f} s of a stated {cut.info.duration:.2f} s; "
+                                                        "indexed up to there"))
         return report
+
+    def _drop(self, paths: Sequence[str]) -> None:
+        """Remove files that are gone, one transaction each."""
+        for old in paths:
+            self._alive()
+            with self._tx():
+                ids = self._remove_file(old) or []
+                gen = self._bump()
+            self._applied(gen, ids)
+
+    def _move(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Give moved files their new path; their entries stay as they are."""
+        for old, new in moves:
+            self._alive()
+            with self._tx():
+                self.db.execute("UPDATE files SET path = ? WHERE path = ?", (to_db(new), to_db(old)))
+                gen = self._bump()
+            self._applied(gen)
+
+    def _commit_file(self, path: str, size: int, mtime: int, items: list) -> None:
+        """One whole file in one transaction: its old entries out, the new ones in, the generation bumped."""
+        clip = items[-1].clip
+        duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
+        vecs = np.stack([F.normalize(x.embedding.float(), dim=-1).cpu().numpy() for x in items]).astype(np.float32)
+        head = head_sha256(path)
+        self._alive()
+        with self._tx():
+            old = self._remove_file(path) or []
+            fid = self.db.execute("INSERT INTO files (path, size, mtime_ns, duration, indexed_at, head_sha256) "
+                                  "VALUES (?, ?, ?, ?, ?, ?)",
+                                  (to_db(path), size, mtime, duration, time.time(), head)).lastrowid
+            new_ids = [self.db.execute("INSERT INTO entries (file_id, start, end, vector) VALUES (?, ?, ?, ?)",
+                                       (fid, x.clip.start, x.clip.end, v.tobytes())).lastrowid
+                       for x, v in zip(items, vecs)]
+            gen = self._bump()
+        self._applied(gen, old, np.asarray(new_ids, dtype=np.int64), vecs)
 
     def _plan(self, found, known: dict, report: UpdateReport, prune: bool) -> list[tuple[str, int, int]]:
         """Sort the scanned inputs into unchanged / to embed / moved / removed, and report problem inputs."""

@@ -96,3 +96,26 @@ def encode_videos(
                     last = item.path
                 yield item if isinstance(item, LoadError) else done[id(item)]
         bar.update(last is not None)
+
+
+def encode_files(model: VideoCoCa, paths: Sequence[str | os.PathLike], **kwargs) -> Iterator[list[EncodedClip] | LoadError]:
+    """`encode_videos` grouped by file: each readable file's windows as one list (one item without `segment`),
+    in input order, or a LoadError. A file that fails part-way gives only its LoadError; a file cut short by
+    Ctrl-C is never yielded. What the index commits and what `embed` writes is therefore always whole files."""
+    current: list[EncodedClip] = []
+    whole = not kwargs.get("segment")  # one result per file: each is complete as it comes
+    for item in encode_videos(model, paths, **kwargs):
+        if whole:
+            yield item if isinstance(item, LoadError) else [item]
+            continue
+        if isinstance(item, LoadError):
+            if current and current[0].clip.path == item.path:
+                current = []  # its windows so far are not a whole file
+            yield item
+            continue
+        if current and item.clip.path != current[0].clip.path:
+            yield current
+            current = []
+        current.append(item)
+    if current:
+        yield current

@@ -18,7 +18,7 @@ from ..files import remove_stale_parts
 from ..paths import display
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import LoadError
-from .batch import encode_videos
+from .batch import encode_files
 from ..errors import OptionError
 
 
@@ -82,6 +82,47 @@ def _resumable(partial: Path, schema, wanted: set[str], report: EmbedReport):
     return None
 
 
+def _schema(model: VideoCoCa, frames: int, pooling: str, segment: float | None):
+    import pyarrow as pa
+
+    meta = {k: str(v) for k, v in model.provenance(frames=frames, pooling=pooling, segment=segment or 0).items()}
+    return pa.schema([
+        ("path", pa.string()), ("path_bytes", pa.binary()), ("start", pa.float64()), ("end", pa.float64()),
+        ("duration", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()),
+        ("embedding", pa.list_(pa.float32(), model.info.embed_dim)),
+    ], metadata={f"videococa.{k}": v for k, v in meta.items()})
+
+
+def _file_rows(items: list, report: EmbedReport) -> list[tuple]:
+    """The rows of one whole file; a cut-off file's rows all carry the duration its data really has."""
+    last = items[-1].clip
+    cut = last.truncated_at  # found out only when its last windows were read
+    if cut is not None:
+        report.notes.append(LoadError(last.path, f"{display(last.path)!r}: truncated: its data ends at {cut:.2f} s "
+                                                 f"of a stated {last.info.duration:.2f} s; embedded up to there"))
+    rows = []
+    for it in items:
+        c, name = it.clip, os.fsencode(it.clip.path)
+        rows.append((name.decode("utf-8", "backslashreplace"), name, c.start, c.end,
+                     c.info.duration if cut is None else cut, c.info.width, c.info.height, c.info.fps,
+                     it.embedding.float().cpu().numpy()))
+    return rows
+
+
+def _write(writer, rows: list[tuple], schema) -> int:
+    """Write `rows` as one row group; returns how many."""
+    import pyarrow as pa
+
+    if not rows:
+        return 0
+    cols = list(zip(*rows))
+    emb = np.stack(cols[8]).astype(np.float32)  # (R, E)
+    arrays = [pa.array(c, type=t) for c, t in zip(cols[:8], schema.types[:8])]
+    arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
+    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+    return len(rows)
+
+
 def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                      frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
                      batch_size: int = 4, workers: int = 2, row_group: int = 256,
@@ -90,100 +131,53 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
 
     Columns: path (text; bytes of a non-UTF-8 name as \\xNN escapes), path_bytes (the name's raw bytes),
     start, end, duration, width, height, fps, embedding (fixed-size list of float32), plus the protocol as
-    file-level metadata (model, pretrained, weights fingerprint, frames, pooling, segment).
+    file-level metadata (`VideoCoCa.provenance()`: model, pretrained, weights fingerprint, frames, pooling, ...).
 
     OUT is replaced only by a complete run. An interrupted run (Ctrl-C) leaves OUT as it was and keeps
     the videos it finished in OUT.partial; running again with the same settings takes them over and embeds
     only the rest. A killed run's temp file (OUT.<pid>.part) is removed by the next run.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out)
     if out.is_dir():
         raise OptionError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
-    dim = model.info.embed_dim
-    meta = {k: str(v) for k, v in model.provenance(frames=frames, pooling=pooling, segment=segment or 0).items()}
-    schema = pa.schema([
-        ("path", pa.string()), ("path_bytes", pa.binary()), ("start", pa.float64()), ("end", pa.float64()),
-        ("duration", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()),
-        ("embedding", pa.list_(pa.float32(), dim)),
-    ], metadata={f"videococa.{k}": v for k, v in meta.items()})
+    schema = _schema(model, frames, pooling, segment)
     partial = out.with_name(out.name + ".partial")
     report = EmbedReport(str(out), partial=str(partial))
     _clean_stale_parts(out, report)
     carried = _resumable(partial, schema, {os.fspath(p) for p in paths}, report)
-    done_before = set() if carried is None else {os.fsdecode(b) for b in carried.column("path_bytes").to_pylist()}
-    rows: list[tuple] = []  # rows of finished videos, not yet written
-    current: list = []  # encoded windows of the video being read (written only once it is complete)
-    current_path: str | None = None
-    seen: set[str] = set(done_before)
-
-    def flush(writer) -> None:
-        if rows:
-            cols = list(zip(*rows))
-            emb = np.stack(cols[8]).astype(np.float32)  # (R, E)
-            arrays = [pa.array(c, type=t) for c, t in zip(cols[:8], schema.types[:8])]
-            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim))
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            report.rows += len(rows)
-            rows.clear()
-
-    def finish(items: list) -> None:
-        """The rows of one complete video; a cut-off file's rows all carry the duration its data really has."""
-        cut = items[-1].clip.truncated_at  # found out only when its last windows were read
-        for it in items:
-            c = it.clip
-            name = os.fsencode(c.path)
-            rows.append((name.decode("utf-8", "backslashreplace"), name, c.start, c.end,
-                         c.info.duration if cut is None else cut, c.info.width, c.info.height, c.info.fps,
-                         it.embedding.float().cpu().numpy()))
-        if cut is not None:
-            path = items[-1].clip.path
-            report.notes.append(LoadError(path, f"{display(path)!r}: truncated: its data ends at {cut:.2f} s of a "
-                                                f"stated {items[-1].clip.info.duration:.2f} s; embedded up to there"))
-
+    done = set() if carried is None else {os.fsdecode(b) for b in carried.column("path_bytes").to_pylist()}
+    report.resumed = len(done)
+    rows: list[tuple] = []  # rows of whole files, not yet written
     tmp = out.with_name(f"{out.name}.{os.getpid()}.part")
     try:
         with pq.ParquetWriter(str(tmp), schema) as writer:
             if carried is not None and carried.num_rows:
                 writer.write_table(carried)
-                report.rows, report.resumed = carried.num_rows, len(done_before)
-            todo = [p for p in paths if os.fspath(p) not in done_before]
+                report.rows = carried.num_rows
             try:
-                for item in encode_videos(model, todo, frames=frames, batch_size=batch_size, workers=workers,
-                                          pooling=pooling, segment=segment, progress=progress, desc="embed"):
+                for item in encode_files(model, [p for p in paths if os.fspath(p) not in done], frames=frames,
+                                         batch_size=batch_size, workers=workers, pooling=pooling, segment=segment,
+                                         progress=progress, desc="embed"):
                     if isinstance(item, LoadError):
                         report.failed.append(item)
-                        if item.path == current_path:  # failed part-way: its windows so far are dropped
-                            current, current_path = [], None
                         continue
-                    if item.clip.path != current_path:  # the previous video is complete
-                        if current:
-                            finish(current)
-                        current, current_path = [], item.clip.path
-                        if len(rows) >= row_group:
-                            flush(writer)
-                    seen.add(item.clip.path)
-                    current.append(item)
-                    if segment is None:  # one row per video: complete at once
-                        finish(current)
-                        current = []
-                if current:
-                    finish(current)
+                    rows += _file_rows(item, report)
+                    done.add(item[0].clip.path)
+                    if len(rows) >= row_group:
+                        report.rows += _write(writer, rows, schema)
+                        rows.clear()
             except KeyboardInterrupt:
                 report.interrupted = True
-                if current:
-                    seen.discard(current_path)  # its windows were not all read: dropped
-            flush(writer)
-        if report.interrupted:
-            if report.rows:
-                os.replace(tmp, partial)
-        else:
+            report.rows += _write(writer, rows, schema)
+        if not report.interrupted:
             os.replace(tmp, out)
             partial.unlink(missing_ok=True)
+        elif report.rows:
+            os.replace(tmp, partial)
     finally:
         tmp.unlink(missing_ok=True)
-    report.videos = len(seen)
+    report.videos = len(done)
     return report
