@@ -9,14 +9,14 @@ from .models.decoding import Caption, GenerationConfig
 from .tasks import (EmbedReport, EncodedClip, Prediction, ZeroShotClassifier, embed_to_parquet, encode_videos,
                     load_labels, rank_texts)
 from .version import __version__
-from .video import (Clip, LoadError, Preprocess, VideoBatch, VideoInfo, VideoLoader, iter_clips, preprocess_frames,
+from .video import (Clip, FileIssue, LoadError, Preprocess, VideoBatch, VideoInfo, VideoLoader, iter_clips, preprocess_frames,
                     probe, read_clips, read_video)
 
 __all__ = [
     # models
     "Caption", "GenerationConfig", "ModelInfo", "VideoCoCa", "list_models", "load_model",
     # video
-    "Clip", "LoadError", "Preprocess", "VideoBatch", "VideoInfo", "VideoLoader", "iter_clips", "preprocess_frames", "probe",
+    "Clip", "FileIssue", "LoadError", "Preprocess", "VideoBatch", "VideoInfo", "VideoLoader", "iter_clips", "preprocess_frames", "probe",
     "read_clips", "read_video",
     # tasks
     "EmbedReport", "EncodedClip", "Prediction", "ZeroShotClassifier", "embed_to_parquet", "encode_videos",

@@ -8,6 +8,7 @@ failed (each named on stderr, the rest processed), 2 usage errors, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import math
@@ -21,7 +22,7 @@ from typing import Sequence
 from .data.registry import TASKS, dataset_help, finetune_reading, load_datasets, split_help
 from .demo import run_demo
 from .errors import VideoCoCaError, VideoDecodeError
-from .eval.runner import evaluate, evaluate_dataset, markdown_row
+from .eval.runner import CAPTION_DECODING, evaluate, evaluate_dataset, markdown_row
 from .files import write_json_atomic
 from .index import VideoIndex
 from .interrupt import catching_sigint, check
@@ -30,7 +31,7 @@ from .models import list_models, load_model
 from .paths import display, is_utf8, shorten
 from .tasks import ZeroShotClassifier, embed_to_parquet, encode_videos, load_labels, load_templates, scan_report
 from .train import FeatureCache, FinetuneConfig, cache_features, finetune, training_pairs
-from .video import LoadError
+from .video import FileIssue
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -199,7 +200,7 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     for item in encode_videos(model, paths, frames=args.frames, batch_size=args.batch_size, workers=args.workers,
                               pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
                               progress=_progress(args), desc=desc):
-        (failures if isinstance(item, LoadError) else done).append(item)
+        (failures if isinstance(item, FileIssue) else done).append(item)
     return done, failures
 
 
@@ -352,7 +353,7 @@ def cmd_eval(args) -> int:
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
     out = evaluate(model, args.task, datasets, frames=args.frames, pooling=args.pooling, templates=args.templates,
-                   limit=args.limit, caption_method=args.method, batch_size=args.batch_size, workers=args.workers,
+                   limit=args.limit, generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size, workers=args.workers,
                    progress=_progress(args))
     if args.out:
 
@@ -440,8 +441,6 @@ def cmd_demo(args) -> int:
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
 
-    splits = split_help()  # the splits each dataset takes, from the registry
-
     parser = _Parser(
         prog="videococa",
         description="Zero-shot video-text tasks with image-text CoCa models (VideoCoCa, Yan et al. 2022).",
@@ -449,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_library_commands(sub)
+    _add_text_commands(sub)
+    _add_benchmark_commands(sub)
+    _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
+    return parser
+
+
+def _add_library_commands(sub) -> None:
+    """models, classify, index, search: a library of videos."""
     p = _sub(sub, "models", "list loadable models and pretrained tags", "videococa models", cmd_models,
              model=False, run=False)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -488,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
 
+
+def _add_text_commands(sub) -> None:
+    """caption, ask, embed: text and embeddings per video."""
     p = _sub(sub, "caption", "caption videos", "videococa caption clip.mp4 --method beam", cmd_caption)
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--method", default="beam", choices=["beam", "greedy", "top_k", "top_p"])
@@ -505,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .parquet file")
     p.add_argument("--segment", type=_segment, default=None, help="one row per window of this many seconds")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
+
+
+def _add_benchmark_commands(sub) -> None:
+    """eval, cache-features, finetune: the standard benchmarks and finetuning."""
+    splits = split_help()  # the splits each dataset takes, from the registry
 
     p = _sub(sub, "eval", "evaluate on a standard benchmark (or the synthetic one) with its official protocol",
              "videococa eval classify --dataset ucf101 --annotations classInd.txt testlist01.txt --videos UCF-101/",
@@ -560,8 +576,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the captioning loss (default: 2 for retrieval+caption, 0 for retrieval, else 1)")
     p.add_argument("--train-text", action="store_true", help="also train the text tower")
     p.add_argument("--seed", type=int, default=0)
-    _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videococa import LoadError, VideoLoader, read_video
+from videococa import FileIssue, VideoLoader, read_video
 from videococa.testing import sample_video
 
 
@@ -28,10 +28,10 @@ def test_order_errors_and_values(paths, workers):
     assert [len(b.items) for b in batches] == [2, 2, 1]
     items = [x for b in batches for x in b.items]
     assert [x.path for x in items] == paths  # stable order, every result names its path
-    assert isinstance(items[1], LoadError) and "broken.mp4': not a video" in items[1].reason
-    assert isinstance(items[3], LoadError) and "file not found" in items[3].reason
+    assert isinstance(items[1], FileIssue) and "broken.mp4': not a video" in items[1].reason
+    assert isinstance(items[3], FileIssue) and "file not found" in items[3].reason
     for x, p in zip(items, paths):
-        if not isinstance(x, LoadError):
+        if not isinstance(x, FileIssue):
             assert torch.equal(x.frames, read_video(p, 4).frames)
     assert batches[0].frames.shape == (1, 4, 3, 224, 224) and batches[0].paths == [paths[0]]
     assert len(batches[0].errors) == 1

@@ -24,6 +24,7 @@ from ..files import load_tensors, save_tensors_atomic
 from ..data.readers import Dataset, Item
 from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets, read_synthetic  # noqa: F401
 from ..errors import VideoCoCaError
+from ..models.decoding import GenerationConfig
 from ..models.videococa import VideoCoCa
 from ..synthetic.world import CLASS_TEMPLATES
 from ..text import QA_TEMPLATE
@@ -35,6 +36,9 @@ from .moments import MOMENT_NMS, MOMENT_SCALES, MOMENT_STRIDE, MOMENT_UNIT, rank
 
 EvalError = DatasetRequestError
 """An evaluation that cannot run as asked (dataset, task, split or annotation files)."""
+
+CAPTION_DECODING = GenerationConfig(method="beam", num_beams=3, max_len=20, min_len=2)
+"""How captioning benchmarks decode unless told otherwise (3 beams, up to 20 new tokens)."""
 
 
 # --------------------------------------------------------------------------- encoding with a cache
@@ -125,7 +129,7 @@ def _prompt_names(ds: Dataset) -> list[str]:
 
 def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling: str = "attentional",
                      templates: str | Sequence[str] | None = None, limit: int | None = None,
-                     caption_method: str = "beam", num_beams: int = 3, max_len: int = 20, batch_size: int = 8,
+                     generation: GenerationConfig = CAPTION_DECODING, batch_size: int = 8,
                      workers: int = 2, progress: bool = False, cache: bool = True, meteor: bool = True,
                      frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None) -> dict:
     """Metrics of one dataset for its task, with the protocol. `meteor`: also METEOR for captions (Java).
@@ -188,15 +192,14 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
     elif ds.task == "caption":
         caps = []
         for i in range(0, len(rows), 64):
-            caps += model.generate(tokens=tok[rows[i : i + 64]].float(), method=caption_method, num_beams=num_beams,
-                                   max_len=max_len, min_len=2)
+            caps += model.generate(tokens=tok[rows[i : i + 64]].float(), config=generation)
         refs = {i: it.captions for i, it in enumerate(items)}
         res.update(M.caption_metrics(refs, dict(enumerate(caps)), with_meteor=meteor))
         if items[0].label_words:
             res["mentions label"] = float(np.mean([all(w in c.split() for w in it.label_words)
                                                    for it, c in zip(items, caps)]) * 100)
         res["examples"] = [[it.captions[0], c] for it, c in list(zip(items, caps))[:5]]
-        protocol.update(decoding=caption_method, num_beams=num_beams, max_len=max_len)
+        protocol.update(decoding=generation.method, num_beams=generation.num_beams, max_len=generation.max_len)
     else:
         answers = []
         for i in range(0, len(rows), 64):

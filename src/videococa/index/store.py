@@ -42,7 +42,7 @@ from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
 from ..tasks.batch import encode_files, scan_inputs
-from ..video.loader import LoadError
+from ..video.loader import FileIssue
 from ..video.reader import read_video
 from ..limits import MAX_FRAMES
 from ..video.sampling import check_segment, clip_windows
@@ -115,9 +115,9 @@ class UpdateReport:
     """Files dropped because they no longer exist."""
     moved: list[tuple[str, str]] = field(default_factory=list)
     """(old path, new path) of files recognised at a new place (same size, mtime and first MiB): not re-embedded."""
-    failed: list[LoadError] = field(default_factory=list)
+    failed: list[FileIssue] = field(default_factory=list)
     """Files (or inputs) that could not be read, with reasons (the rest were indexed)."""
-    notes: list[LoadError] = field(default_factory=list)
+    notes: list[FileIssue] = field(default_factory=list)
     """Things done on purpose that a user should hear of: skipped links and FIFOs, truncated files indexed in
     part, roots whose entries were kept."""
 
@@ -653,14 +653,14 @@ class VideoIndex:
         with self._writing():
             known = self._known()
             found = scan_inputs(inputs, prefer=lambda p: _abspath(p) in known)  # a file keeps its indexed name
-            report.notes.extend(LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped)
+            report.notes.extend(FileIssue(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped)
             to_embed = self._plan(found, known, report, prune)
             self._drop(report.removed)
             self._move(report.moved)
             stats = {p: (size, mtime) for p, size, mtime in to_embed}
             for item in encode_files(model, list(stats), frames=self.frames, batch_size=batch_size, workers=workers,
                                      pooling=self.pooling, segment=self.segment, progress=progress, desc="index"):
-                if isinstance(item, LoadError):
+                if isinstance(item, FileIssue):
                     report.failed.append(item)
                     continue
                 path = item[0].clip.path
@@ -668,7 +668,7 @@ class VideoIndex:
                 (report.updated if path in known else report.added).append(path)
                 cut = item[-1].clip  # a cut-off file is found out only when its last windows are read
                 if cut.truncated_at is not None:
-                    report.notes.append(LoadError(path, f"{display(path)!r}: truncated: its data ends at "
+                    report.notes.append(FileIssue(path, f"{display(path)!r}: truncated: its data ends at "
                                                         f"{cut.truncated_at:.2f} s of a stated {cut.info.duration:.2f} s; "
                                                         "indexed up to there"))
         return report
@@ -719,14 +719,14 @@ class VideoIndex:
             elif kept:
                 what = ("the library root is missing (an unmounted drive?)" if why == "no such file or directory"
                         else "it cannot be looked at now")
-                report.failed.append(LoadError(p, f"{display(p)!r}: {why}: {what}; its {len(kept)} indexed files are "
+                report.failed.append(FileIssue(p, f"{display(p)!r}: {why}: {what}; its {len(kept)} indexed files are "
                                                   "kept, and search leaves them out while they are missing"))
             else:
-                report.failed.append(LoadError(p, f"{display(p)!r}: {why}"))
+                report.failed.append(FileIssue(p, f"{display(p)!r}: {why}"))
         for p in found.empty_dirs:
             kept = _under(_abspath(p), known)
             extra = (f"; its {len(kept)} indexed files are kept (an empty mount point?)" if kept else "")
-            report.failed.append(LoadError(p, f"{display(p)!r}: directory holds no video files{extra}"))
+            report.failed.append(FileIssue(p, f"{display(p)!r}: directory holds no video files{extra}"))
         to_embed: list[tuple[str, int, int]] = []
         seen: set[str] = set()
         for p in found.paths:
@@ -734,7 +734,7 @@ class VideoIndex:
             try:
                 st = os.stat(path)
             except OSError as exc:
-                report.failed.append(LoadError(p, f"{display(p)!r}: {exc.strerror}"))
+                report.failed.append(FileIssue(p, f"{display(p)!r}: {exc.strerror}"))
                 continue
             seen.add(path)
             k = known.get(path)

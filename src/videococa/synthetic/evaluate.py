@@ -9,11 +9,12 @@ python -m videococa.synthetic.evaluate [--videos 500] [--frames 8] [--json]
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import sys
 from pathlib import Path
 
-from ..eval.runner import evaluate_dataset, read_synthetic
+from ..eval.runner import CAPTION_DECODING, evaluate_dataset, read_synthetic
 from ..models import VideoCoCa, load_model
 from .benchmark import make_benchmark
 from .world import CLASS_NAMES
@@ -52,7 +53,8 @@ def evaluate(
                 first = set(list(dict.fromkeys(it.video_id for it in ds.items))[:limit])
                 ds.items = [it for it in ds.items if it.video_id in first]
             r = evaluate_dataset(model, ds, frames=frames or num_frames, pooling=pooling,
-                                 caption_method=caption_method, max_len=16, progress=progress, meteor=False)
+                                 generation=replace(CAPTION_DECODING, method=caption_method, max_len=16),
+                                 progress=progress, meteor=False)
             out[task] = r["metrics"]
             results["videos"] = r["protocol"]["videos_used"]
         c, t, cap, qa = out["classify"], out["retrieve"], out["caption"], out["qa"]

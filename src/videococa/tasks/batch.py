@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..models.videococa import Pooling, VideoCoCa
-from ..video.loader import LoadError, VideoLoader
+from ..video.loader import FileIssue, VideoLoader
 from ..paths import Scan, display, scan
 from ..video.decode import VIDEO_SUFFIXES
 from ..video.reader import Clip
@@ -39,18 +39,18 @@ def scan_inputs(inputs: Sequence[str | os.PathLike], *, prefer=None) -> Scan:
     return scan(inputs, VIDEO_SUFFIXES, prefer=prefer)
 
 
-def scan_report(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError], list[LoadError]]:
+def scan_report(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[FileIssue], list[FileIssue]]:
     """(files, failures, notes): `scan_inputs` with missing inputs and empty directories as failures, and what
     was skipped on purpose (FIFOs, devices, second names of a file, link loops) as notes."""
     found = scan_inputs(inputs)
-    failures = [LoadError(p, f"{display(p)!r}: {why}") for p, why in found.missing]
-    failures += [LoadError(p, f"{display(p)!r}: directory holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    failures = [FileIssue(p, f"{display(p)!r}: {why}") for p, why in found.missing]
+    failures += [FileIssue(p, f"{display(p)!r}: directory holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
                  for p in found.empty_dirs]
-    notes = [LoadError(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped]
+    notes = [FileIssue(p, f"{display(p)!r}: skipped: {why}") for p, why in found.skipped]
     return found.paths, failures, notes
 
 
-def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[LoadError]]:
+def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[FileIssue]]:
     """(files, problems): `scan_report`'s failures and notes together."""
     paths, failures, notes = scan_report(inputs)
     return paths, failures + notes
@@ -69,10 +69,10 @@ def encode_videos(
     keep_frames: bool = False,
     progress: bool = False,
     desc: str = "encode",
-) -> Iterator[EncodedClip | LoadError]:
+) -> Iterator[EncodedClip | FileIssue]:
     """Read and encode each path (one result per file, or per window with `segment`), in input order.
 
-    A file's windows arrive in order and together; a file that fails part-way ends with a LoadError for
+    A file's windows arrive in order and together; a file that fails part-way ends with a FileIssue for
     its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
     keeps them), so holding results costs only their embeddings.
     """
@@ -94,21 +94,21 @@ def encode_videos(
                 if item.path != last:
                     bar.update(last is not None)
                     last = item.path
-                yield item if isinstance(item, LoadError) else done[id(item)]
+                yield item if isinstance(item, FileIssue) else done[id(item)]
         bar.update(last is not None)
 
 
-def encode_files(model: VideoCoCa, paths: Sequence[str | os.PathLike], **kwargs) -> Iterator[list[EncodedClip] | LoadError]:
+def encode_files(model: VideoCoCa, paths: Sequence[str | os.PathLike], **kwargs) -> Iterator[list[EncodedClip] | FileIssue]:
     """`encode_videos` grouped by file: each readable file's windows as one list (one item without `segment`),
-    in input order, or a LoadError. A file that fails part-way gives only its LoadError; a file cut short by
+    in input order, or a FileIssue. A file that fails part-way gives only its FileIssue; a file cut short by
     Ctrl-C is never yielded. What the index commits and what `embed` writes is therefore always whole files."""
     current: list[EncodedClip] = []
     whole = not kwargs.get("segment")  # one result per file: each is complete as it comes
     for item in encode_videos(model, paths, **kwargs):
         if whole:
-            yield item if isinstance(item, LoadError) else [item]
+            yield item if isinstance(item, FileIssue) else [item]
             continue
-        if isinstance(item, LoadError):
+        if isinstance(item, FileIssue):
             if current and current[0].clip.path == item.path:
                 current = []  # its windows so far are not a whole file
             yield item

@@ -17,7 +17,7 @@ import numpy as np
 from ..files import remove_stale_parts
 from ..paths import display
 from ..models.videococa import Pooling, VideoCoCa
-from ..video.loader import LoadError
+from ..video.loader import FileIssue
 from .batch import encode_files
 from ..errors import OptionError
 
@@ -32,7 +32,7 @@ class EmbedReport:
     """Rows written (videos or segments), those resumed included."""
     videos: int = 0
     """Videos embedded, those resumed included."""
-    failed: list[LoadError] = field(default_factory=list)
+    failed: list[FileIssue] = field(default_factory=list)
     """Videos that could not be read, with reasons."""
     interrupted: bool = False
     """The run was stopped early: `out` is untouched and the rows done are in `partial`."""
@@ -40,14 +40,14 @@ class EmbedReport:
     """Where an interrupted run keeps its rows (`OUT.partial`); the next run with the same settings resumes from it."""
     resumed: int = 0
     """Videos taken over from an interrupted earlier run instead of being embedded again."""
-    notes: list[LoadError] = field(default_factory=list)
+    notes: list[FileIssue] = field(default_factory=list)
     """Things worth knowing: a partial file that could not be resumed, stale temp files removed."""
 
 
 def _clean_stale_parts(out: Path, report: EmbedReport) -> None:
     """Remove temp files (OUT.<pid>.part) left by runs that were killed (their process is gone)."""
     for part in remove_stale_parts(out):
-        report.notes.append(LoadError(str(part), f"{display(part)!r}: removed: left by a run that was killed"))
+        report.notes.append(FileIssue(str(part), f"{display(part)!r}: removed: left by a run that was killed"))
 
 
 def _unchanged_since(path: str, written_ns: int) -> bool:
@@ -78,7 +78,7 @@ def _resumable(partial: Path, schema, wanted: set[str], report: EmbedReport):
                     for b in table.column("path_bytes").to_pylist()]
             return table.filter(pa.array(keep, type=pa.bool_())).cast(schema)  # Parquet renames the list's child
         reason = "was made with other settings or another videococa; starting over"
-    report.notes.append(LoadError(str(partial), f"{display(partial)!r}: {reason}"))
+    report.notes.append(FileIssue(str(partial), f"{display(partial)!r}: {reason}"))
     return None
 
 
@@ -98,7 +98,7 @@ def _file_rows(items: list, report: EmbedReport) -> list[tuple]:
     last = items[-1].clip
     cut = last.truncated_at  # found out only when its last windows were read
     if cut is not None:
-        report.notes.append(LoadError(last.path, f"{display(last.path)!r}: truncated: its data ends at {cut:.2f} s "
+        report.notes.append(FileIssue(last.path, f"{display(last.path)!r}: truncated: its data ends at {cut:.2f} s "
                                                  f"of a stated {last.info.duration:.2f} s; embedded up to there"))
     rows = []
     for it in items:
@@ -161,7 +161,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
                 for item in encode_files(model, [p for p in paths if os.fspath(p) not in done], frames=frames,
                                          batch_size=batch_size, workers=workers, pooling=pooling, segment=segment,
                                          progress=progress, desc="embed"):
-                    if isinstance(item, LoadError):
+                    if isinstance(item, FileIssue):
                         report.failed.append(item)
                         continue
                     rows += _file_rows(item, report)

@@ -1,7 +1,7 @@
 """Video input: decoding (PyAV), frame sampling, preprocessing and batched loading."""
 
 from .decode import VideoInfo, decode_all, decode_frames_at, probe
-from .loader import LoadError, VideoBatch, VideoLoader
+from .loader import FileIssue, LoadError, VideoBatch, VideoLoader
 from .reader import Clip, iter_clips, read_clips, read_video
 from .sampling import clip_windows, random_times, sliding_windows, uniform_times
 from .transforms import CLIP_MEAN, CLIP_STD, Preprocess, preprocess_frames, resize_crop
@@ -10,7 +10,7 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "Clip",
-    "LoadError",
+    "FileIssue", "LoadError",
     "Preprocess",
     "VideoBatch",
     "VideoInfo",

@@ -21,8 +21,8 @@ from .sampling import SAMPLINGS, Sampling, check_segment
 from .transforms import Preprocess, resolve_preprocess
 
 @dataclass(frozen=True)
-class LoadError:
-    """A file that could not be read; the run goes on without it."""
+class FileIssue:
+    """A file that could not be read (the run goes on without it), or a note about one: a record, not an exception."""
 
     path: str
     """The file, as given."""
@@ -30,11 +30,15 @@ class LoadError:
     """Why, in plain words."""
 
 
+LoadError = FileIssue
+"""The earlier name of FileIssue (kept so code written against it still runs)."""
+
+
 @dataclass
 class VideoBatch:
-    """One batch of results, in input order: a Clip or a LoadError per path."""
+    """One batch of results, in input order: a Clip or a FileIssue per path."""
 
-    items: list[Clip | LoadError]
+    items: list[Clip | FileIssue]
     """Results in the order of the input paths (with `segment`, one Clip per window of a file)."""
 
     @property
@@ -43,9 +47,9 @@ class VideoBatch:
         return [x for x in self.items if isinstance(x, Clip)]
 
     @property
-    def errors(self) -> list[LoadError]:
+    def errors(self) -> list[FileIssue]:
         """The videos that failed, with reasons."""
-        return [x for x in self.items if isinstance(x, LoadError)]
+        return [x for x in self.items if isinstance(x, FileIssue)]
 
     @property
     def frames(self) -> torch.Tensor:
@@ -73,14 +77,14 @@ def _read_one(path: str, kwargs: dict) -> Iterator[list[Clip]]:
         yield [read_video(path, **{k: v for k, v in kwargs.items() if k != "segment"})]
 
 
-def _chunks(path: str, kwargs: dict) -> Iterator[list[Clip] | LoadError | object]:
-    """`_read_one`, then _END; a failure (also one after some chunks) is a LoadError naming the file, then _END."""
+def _chunks(path: str, kwargs: dict) -> Iterator[list[Clip] | FileIssue | object]:
+    """`_read_one`, then _END; a failure (also one after some chunks) is a FileIssue naming the file, then _END."""
     try:
         yield from _read_one(path, kwargs)
     except VideoDecodeError as exc:
-        yield LoadError(path, str(exc))
+        yield FileIssue(path, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad file must never end the run
-        yield LoadError(path, f"{display(path)!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
+        yield FileIssue(path, f"{display(path)!r}: unexpected error while reading: {type(exc).__name__}: {exc}")
     yield _END
 
 
@@ -108,7 +112,7 @@ class VideoLoader:
     With `segment` (seconds), each file is cut into windows of that length and yields one Clip per window;
     a long file's windows are decoded `CHUNK_FRAMES` frames at a time while earlier ones are encoded, so
     memory does not grow with the length of a video. A file that fails after some of its windows were
-    yielded ends with a LoadError for it: consumers drop the windows they hold for that file.
+    yielded ends with a FileIssue for it: consumers drop the windows they hold for that file.
     Frames are made model input by `preprocess` (`preprocess=model.preprocess`), or by the older
     size/mean/std keywords as in `read_video`.
     """
@@ -182,7 +186,7 @@ class VideoLoader:
     def __iter__(self) -> Iterator[VideoBatch]:
         """Batches of up to `batch_size` files; a long file's windows come `CHUNK_FRAMES` frames' worth at a time."""
         limit = max(self.batch_size, CHUNK_FRAMES // self._kwargs["num_frames"])  # clips per batch, at most
-        items: list[Clip | LoadError] = []
+        items: list[Clip | FileIssue] = []
         files = 0
         for path, chunks in self._files():
             interrupt.check()  # before reading more: what was read so far has been handed out
@@ -190,7 +194,7 @@ class VideoLoader:
             for chunk in chunks:
                 if chunk is _END:
                     break
-                items.extend([chunk] if isinstance(chunk, LoadError) else chunk)
+                items.extend([chunk] if isinstance(chunk, FileIssue) else chunk)
                 if sum(isinstance(x, Clip) for x in items) >= limit and self._kwargs.get("segment"):
                     yield VideoBatch(items)
                     items, files = [], 1
