@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -150,69 +151,98 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
                                              batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     bad = {p for p, _ in unreadable}
     keep = [i for i, it in enumerate(items) if it.path not in bad]
-    items = [items[i] for i in keep]
-    rows = [rows[i] for i in keep]
-    e = emb[rows]  # (N, E)
-    res: dict = {}
-    protocol = _protocol(model, ds, items, frames=frames, pooling=pooling, unreadable=len(bad))
-    if ds.task == "classify":
-        default = "single" if ds.name == "synthetic" else ("ucf101" if ds.name.startswith("ucf101") else "kinetics")
-        tmpl = load_templates(templates or default)
-        if ds.name == "synthetic":
-            tmpl = tuple(CLASS_TEMPLATES) if templates is None else tmpl
-        protocol["templates"] = len(tmpl)
-        cls = ensemble_text_embeddings(model, _prompt_names(ds), tmpl)  # (C, E)
-        scores = (e @ cls.T).numpy()
-        if ds.multi_label:
-            targets = np.zeros_like(scores)
-            for i, it in enumerate(items):
-                targets[i, it.labels] = 1
-            res["mAP"] = M.charades_map(scores, targets)[0] * 100
-        else:
-            labels = [it.labels[0] for it in items]
-            res["top1"] = M.topk_accuracy(scores, labels, 1) * 100
-            res["top5"] = M.topk_accuracy(scores, labels, 5) * 100
-            for g in sorted({it.group for it in items if it.group}):
-                idx = [i for i, it in enumerate(items) if it.group == g]
-                res[f"top1[{g}]"] = M.topk_accuracy(scores[idx], [labels[i] for i in idx], 1) * 100
-    elif ds.task == "retrieve":
-        texts, owner = [], []
-        vid_rows = sorted(set(rows))
-        col = {r: j for j, r in enumerate(vid_rows)}
-        for it, r in zip(items, rows):
-            for c in it.captions:
-                texts.append(c)
-                owner.append(col[r])
-        t = torch.cat([model.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)])
-        sim = (t.float() @ emb[vid_rows].T).numpy()  # (texts, videos)
-        t2v, v2t = M.retrieval_ranks(sim, owner)
-        res.update({f"t2v {k}": v for k, v in M.recall_metrics(t2v).items()})
-        res.update({f"v2t {k}": v for k, v in M.recall_metrics(v2t).items()})
-        protocol["texts"] = len(texts)
-    elif ds.task == "caption":
-        caps = []
-        for i in range(0, len(rows), 64):
-            caps += model.generate(tokens=tok[rows[i : i + 64]].float(), config=generation)
-        refs = {i: it.captions for i, it in enumerate(items)}
-        res.update(M.caption_metrics(refs, dict(enumerate(caps)), with_meteor=meteor))
-        if items[0].label_words:
-            res["mentions label"] = float(np.mean([all(w in c.split() for w in it.label_words)
-                                                   for it, c in zip(items, caps)]) * 100)
-        res["examples"] = [[it.captions[0], c] for it, c in list(zip(items, caps))[:5]]
-        protocol.update(decoding=generation.method, num_beams=generation.num_beams, max_len=generation.max_len)
-    else:
-        answers = []
-        for i in range(0, len(rows), 64):
-            answers += model.answer(tokens=tok[rows[i : i + 64]].float(),
-                                    questions=[it.question for it in items[i : i + 64]])
-        scores = M.qa_scores(answers, [it.answers for it in items], agreement=ds.answer_agreement)
-        res["accuracy"] = float(np.mean(scores)) * 100
-        for g in sorted({it.group for it in items if it.group}):
-            res[f"accuracy[{g}]"] = float(np.mean([x for x, it in zip(scores, items) if it.group == g])) * 100
-        protocol.update(template=QA_TEMPLATE, answer_normalisation="VQA (vqaEval.py)",
-                        answer_agreement=ds.answer_agreement)
+    enc = _Encoded([items[i] for i in keep], emb, tok, [rows[i] for i in keep])
+    protocol = _protocol(model, ds, enc.items, frames=frames, pooling=pooling, unreadable=len(bad))
+    res = _SCORERS[ds.task](model, ds, enc, protocol, templates=templates, generation=generation, meteor=meteor)
     protocol["seconds"] = round(time.perf_counter() - t0, 1)
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
+
+
+@dataclass
+class _Encoded:
+    """The readable items of a dataset and their encodings (rows of `emb`/`tok`, shared by repeated videos)."""
+
+    items: list[Item]
+    emb: torch.Tensor
+    """(V, E) video embeddings, one row per distinct clip."""
+    tok: torch.Tensor | None
+    """(V, Q-1, E) generative tokens, for caption and QA."""
+    rows: list[int]
+    """Each item's row in emb / tok."""
+
+
+def _classify(model, ds, enc: _Encoded, protocol: dict, *, templates, **_) -> dict:
+    """top-1/top-5 (per group too), or Charades' mAP for multi-label sets."""
+    default = "single" if ds.name == "synthetic" else ("ucf101" if ds.name.startswith("ucf101") else "kinetics")
+    tmpl = load_templates(templates or default)
+    if ds.name == "synthetic" and templates is None:
+        tmpl = tuple(CLASS_TEMPLATES)
+    protocol["templates"] = len(tmpl)
+    cls = ensemble_text_embeddings(model, _prompt_names(ds), tmpl)  # (C, E)
+    scores = (enc.emb[enc.rows] @ cls.T).numpy()  # (N, C)
+    res: dict = {}
+    if ds.multi_label:
+        targets = np.zeros_like(scores)
+        for i, it in enumerate(enc.items):
+            targets[i, it.labels] = 1
+        res["mAP"] = M.charades_map(scores, targets)[0] * 100
+        return res
+    labels = [it.labels[0] for it in enc.items]
+    res["top1"] = M.topk_accuracy(scores, labels, 1) * 100
+    res["top5"] = M.topk_accuracy(scores, labels, 5) * 100
+    for g in sorted({it.group for it in enc.items if it.group}):
+        idx = [i for i, it in enumerate(enc.items) if it.group == g]
+        res[f"top1[{g}]"] = M.topk_accuracy(scores[idx], [labels[i] for i in idx], 1) * 100
+    return res
+
+
+def _retrieve(model, ds, enc: _Encoded, protocol: dict, **_) -> dict:
+    """R@1/5/10, median and mean rank, text->video and video->text (every caption of a video is a query)."""
+    texts, owner = [], []
+    vid_rows = sorted(set(enc.rows))
+    col = {r: j for j, r in enumerate(vid_rows)}
+    for it, r in zip(enc.items, enc.rows):
+        for c in it.captions:
+            texts.append(c)
+            owner.append(col[r])
+    t = torch.cat([model.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+    sim = (t.float() @ enc.emb[vid_rows].T).numpy()  # (texts, videos)
+    t2v, v2t = M.retrieval_ranks(sim, owner)
+    protocol["texts"] = len(texts)
+    return {**{f"t2v {k}": v for k, v in M.recall_metrics(t2v).items()},
+            **{f"v2t {k}": v for k, v in M.recall_metrics(v2t).items()}}
+
+
+def _caption(model, ds, enc: _Encoded, protocol: dict, *, generation: GenerationConfig, meteor: bool, **_) -> dict:
+    """BLEU, ROUGE-L, CIDEr-D (METEOR with Java) of generated captions against every reference."""
+    caps = []
+    for i in range(0, len(enc.rows), 64):
+        caps += model.generate(tokens=enc.tok[enc.rows[i : i + 64]].float(), config=generation)
+    res = dict(M.caption_metrics({i: it.captions for i, it in enumerate(enc.items)}, dict(enumerate(caps)),
+                                 with_meteor=meteor))
+    if enc.items[0].label_words:
+        res["mentions label"] = float(np.mean([all(w in c.split() for w in it.label_words)
+                                               for it, c in zip(enc.items, caps)]) * 100)
+    res["examples"] = [[it.captions[0], c] for it, c in list(zip(enc.items, caps))[:5]]
+    protocol.update(decoding=generation.method, num_beams=generation.num_beams, max_len=generation.max_len)
+    return res
+
+
+def _qa(model, ds, enc: _Encoded, protocol: dict, **_) -> dict:
+    """Accuracy after VQA normalisation (per group too); iVQA's min(1, n/2) with its annotator agreement."""
+    answers = []
+    for i in range(0, len(enc.rows), 64):
+        answers += model.answer(tokens=enc.tok[enc.rows[i : i + 64]].float(),
+                                questions=[it.question for it in enc.items[i : i + 64]])
+    scores = M.qa_scores(answers, [it.answers for it in enc.items], agreement=ds.answer_agreement)
+    res = {"accuracy": float(np.mean(scores)) * 100}
+    for g in sorted({it.group for it in enc.items if it.group}):
+        res[f"accuracy[{g}]"] = float(np.mean([x for x, it in zip(scores, enc.items) if it.group == g])) * 100
+    protocol.update(template=QA_TEMPLATE, answer_normalisation="VQA (vqaEval.py)", answer_agreement=ds.answer_agreement)
+    return res
+
+
+_SCORERS = {"classify": _classify, "retrieve": _retrieve, "caption": _caption, "qa": _qa}
 
 
 def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: int, pooling: str,
