@@ -14,16 +14,13 @@ Run (after `videococa cache-features` on the 600-video synthetic training set, s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-from videococa.synthetic.benchmark import load_benchmark, make_benchmark  # noqa: E402
-from videococa.train import FeatureCache, clip_key  # noqa: E402
+from videococa.synthetic.benchmark import load_benchmark, make_benchmark
+from videococa.train import FeatureCache, clip_key
 
 DIRECTIONS = ["left", "right", "up", "down"]
 

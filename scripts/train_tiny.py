@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -37,13 +36,12 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
 
-from videococa.models.decoding import decoder_hidden  # noqa: E402
-from videococa.synthetic.world import (  # noqa: E402
+from videococa.models.decoding import decoder_hidden
+from videococa.synthetic.world import (
     BACKGROUND_TONES, BACKGROUNDS, COLOURS, SHAPES, image_sample, image_sample_with_scene, shape_coverage,
 )
-from videococa.video.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
+from videococa.video.transforms import CLIP_MEAN, CLIP_STD
 
 DEFAULT_OUT = ROOT / "src" / "videococa" / "models" / "tiny"
 

@@ -185,16 +185,9 @@ def _report_failures(failures, notes=()) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _scan(videos):
-    """(files to read, failures, notes) for the inputs of a batch command; see videococa.paths for the rules."""
-
-    return scan_report(videos)
-
-
 def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     """(encoded clips, failures) for the given inputs; directories are expanded."""
-
-    paths, failures, notes = _scan(videos)
+    paths, failures, notes = scan_report(videos)
     _report_failures([], notes)
     done = []
     for item in encode_videos(model, paths, frames=args.frames, batch_size=args.batch_size, workers=args.workers,
@@ -206,7 +199,6 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
 
 # --------------------------------------------------------------------------- commands
 def cmd_models(args) -> int:
-
     models = list_models()
     if args.json:
         print(json.dumps(models))
@@ -218,7 +210,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_classify(args) -> int:
-
     labels = load_labels(args.labels)  # bad label sets fail before the model loads
     load_templates(args.templates, labels)
     model = _load(args)
@@ -238,7 +229,6 @@ def cmd_classify(args) -> int:
 
 
 def cmd_index(args) -> int:
-
     if not args.videos and not args.repair:
         raise UsageError("give the video directories or files to index (or --repair)")
     model = _load(args)
@@ -272,7 +262,6 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-
     if (args.query is None) == (args.video is None):
         raise UsageError("give a text QUERY or --video VIDEO (one of them)")
     if args.query is not None and not args.query.strip():
@@ -326,10 +315,9 @@ def cmd_ask(args) -> int:
 
 
 def cmd_embed(args) -> int:
-
     if not args.out.endswith(".parquet"):
         raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
-    paths, failures, notes = _scan(args.videos)
+    paths, failures, notes = scan_report(args.videos)
     model = _load(args)
     report = embed_to_parquet(model, paths, args.out, frames=args.frames, pooling=args.pooling, segment=args.segment,
                               batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
@@ -349,7 +337,6 @@ def cmd_embed(args) -> int:
 
 
 def cmd_eval(args) -> int:
-
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
     out = evaluate(model, args.task, datasets, frames=args.frames, pooling=args.pooling, templates=args.templates,
@@ -374,7 +361,6 @@ def cmd_eval(args) -> int:
 
 
 def _dataset_items(task: str, args, annotations, *, split: str | None, purpose: str):
-
     datasets = load_datasets(task, args.dataset, annotations, args.videos, split, purpose=purpose)
     missing = sum(len(d.missing) for d in datasets)
     if missing:
@@ -384,7 +370,6 @@ def _dataset_items(task: str, args, annotations, *, split: str | None, purpose: 
 
 
 def cmd_cache_features(args) -> int:
-
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
@@ -440,7 +425,6 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
-
     parser = _Parser(
         prog="videococa",
         description="Zero-shot video-text tasks with image-text CoCa models (VideoCoCa, Yan et al. 2022).",
