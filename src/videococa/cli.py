@@ -243,7 +243,7 @@ def cmd_index(args) -> int:
         print(f"videococa index: repaired {display(args.index)}: {msg}{where}", file=sys.stderr)
         if not args.videos:
             return EXIT_OK
-    with VideoIndex(args.index, model, frames=args.frames, segment=args.segment) as index:
+    with VideoIndex(args.index, model, frames=args.frames, segment=args.segment, captions=args.captions) as index:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args))
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
@@ -275,8 +275,9 @@ def cmd_search(args) -> int:
         hits = index.search_video(args.video, top_k=args.top_k) if args.video else index.search(args.query,
                                                                                              top_k=args.top_k)
     rows = [{"rank": i + 1, "score": round(h.score, 6), "path": h.path, "start": round(h.start, 3),
-             "end": round(h.end, 3)} for i, h in enumerate(hits)]
-    _emit(args, rows, ["rank", "score", "path", "start", "end"])
+             "end": round(h.end, 3), **({"caption": h.caption} if h.caption is not None else {})}
+            for i, h in enumerate(hits)]
+    _emit(args, rows, ["rank", "score", "path", "start", "end"] + (["caption"] if any("caption" in r for r in rows) else []))
     return EXIT_OK
 
 
@@ -465,6 +466,9 @@ def _add_library_commands(sub) -> None:
                    "the damaged database is kept beside it)")
     p.add_argument("--segment", type=_segment, default=None,
                    help="cut videos into windows of this many seconds, so search returns moments")
+    p.add_argument("--captions", action="store_true", default=None,
+                   help="also caption every entry (greedy, 20 tokens) when the index is created; text search then "
+                   "matches caption words too (hybrid search)")
 
     p = _sub(sub, "search", "search an index by text or by an example video",
              'videococa search ~/videos.vcindex "a dog catching a frisbee" --top-k 10', cmd_search,

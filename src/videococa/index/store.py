@@ -18,6 +18,7 @@ lists), which supports removal by id, so deleted and re-embedded files never for
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -31,7 +32,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,14 +47,17 @@ from ..video.loader import FileIssue
 from ..video.reader import read_video
 from ..limits import MAX_FRAMES
 from ..video.sampling import check_segment, clip_windows
+from .query import GroupBy, SearchFilter, check_group_by, fts_query, page, rrf
 
 EXACT_LIMIT = 100_000
 """Entries below which search is exact."""
 DEFAULT_NPROBE = 64
 """Inverted lists probed per query in the approximate index (see bench/search.py)."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQL_CHUNK = 900
 """Ids per `IN (...)` query: below SQLite's limit on bound variables (999 in old builds)."""
+CAPTION_SETTING = "greedy:20"
+"""How indexing captions each entry (recorded in the index): greedy decoding, at most 20 new tokens."""
 HEAD_BYTES = 1 << 20
 """Bytes hashed from the start of each file to recognise it when it moves."""
 
@@ -77,6 +81,18 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_file ON entries(file_id);
 """
+_CAPTIONS_DDL = (
+    """CREATE TABLE IF NOT EXISTS captions (
+        entry_id INTEGER PRIMARY KEY REFERENCES entries(id) ON DELETE CASCADE,
+        text TEXT NOT NULL)""",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS captions_fts USING fts5(text, content='captions', content_rowid='entry_id')",
+    """CREATE TRIGGER IF NOT EXISTS captions_ai AFTER INSERT ON captions BEGIN
+        INSERT INTO captions_fts(rowid, text) VALUES (new.entry_id, new.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS captions_ad AFTER DELETE ON captions BEGIN
+        INSERT INTO captions_fts(captions_fts, rowid, text) VALUES ('delete', old.entry_id, old.text); END""",
+)
+"""Schema 3: a caption per entry (optional), and its words in an FTS5 table kept in step by triggers."""
+_SCHEMA += "".join(f"{stmt};\n" for stmt in _CAPTIONS_DDL)
 # `path` holds UTF-8 text, or the raw bytes (a BLOB) of a name that is not UTF-8 (see videococa.paths.to_db).
 
 
@@ -99,6 +115,46 @@ class SearchHit:
     """Cosine similarity between query and entry embeddings."""
     entry_id: int
     """The entry's id in the index."""
+    video_id: int | None = None
+    """The id of the entry's file in the index (`VideoIndex.video(video_id)`)."""
+    caption: str | None = None
+    """The segment's caption, when the index stores captions."""
+    caption_match: bool = False
+    """True when the query's words matched the stored caption (hybrid search)."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One indexed file."""
+
+    id: int
+    """Its id in the index (stable while the file stays indexed, also when it moves)."""
+    path: str
+    """Absolute path."""
+    size: int
+    """Bytes, when indexed."""
+    mtime_ns: int
+    """Modification time when indexed (nanoseconds since the epoch)."""
+    duration: float
+    """Seconds (0 for a still image; where the data ends for a truncated file)."""
+    indexed_at: float
+    """Unix time it was (last) embedded."""
+    entries: int
+    """Number of entries (segments) it has."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One entry of a file: a time range with its caption."""
+
+    entry_id: int
+    """The entry's id."""
+    start: float
+    """Seconds."""
+    end: float
+    """Seconds."""
+    caption: str | None = None
+    """Stored caption, if the index stores captions."""
 
 
 @dataclass
@@ -214,7 +270,7 @@ class VideoIndex:
     """
 
     def __init__(self, path: str | os.PathLike, model=None, *, frames: int | None = None, pooling: str | None = None,
-                 segment: float | None = None, create: bool = True, on_wait=None):
+                 segment: float | None = None, create: bool = True, on_wait=None, captions: bool | None = None):
         if frames is not None and (not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES):
             raise OptionError(f"frames must be an integer from 1 to {MAX_FRAMES}, got {frames!r}")
         if pooling is not None and pooling not in POOLINGS:
@@ -248,8 +304,8 @@ class VideoIndex:
                 raise IndexStoreError(f"{display(self.db_path)!r} holds no index settings: it is not a video index "
                                       f"(or was damaged); {self._repair_hint()}")
         else:
-            self._create(model, frames, pooling, segment, create)
-        self._check(model, frames, pooling, segment)
+            self._create(model, frames, pooling, segment, create, bool(captions))
+        self._check(model, frames, pooling, segment, captions)
         self.dim = int(self.settings["embed_dim"])
         try:
             self._open_faiss()
@@ -266,7 +322,7 @@ class VideoIndex:
         except sqlite3.DatabaseError as exc:
             raise IndexStoreError(f"{display(self.db_path)!r} is not a usable video index: {exc}") from None
 
-    def _create(self, model, frames, pooling, segment, create: bool) -> None:
+    def _create(self, model, frames, pooling, segment, create: bool, captions: bool) -> None:
         shown = display(self.path)
         if self.db_path.is_file():  # 0 bytes: maybe another process is creating it this moment; decided under the lock
             pass
@@ -297,7 +353,7 @@ class VideoIndex:
                 self.db.executescript(_SCHEMA)
                 self.settings = self._settings()
                 if not self.settings:
-                    self._init_settings(model, frames or 8, pooling or "attentional", segment)
+                    self._init_settings(model, frames or 8, pooling or "attentional", segment, captions)
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(exc) from None
 
@@ -322,8 +378,9 @@ class VideoIndex:
                 return {}
             raise
 
-    def _init_settings(self, model, frames: int, pooling: str, segment: float | None) -> None:
+    def _init_settings(self, model, frames: int, pooling: str, segment: float | None, captions: bool) -> None:
         values = {
+            "captions": CAPTION_SETTING if captions else "",
             "schema_version": SCHEMA_VERSION, "embed_dim": model.info.embed_dim,
             **model.provenance(frames=frames, pooling=pooling, segment=segment or 0),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -335,15 +392,19 @@ class VideoIndex:
         self.settings = self._settings()
 
     def _migrate(self) -> None:
-        """Schema 1 -> 2: files gain head_sha256 (NULL for files indexed before: they are not recognised when moved)."""
+        """Schema 1 -> 2: files gain head_sha256 (NULL for files indexed before: they are not recognised when moved).
+        Schema 2 -> 3: the (empty) captions tables; the index records that it stores no captions."""
         with self._tx():
             version = int(self.db.execute("SELECT value FROM settings WHERE key='schema_version'").fetchone()[0])
             if version == 1:
                 self.db.execute("ALTER TABLE files ADD COLUMN head_sha256 TEXT")
                 self.db.execute("INSERT OR IGNORE INTO settings VALUES ('index_id', ?)", (uuid.uuid4().hex,))
-                self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            if version <= 2:
+                for stmt in _CAPTIONS_DDL:
+                    self.db.execute(stmt)
+            self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
-    def _check(self, model, frames, pooling, segment) -> None:
+    def _check(self, model, frames, pooling, segment, captions) -> None:
         s = self.settings
         lost = [k for k in _REQUIRED if k not in s]
         if lost:
@@ -371,6 +432,8 @@ class VideoIndex:
             problems.append(f"it uses {s['pooling']} pooling, not {pooling}")
         if segment is not None and float(segment) != recorded:
             problems.append(f"it uses segments of {recorded or 'whole files'} s, not {segment}")
+        if captions is not None and bool(captions) != self.captions:
+            problems.append("it stores a caption per entry" if self.captions else "it stores no captions")
         if problems:
             raise IndexStoreError(f"index {display(self.path)!r} does not match: " + "; ".join(problems)
                                   + ". Use the index's own settings or a new index path.")
@@ -386,6 +449,11 @@ class VideoIndex:
     @property
     def segment(self) -> float | None:
         return float(self.settings["segment"]) or None
+
+    @property
+    def captions(self) -> bool:
+        """True when every entry gets a caption at indexing time (searchable as text: hybrid search)."""
+        return bool(self.settings.get("captions"))
 
     @property
     def generation(self) -> int:
@@ -639,14 +707,16 @@ class VideoIndex:
 
     @_guarded
     def add(self, inputs: Sequence[str | os.PathLike], *, batch_size: int = 4, workers: int = 2,
-            progress: bool = False, prune: bool = False) -> UpdateReport:
+            progress: bool = False, prune: bool = False,
+            on_progress: Callable[[int, int, str], None] | None = None) -> UpdateReport:
         """Index new files, re-embed changed ones, skip unchanged ones. Directories are searched recursively.
 
         With `prune=True` (what `update` does), indexed files under the given directories (or given by
         name) that no longer exist are dropped, except under a root that is missing or holds no video
         file at all (an unplugged drive, a bare mount point): its entries are kept and a note says so.
         A new file with the size, mtime and first MiB of an indexed file that is gone is that file moved:
-        its entries move with it instead of being embedded again.
+        its entries move with it instead of being embedded again. `on_progress(done, total, path)` is called
+        after each file to embed (committed or failed); an index made with `captions=True` captions each entry.
         """
         model = self._needs_model("adding videos")
         report = UpdateReport()
@@ -658,13 +728,22 @@ class VideoIndex:
             self._drop(report.removed)
             self._move(report.moved)
             stats = {p: (size, mtime) for p, size, mtime in to_embed}
+            done = 0
+            if on_progress:
+                on_progress(0, len(stats), "")
             for item in encode_files(model, list(stats), frames=self.frames, batch_size=batch_size, workers=workers,
-                                     pooling=self.pooling, segment=self.segment, progress=progress, desc="index"):
+                                     pooling=self.pooling, segment=self.segment, progress=progress, desc="index",
+                                     return_tokens=self.captions):
+                done += 1
                 if isinstance(item, FileIssue):
                     report.failed.append(item)
+                    if on_progress:
+                        on_progress(done, len(stats), item.path)
                     continue
                 path = item[0].clip.path
-                self._commit_file(path, *stats[path], item)
+                self._commit_file(path, *stats[path], item, self._caption(model, item))
+                if on_progress:
+                    on_progress(done, len(stats), path)
                 (report.updated if path in known else report.added).append(path)
                 cut = item[-1].clip  # a cut-off file is found out only when its last windows are read
                 if cut.truncated_at is not None:
@@ -691,7 +770,18 @@ class VideoIndex:
                 gen = self._bump()
             self._applied(gen)
 
-    def _commit_file(self, path: str, size: int, mtime: int, items: list) -> None:
+    def _caption(self, model, items: list) -> list[str] | None:
+        """A caption per entry of one file (greedy, as CAPTION_SETTING records), or None without captions."""
+        if not self.captions:
+            return None
+        method, max_len = CAPTION_SETTING.split(":")
+        out: list[str] = []
+        for lo in range(0, len(items), 32):  # bounds the decoder's batch
+            tokens = torch.stack([x.tokens for x in items[lo : lo + 32]])  # (b, Q-1, E)
+            out += model.generate(tokens=tokens, method=method, max_len=int(max_len))
+        return out
+
+    def _commit_file(self, path: str, size: int, mtime: int, items: list, captions: list[str] | None = None) -> None:
         """One whole file in one transaction: its old entries out, the new ones in, the generation bumped."""
         clip = items[-1].clip
         duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
@@ -706,6 +796,8 @@ class VideoIndex:
             new_ids = [self.db.execute("INSERT INTO entries (file_id, start, end, vector) VALUES (?, ?, ?, ?)",
                                        (fid, x.clip.start, x.clip.end, v.tobytes())).lastrowid
                        for x, v in zip(items, vecs)]
+            if captions is not None:
+                self.db.executemany("INSERT INTO captions (entry_id, text) VALUES (?, ?)", zip(new_ids, captions))
             gen = self._bump()
         self._applied(gen, old, np.asarray(new_ids, dtype=np.int64), vecs)
 
@@ -778,56 +870,212 @@ class VideoIndex:
         return self.add(inputs, prune=True, **kwargs)
 
     # ------------------------------------------------------------------ search
-    @_guarded
-    def search_embedding(self, query: torch.Tensor | np.ndarray, *, top_k: int = 10) -> list[SearchHit]:
-        """Rank entries by cosine similarity to a (E,) embedding. Entries whose file is gone are left out."""
-        if top_k < 1:
-            raise OptionError(f"top_k must be at least 1, got {top_k}")
-        q = np.asarray(torch.as_tensor(query).float().reshape(1, -1).cpu(), dtype=np.float32)
+    def _query_vector(self, query: torch.Tensor | np.ndarray) -> np.ndarray:
+        q = torch.as_tensor(query).float().reshape(1, -1).cpu().numpy().astype(np.float32)  # a copy
         if q.shape[1] != self.dim:
             raise OptionError(f"query has {q.shape[1]} dimensions; the index holds {self.dim}")
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        self._refresh()
-        n = self._faiss.ntotal
+        return q  # (1, E)
+
+    def _allowed(self, where: SearchFilter | None, exclude: Sequence[int]) -> np.ndarray | None:
+        """Entry ids a filtered search may return (None: all of them)."""
+        if (where is None or where.empty) and not exclude:
+            return None
+        cond, args = (where or SearchFilter()).sql("f")
+        ids = np.fromiter((r[0] for r in self.db.execute(
+            f"SELECT e.id FROM entries e JOIN files f ON f.id = e.file_id WHERE {cond}", args)), dtype=np.int64)
+        return np.setdiff1d(ids, np.asarray(exclude, dtype=np.int64)) if len(exclude) else ids
+
+    def _entry_rows(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """entry id -> (path, start, end, file id, caption), in chunks below SQLite's variable limit."""
+        rows: dict[int, tuple] = {}
+        for lo in range(0, len(ids), SQL_CHUNK):
+            part = [int(i) for i in ids[lo : lo + SQL_CHUNK]]
+            rows.update((r[0], (from_db(r[1]), *r[2:])) for r in self.db.execute(
+                "SELECT e.id, f.path, e.start, e.end, f.id, c.text FROM entries e JOIN files f ON f.id = e.file_id "
+                f"LEFT JOIN captions c ON c.entry_id = e.id WHERE e.id IN ({','.join('?' * len(part))})", part))
+        return rows
+
+    def _ranked(self, q: np.ndarray, allowed: np.ndarray | None) -> Iterator[SearchHit]:
+        """Every allowed entry whose file still exists, best first; FAISS is asked for more as the caller reads on."""
+        import faiss
+
+        n = self._faiss.ntotal if allowed is None else len(allowed)
+        params = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed)
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self._faiss.nprobe) \
+                if hasattr(self._faiss, "nprobe") else faiss.SearchParameters(sel=selector)
         exists: dict[str, bool] = {}
-        k = min(top_k, n)
+        k, seen = min(n, 64), 0
         while k:
-            scores, ids = self._faiss.search(q, k)
+            scores, ids = self._faiss.search(q, k, params=params)
             found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-            if not found:
-                return []
-            rows = {}
-            for lo in range(0, len(found), SQL_CHUNK):
-                part = [i for i, _ in found[lo : lo + SQL_CHUNK]]
-                rows.update((r[0], (from_db(r[1]), r[2], r[3])) for r in self.db.execute(
-                    f"SELECT e.id, f.path, e.start, e.end FROM entries e JOIN files f ON f.id = e.file_id "
-                    f"WHERE e.id IN ({','.join('?' * len(part))})", part))
-            hits = []
-            for i, s in found:
-                if i in rows:
-                    path = rows[i][0]
-                    if path not in exists:
-                        exists[path] = os.path.exists(path)
-                    if exists[path]:
-                        hits.append(SearchHit(path, rows[i][1], rows[i][2], s, i))
-            if len(hits) >= top_k or k >= n:
-                return hits[:top_k]
-            k = min(n, k * 4)  # some results were files that are gone: look further down the ranking
-        return []
+            rows = self._entry_rows([i for i, _ in found[seen:]])
+            for i, score in found[seen:]:
+                row = rows.get(i)
+                if row is None:
+                    continue  # removed since the FAISS index was synced
+                if row[0] not in exists:
+                    exists[row[0]] = os.path.exists(row[0])
+                if exists[row[0]]:
+                    yield SearchHit(row[0], row[1], row[2], score, i, row[3], row[4])
+            seen = len(found)
+            if k >= n or len(found) < k:  # all of them, or all an approximate index reaches
+                return
+            k = min(n, k * 4)
 
-    def search(self, query: str | torch.Tensor, *, top_k: int = 10) -> list[SearchHit]:
-        """Text -> video (a string) or embedding -> video (a tensor)."""
-        if isinstance(query, str):
-            if not query.strip():
-                raise OptionError("the search query is empty")
-            query = self._needs_model("text search").encode_text([query])[0]
-        return self.search_embedding(query, top_k=top_k)
+    @staticmethod
+    def _grouped(hits: Iterable[SearchHit], group_by: str, min_score: float | None, *,
+                 by_score: bool = True) -> Iterator[SearchHit]:
+        """Hits above `min_score` (or matching by caption), one per video with group_by='video'. `by_score`: the
+        hits come in descending score, so the first one below the threshold ends the search."""
+        videos: set[int | None] = set()
+        for h in hits:
+            if min_score is not None and h.score < min_score and not h.caption_match:
+                if by_score:
+                    return
+                continue
+            if group_by == "video":
+                if h.video_id in videos:
+                    continue
+                videos.add(h.video_id)
+            yield h
 
-    def search_video(self, video: str | os.PathLike, *, top_k: int = 10) -> list[SearchHit]:
+    def _check_page(self, top_k: int, offset: int, group_by: str) -> None:
+        check_group_by(group_by)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise OptionError(f"top_k must be an integer of at least 1, got {top_k!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise OptionError(f"offset must be a non-negative integer, got {offset!r}")
+
+    @_guarded
+    def search_embedding(self, query: torch.Tensor | np.ndarray, *, top_k: int = 10, offset: int = 0,
+                         where: SearchFilter | None = None, group_by: GroupBy = "moment",
+                         min_score: float | None = None, exclude: Sequence[int] = ()) -> list[SearchHit]:
+        """Rank entries by cosine similarity to a (E,) embedding. Entries whose file is gone are left out.
+
+        `offset` skips that many results (pages); `where` keeps entries whose file meets a SearchFilter;
+        `group_by="video"` returns each file once, at its best entry; `min_score` stops at lower scores;
+        `exclude` leaves out entry ids (the query entry of "more like this").
+        """
+        self._check_page(top_k, offset, group_by)
+        q = self._query_vector(query)
+        self._refresh()
+        hits = self._ranked(q, self._allowed(where, exclude))
+        return page(self._grouped(hits, group_by, min_score), offset, top_k)
+
+    def search(self, query: str | torch.Tensor, *, top_k: int = 10, hybrid: bool = True, **kwargs) -> list[SearchHit]:
+        """Text -> video (a string) or embedding -> video (a tensor); options as `search_embedding`.
+
+        On an index with captions, a text query also matches the captions' words (SQLite FTS5, bm25) and the
+        two rankings are merged by reciprocal rank fusion (`hybrid=False`: embeddings only)."""
+        if not isinstance(query, str):
+            return self.search_embedding(query, top_k=top_k, **kwargs)
+        if not query.strip():
+            raise OptionError("the search query is empty")
+        emb = self._needs_model("text search").encode_text([query])[0]
+        if hybrid and self.captions and fts_query(query):
+            return self._hybrid(query, emb, top_k=top_k, **kwargs)
+        return self.search_embedding(emb, top_k=top_k, **kwargs)
+
+    @_guarded
+    def _hybrid(self, text: str, emb: torch.Tensor, *, top_k: int = 10, offset: int = 0,
+                where: SearchFilter | None = None, group_by: GroupBy = "moment", min_score: float | None = None,
+                exclude: Sequence[int] = ()) -> list[SearchHit]:
+        """Embedding ranking and caption-text ranking fused (RRF); scores stay cosine similarities."""
+        self._check_page(top_k, offset, group_by)
+        q = self._query_vector(emb)
+        self._refresh()
+        depth = max(100, 4 * (offset + top_k))  # how far down each ranking the fusion looks
+        allowed = self._allowed(where, exclude)
+        vector = page(self._ranked(q, allowed), 0, depth)
+        cond, args = (where or SearchFilter()).sql("f")
+        words = [r[0] for r in self.db.execute(
+            "SELECT t.rowid FROM captions_fts t JOIN entries e ON e.id = t.rowid JOIN files f ON f.id = e.file_id "
+            f"WHERE captions_fts MATCH ? AND {cond} ORDER BY bm25(captions_fts) LIMIT ?",
+            [fts_query(text), *args, depth])]
+        if exclude:
+            words = [i for i in words if i not in set(exclude)]
+        by_id = {h.entry_id: h for h in vector}
+        extra = [i for i in words if i not in by_id]
+        if extra:
+            vecs = {r[0]: np.frombuffer(r[1], dtype=np.float32) for lo in range(0, len(extra), SQL_CHUNK)
+                    for r in self.db.execute(f"SELECT id, vector FROM entries WHERE id IN "
+                                             f"({','.join('?' * len(extra[lo:lo + SQL_CHUNK]))})",
+                                             extra[lo : lo + SQL_CHUNK])}
+            for i, row in self._entry_rows(extra).items():
+                if os.path.exists(row[0]):
+                    by_id[i] = SearchHit(row[0], row[1], row[2], float(vecs[i] @ q[0]), i, row[3], row[4])
+        matched = set(words)
+        fused = [dataclasses.replace(by_id[i], caption_match=i in matched)
+                 for i, _ in rrf([[h.entry_id for h in vector], words]) if i in by_id]
+        return page(self._grouped(fused, group_by, min_score, by_score=False), offset, top_k)
+
+    def search_video(self, video: str | os.PathLike, *, top_k: int = 10, **kwargs) -> list[SearchHit]:
         """Video -> video: the whole query video, read with the index's frames and pooling."""
         model = self._needs_model("video search")
         clip = model.read_video(video, self.frames)
-        return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k)
+        return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k,
+                                     **kwargs)
+
+    @_guarded
+    def search_entry(self, entry_id: int, *, top_k: int = 10, **kwargs) -> list[SearchHit]:
+        """More like this: entries nearest to an indexed entry's embedding (the entry itself left out)."""
+        vec = self.entry_vector(entry_id)
+        if vec is None:
+            raise IndexStoreError(f"no entry {entry_id} in the index {display(self.path)!r}")
+        exclude = [*kwargs.pop("exclude", ()), entry_id]
+        return self.search_embedding(vec, top_k=top_k, exclude=exclude, **kwargs)
+
+    # ------------------------------------------------------------------ browsing
+    @_guarded
+    def entry_vector(self, entry_id: int) -> np.ndarray | None:
+        """The stored (E,) embedding of an entry, or None if there is no such entry."""
+        row = self.db.execute("SELECT vector FROM entries WHERE id = ?", (int(entry_id),)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    @_guarded
+    def entry(self, entry_id: int) -> SearchHit | None:
+        """An entry as a hit (score 1.0), or None if there is no such entry."""
+        row = self._entry_rows([int(entry_id)]).get(int(entry_id))
+        return None if row is None else SearchHit(row[0], row[1], row[2], 1.0, int(entry_id), row[3], row[4])
+
+    _VIDEO_SQL = ("SELECT f.id, f.path, f.size, f.mtime_ns, f.duration, f.indexed_at, "
+                  "(SELECT COUNT(*) FROM entries e WHERE e.file_id = f.id) FROM files f")
+
+    @_guarded
+    def video(self, video_id: int) -> VideoRecord | None:
+        """One indexed file by id, or None."""
+        row = self.db.execute(f"{self._VIDEO_SQL} WHERE f.id = ?", (int(video_id),)).fetchone()
+        return None if row is None else VideoRecord(row[0], from_db(row[1]), *row[2:])
+
+    @_guarded
+    def videos(self, *, offset: int = 0, limit: int = 50, where: SearchFilter | None = None) -> tuple[list[VideoRecord], int]:
+        """(a page of indexed files ordered by path, how many match in all)."""
+        self._check_page(limit, offset, "moment")
+        cond, args = (where or SearchFilter()).sql("f")
+        total = self.db.execute(f"SELECT COUNT(*) FROM files f WHERE {cond}", args).fetchone()[0]
+        rows = self.db.execute(f"{self._VIDEO_SQL} WHERE {cond} ORDER BY f.path LIMIT ? OFFSET ?",
+                               [*args, limit, offset]).fetchall()
+        return [VideoRecord(r[0], from_db(r[1]), *r[2:]) for r in rows], total
+
+    @_guarded
+    def segments(self, video_id: int) -> list[Segment]:
+        """A file's entries in time order, with their captions."""
+        return [Segment(*r) for r in self.db.execute(
+            "SELECT e.id, e.start, e.end, c.text FROM entries e LEFT JOIN captions c ON c.entry_id = e.id "
+            "WHERE e.file_id = ? ORDER BY e.start, e.id", (int(video_id),))]
+
+    @_guarded
+    def stats(self) -> dict:
+        """Counts, the model and settings that made the index, its FAISS kind and when it last changed."""
+        self._refresh()
+        files, last = self.db.execute("SELECT COUNT(*), MAX(indexed_at) FROM files").fetchone()
+        keys = ("model", "pretrained", "precision", "fingerprint", "frames", "pooling", "segment", "created")
+        return {"videos": files, "entries": self._count(), "index_kind": self.faiss_kind,
+                "last_update": last, "generation": self.generation, "captions": self.captions,
+                **{k: self.settings.get(k) for k in keys}}
 
     # ------------------------------------------------------------------ repair
     @classmethod
@@ -917,10 +1165,14 @@ def _salvage(db_path: Path):
         files = _rows(db, f"SELECT id, path, size, mtime_ns, duration, indexed_at, {head} FROM files", "files")
         entries = _rows(db, "SELECT id, file_id, start, end, vector FROM entries", "entries")
         try:
+            captions = db.execute("SELECT entry_id, text FROM captions").fetchall()
+        except sqlite3.DatabaseError:
+            captions = []  # none stored, or unreadable: the files stay, without captions
+        try:
             last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
         except sqlite3.DatabaseError:
             last = None
-        return settings, files, entries, max([last[0] if last else 0] + [e[0] for e in entries])
+        return settings, files, entries, max([last[0] if last else 0] + [e[0] for e in entries]), captions
     finally:
         db.close()
 
@@ -949,7 +1201,8 @@ def _rows(db: sqlite3.Connection, select: str, table: str) -> list[tuple]:
     return out
 
 
-def _write_salvage(new: Path, settings: dict, files: list, entries: list, last_id: int, report: RepairReport) -> None:
+def _write_salvage(new: Path, settings: dict, files: list, entries: list, last_id: int, captions: list,
+                   report: RepairReport) -> None:
     """A new database at `new` from salvaged rows, keeping only files whose entries are all there."""
     segment = float(settings.get("segment", 0) or 0)
     dim = int(settings["embed_dim"])
@@ -979,6 +1232,9 @@ def _write_salvage(new: Path, settings: dict, files: list, entries: list, last_i
         db.executemany("INSERT INTO settings VALUES (?, ?)", list(settings.items()))
         db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", keep_files)
         db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", keep_entries)
+        kept = {e[0] for e in keep_entries}
+        db.executemany("INSERT INTO captions (entry_id, text) VALUES (?, ?)",
+                       [c for c in captions if c[0] in kept and isinstance(c[1], str)])
         if last_id:  # ids are never reused, also those of entries that were lost
             if db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'entries'", (last_id,)).rowcount == 0:
                 db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('entries', ?)", (last_id,))
