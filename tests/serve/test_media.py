@@ -1,4 +1,4 @@
-"""Service media: thumbnails and previews show the right frames and are cached safely."""
+"""Service media: thumbnails and previews show the right frames and are cached safely; uploads and paths are checked."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from PIL import Image
 
 from videococa.errors import OptionError, VideoDecodeError
 from videococa.serve import media
-from videococa.serve.media import MediaCache, preview, thumbnail
+from videococa.serve.media import (MediaCache, browser_playable, check_upload, inside, media_type, preview,
+                                   safe_upload_name, sniff_video, thumbnail)
+from videococa.testing import write_audio_only, write_video
 from videococa.video.decode import decode_frames_at
 
 COLOURS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30)]
@@ -246,3 +248,112 @@ def test_cache_leaves_no_partial_file(tmp_path):
     assert sorted(p.name for p in cache.root.iterdir()) == ["k.jpg"]
     with pytest.raises(OptionError, match="max_bytes"):
         MediaCache(tmp_path / "d", max_bytes=0)
+
+
+# --------------------------------------------------------------------------- uploads
+def test_sniff_video(videos, tmp_path, cache):
+    gif = tmp_path / "a.gif"
+    Image.new("RGB", (8, 8)).save(gif)
+    webm = preview(cache, videos["mp4"], 0.0, 0.5)
+    for path, kind in [(videos["mp4"], "mp4"), (videos["avi"], "avi"), (webm, "webm/mkv"), (gif, "gif")]:
+        assert sniff_video(path) == kind
+        assert sniff_video(Path(path).read_bytes()[: 64 if kind != "gif" else 6]) == kind
+    ts = bytearray(400)
+    ts[0] = ts[188] = 0x47
+    heads = {b"OggS\x00\x02": "ogg", b"FLV\x01\x05": "flv", bytes(ts): "mpeg-ts", b"\x00\x00\x01\xba\x44": "mpeg-ps",
+             bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + b"\x00" * 8: "asf",
+             b"\x00\x00\x00\x14ftypqt  ": "mp4", b"\x00\x00\x00\x14ftyp3gp4": "mp4"}
+    for head, kind in heads.items():
+        assert sniff_video(head) == kind
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    assert sniff_video(fifo) is None and sniff_video(tmp_path) is None  # not opened: a FIFO would block
+    for head in [b"<!doctype html><html>", b'{"error": "not found"}', b"", b"hello", b"\x89PNG\r\n\x1a\n", bytes(400)]:
+        assert sniff_video(head) is None
+
+
+def test_check_upload(videos, tmp_path):
+    assert check_upload(videos["mp4"]) == "mp4" and check_upload(videos["avi"]) == "avi"
+    html = tmp_path / "x.mp4"
+    html.write_text("<!DOCTYPE html>\n<html><body>Sign in</body></html>")
+    with pytest.raises(VideoDecodeError, match=r"^'x.mp4' is not a video \(it looks like an HTML page"):
+        check_upload(html)
+    for data, what in [(b'{"a": 1}', "JSON"), (b"just words", "a text file"), (b"\x89PNG\r\n\x1a\n....", "PNG image"),
+                       (b"\x01\x02\xff\xfe", "not a video format this server accepts")]:
+        html.write_bytes(data)
+        with pytest.raises(VideoDecodeError, match=f"^'x.mp4' is not a video \\(.*{what}"):
+            check_upload(html)
+    audio = write_audio_only(tmp_path / "song.mp4")
+    with pytest.raises(VideoDecodeError, match="^'song.mp4': has no video stream") as err:
+        check_upload(audio)
+    assert str(tmp_path) not in str(err.value)  # the server's folder is not shown to the client
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(Path(videos["mp4"]).read_bytes()[:300])
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        check_upload(cut)
+    (tmp_path / "empty.webm").write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match="empty"):
+        check_upload(tmp_path / "empty.webm")
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("../../etc/passwd.mp4", "passwd.mp4"),
+    ("a/b\\c.mp4", "c.mp4"),
+    (".hidden.mp4", "hidden.mp4"),
+    ("x\x00y.mp4", "xy.mp4"),
+    ("C:\\Users\\me\\Holiday 2024.MOV", "Holiday 2024.MOV"),
+    ("\x1b[31mred\x1b[0m.webm", "[31mred[0m.webm"),
+    ("é" * 300 + ".mkv", "é" * 98 + ".mkv"),  # 200 bytes of UTF-8, cut between characters
+    ("clip\u202egpj.mp4", "clipgpj.mp4"),  # a right-to-left override that would show 'clip4pm.jpg'
+])
+def test_safe_upload_name(name, safe):
+    assert safe_upload_name(name) == safe
+    assert len(safe_upload_name(name).encode()) <= 200
+
+
+@pytest.mark.parametrize("name, message", [
+    ("notes.txt", r"'notes.txt' does not end in a video suffix; allowed: .mp4, .webm, .mov, .mkv, .avi, \.\.\."),
+    ("", "is empty"), ("..", "is empty"), ("a/", "is empty"), ("/.mp4", "does not end in a video suffix"),
+])
+def test_safe_upload_name_refuses(name, message):
+    with pytest.raises(OptionError, match=message):
+        safe_upload_name(name)
+
+
+# --------------------------------------------------------------------------- serving originals
+def test_inside(tmp_path):
+    lib, sibling, outside = tmp_path / "lib", tmp_path / "lib2", tmp_path / "secret.mp4"
+    (lib / "sub").mkdir(parents=True)
+    sibling.mkdir()
+    for f in (lib / "sub" / "v.mp4", sibling / "v.mp4", outside):
+        f.write_bytes(b"x")
+    (lib / "escape.mp4").symlink_to(outside)
+    (lib / "inner.mp4").symlink_to(lib / "sub" / "v.mp4")
+    root = str(lib)
+    assert inside(root, str(lib / "sub" / "v.mp4")) == str(lib / "sub" / "v.mp4")
+    assert inside(root, "sub/v.mp4") == str(lib / "sub" / "v.mp4")  # relative to the root
+    assert inside(root, str(lib / "inner.mp4")) == str(lib / "sub" / "v.mp4")
+    assert inside(root + "/", str(lib / "sub" / "v.mp4")) is not None
+    for bad in [str(lib / ".." / "secret.mp4"), "../secret.mp4", str(lib / "escape.mp4"), str(sibling / "v.mp4"),
+                "/etc/passwd", "sub/\x00.mp4"]:
+        assert inside(root, bad) is None, bad
+
+
+def test_media_type():
+    assert [media_type(f"a{s}") for s in (".mp4", ".M4V", ".mov", ".webm", ".mkv", ".avi", ".gif")] == [
+        "video/mp4", "video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/x-msvideo", "image/gif"]
+    assert media_type("a.ts") == "video/mp2t" and media_type("a.mpg") == "video/mpeg"
+    assert media_type("a.wmv") == "video/x-ms-wmv" and media_type("a.3gp") == "video/3gpp"
+    assert media_type("a.ogv") == "video/ogg" and media_type("a.flv") == "video/x-flv"
+    assert media_type("notes.txt") == media_type("noext") == "application/octet-stream"
+
+
+def test_browser_playable(videos, tmp_path, cache):
+    assert browser_playable(videos["mp4"])
+    assert browser_playable(preview(cache, videos["mp4"], 0.0, 0.5))  # vp9 in webm
+    assert not browser_playable(videos["avi"])  # mpeg4 in avi
+    assert not browser_playable(write_video(tmp_path / "h264.mkv", frames=3, width=32, height=32))
+    assert not browser_playable(write_video(tmp_path / "444.mp4", frames=3, width=32, height=32, pix_fmt="yuv444p"))
+    html = tmp_path / "page.mp4"
+    html.write_text("<html></html>")
+    assert not browser_playable(html) and not browser_playable(tmp_path / "missing.mp4")

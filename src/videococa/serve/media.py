@@ -1,4 +1,4 @@
-"""Media for the service: cached thumbnails and WebM previews.
+"""Media for the service: cached thumbnails and WebM previews, upload checks, and safe file serving.
 
 Pure functions and small classes; no web framework. Decoding is `videococa.video.decode`'s (frames displayed at
 given times, upright), so a thumbnail or preview shows what the models see.
@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import threading
 import time
+import unicodedata
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,9 +31,11 @@ import av
 import numpy as np
 from PIL import Image
 
-from ..errors import OptionError
+from ..errors import OptionError, VideoDecodeError
 from ..files import atomic_path, remove_stale_parts
-from ..video.decode import VideoInfo, check_readable, decode_frames_at, open_video, probe
+from ..paths import display, shorten
+from ..video.decode import (VIDEO_SUFFIXES, VideoInfo, _sniff, check_readable, decode_frames_at, open_video,
+                            probe)
 
 DEFAULT_MAX_BYTES = 1 << 30
 """Default bound of a MediaCache (1 GiB)."""
@@ -277,3 +281,153 @@ def _transcode(path: str, out_path: Path, *, start: float, frames: int, fps: Fra
                 out.mux(packet)
     finally:
         src.close()
+
+
+# --------------------------------------------------------------------------- uploads
+_ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+
+
+def sniff_video(path_or_head: bytes | str | os.PathLike) -> str | None:
+    """The video container that a file's first bytes announce, or None for anything else (HTML, text, JSON ...).
+
+    Kinds: 'mp4' (ISO-BMFF and QuickTime: mp4, mov, m4v, 3gp), 'webm/mkv', 'avi', 'gif', 'ogg', 'flv',
+    'mpeg-ts', 'mpeg-ps', 'asf' (wmv). Given a path, reads its first 512 bytes (OSError if it cannot; None for
+    anything but a regular file).
+    """
+    if isinstance(path_or_head, (bytes, bytearray, memoryview)):
+        head = bytes(path_or_head[:512])
+    elif os.path.exists(path_or_head) and not os.path.isfile(path_or_head):
+        return None  # a directory, FIFO or device: never opened (opening a FIFO blocks)
+    else:
+        with open(path_or_head, "rb") as f:
+            head = f.read(512)
+    if head[4:8] == b"ftyp" or head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm/mkv"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"FLV\x01":
+        return "flv"
+    if len(head) > 188 and head[0] == head[188] == 0x47 or len(head) > 196 and head[4] == head[196] == 0x47:
+        return "mpeg-ts"  # 188-byte packets, or 192-byte ones of M2TS (.mts)
+    if head[:4] == b"\x00\x00\x01\xba":
+        return "mpeg-ps"
+    if head[:16] == _ASF_GUID:
+        return "asf"
+    return None
+
+
+_OTHER_FORMATS = [  # (first bytes, what the file is) for common uploads by mistake that are not text
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"), (b"ID3", "an MP3 audio file"), (b"fLaC", "a FLAC audio file"),
+]
+
+
+def _not_video(path: str | os.PathLike, head: bytes) -> str:
+    """Why a file whose first bytes are `head` is refused, in plain words: ' (it looks like ...)'."""
+    for magic, what in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return f" (it looks like {what})"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return " (it looks like a WAV audio file)"
+    return _sniff(Path(path)) or " (not a video format this server accepts)"  # decode's words for HTML, JSON, text
+
+
+def check_upload(path: str | os.PathLike) -> str:
+    """Sniff an uploaded file and probe it with PyAV; returns its container kind (see `sniff_video`).
+
+    Raises VideoDecodeError naming the file (by its base name only) unless it is a known video container with a
+    decodable video stream and at least one frame. Unknown formats are refused before FFmpeg opens them.
+    """
+    name = display(os.path.basename(os.fspath(path)))
+    try:
+        check_readable(path)
+        with open(path, "rb") as f:
+            head = f.read(512)
+        kind = sniff_video(head)
+        if kind is None:
+            raise VideoDecodeError(f"{name!r} is not a video{_not_video(path, head)}")
+        probe(path)
+    except VideoDecodeError as exc:  # said with the base name only: the server's upload folder stays private
+        raise VideoDecodeError(str(exc).replace(repr(display(path)), repr(name), 1)) from None
+    return kind
+
+
+_COMMON_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+
+
+def safe_upload_name(name: str) -> str:
+    """A client-supplied file name made safe to store: its last path component, no control or format characters,
+    no leading dots, at most 200 bytes of UTF-8, ending in a known video suffix (VIDEO_SUFFIXES). OptionError
+    otherwise."""
+    shown = shorten(display(name), 60)
+    text = unicodedata.normalize("NFC", name.encode("utf-8", "ignore").decode("utf-8"))  # undecodable bytes dropped
+    # control and format characters (NUL, escapes, bidi overrides that disguise a suffix) and line separators
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
+    text = re.split(r"[/\\]", text)[-1].strip().lstrip(".").strip()
+    stem, suffix = os.path.splitext(text)
+    if not text or not stem:
+        raise OptionError(f"upload name {shown!r} is empty once made safe (no path, control characters or "
+                          "leading dots)")
+    if suffix.lower() not in VIDEO_SUFFIXES:
+        allowed = ", ".join(_COMMON_SUFFIXES)
+        raise OptionError(f"upload name {shown!r} does not end in a video suffix; allowed: {allowed}, ... "
+                          f"({len(VIDEO_SUFFIXES)} in all)")
+    room = 200 - len(suffix.encode())
+    stem = stem.encode()[:room].decode("utf-8", "ignore").rstrip()  # cut at a character boundary
+    return stem + suffix
+
+
+# --------------------------------------------------------------------------- serving originals
+def inside(root: str, path: str) -> str | None:
+    """The real path of `path` (relative paths taken from `root`) if it lies under the real `root`, else None.
+
+    Links are resolved first, so neither '..', a symbolic link out of the root, nor a sibling sharing a prefix
+    (/lib2 for /lib) gets through.
+    """
+    try:
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(os.path.join(real_root, path))
+        return real if os.path.commonpath([real_root, real]) == real_root else None
+    except ValueError:  # a NUL byte, or paths on different drives
+        return None
+
+
+_MEDIA_TYPES = {
+    ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+    ".mkv": "video/x-matroska", ".avi": "video/x-msvideo", ".ogv": "video/ogg", ".gif": "image/gif",
+    ".ts": "video/mp2t", ".mts": "video/mp2t", ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".wmv": "video/x-ms-wmv",
+    ".flv": "video/x-flv", ".3gp": "video/3gpp",
+}
+
+
+def media_type(path: str | os.PathLike) -> str:
+    """The MIME type to stream the original file with, from its suffix (application/octet-stream if unknown)."""
+    return _MEDIA_TYPES.get(os.path.splitext(os.fspath(path))[1].lower(), "application/octet-stream")
+
+
+_PLAYABLE_CODECS = {"h264", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "libvpx", "libvpx-vp9"}
+_PLAYABLE_CONTAINERS = {"mp4": (".mp4", ".m4v"), "webm/mkv": (".webm",)}
+
+
+def browser_playable(path: str | os.PathLike) -> bool:
+    """True when Chromium plays the file natively: H.264 (8-bit 4:2:0), VP8, VP9 or AV1 in an .mp4/.m4v or .webm.
+
+    False for anything else, including a file that cannot be read (its preview then reports why).
+    """
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    try:
+        kind = sniff_video(path)
+        if suffix not in _PLAYABLE_CONTAINERS.get(kind, ()):
+            return False
+        info = probe(path)
+    except (OSError, VideoDecodeError):
+        return False
+    if info.codec == "h264" and info.pix_fmt not in ("yuv420p", "yuvj420p"):
+        return False  # High 10 / 4:4:4 H.264 does not play in Chromium
+    return info.codec in _PLAYABLE_CODECS
