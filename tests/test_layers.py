@@ -21,6 +21,7 @@ LAYERS = [
     ("tasks", ["tasks", "train"]),
     ("services", ["index", "eval", "data.registry", "data"]),
     ("apps", ["demo", "synthetic.evaluate", "testing"]),
+    ("serve", ["serve"]),
     ("cli", ["cli", "__main__", ""]),
 ]
 

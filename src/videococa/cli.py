@@ -8,6 +8,7 @@ failed (each named on stderr, the rest processed), 2 usage errors, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -420,6 +421,27 @@ def cmd_finetune(args) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args) -> int:
+    from .serve.server import ModelChoice, demo_settings, serve  # noqa: PLC0415 - FastAPI and uvicorn load only here
+    from .serve.settings import ServeSettings  # noqa: PLC0415 - as above
+
+    opts = dict(host=args.host, port=args.port, api_key=args.api_key, no_auth=args.no_auth, read_only=args.read_only,
+                cors_origins=args.cors_origin or [], max_upload_bytes=int(args.max_upload_mb * 2**20),
+                scan_on_start=not args.no_scan)
+    if args.demo:
+        if args.library or args.index:
+            raise UsageError("--demo serves the bundled synthetic library; do not give --library or --index with it")
+        settings = demo_settings(**opts)
+    else:
+        if not args.library and not args.index:
+            raise UsageError("give --library DIR (and optionally --index PATH), or --demo")
+        index = args.index or os.path.join(args.library, ".videococa-index")
+        settings = ServeSettings(library=args.library, index=index, **opts)
+    choice = ModelChoice(args.model, args.pretrained, args.precision, args.device, args.frames, args.segment,
+                         args.captions)
+    return serve(settings, choice)
+
+
 def cmd_demo(args) -> int:
     return run_demo(_load(args), frames=args.frames)
 
@@ -437,7 +459,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_commands(sub)
     _add_benchmark_commands(sub)
     _sub(sub, "demo", "a short end-to-end tour with the bundled model", "videococa demo", cmd_demo, run=False)
+    _add_serve_command(sub)
     return parser
+
+
+def _env(name: str, default=None):
+    """A serve option's default from VIDEOCOCA_<NAME> (the flag's name in capitals, dashes as underscores)."""
+    return os.environ.get("VIDEOCOCA_" + name.upper().replace("-", "_"), default)
+
+
+def _add_serve_command(sub) -> None:
+    p = _sub(sub, "serve", "serve a video library over HTTP: a JSON API and a web UI",
+             "videococa serve --library ~/videos   (then open the printed URL)", cmd_serve, model=False, run=False)
+    p.add_argument("--library", default=_env("library"), help="folder of videos to serve (searched recursively)")
+    p.add_argument("--index", default=_env("index"), help="index directory (default: LIBRARY/.videococa-index; "
+                   "built in the background when missing)")
+    p.add_argument("--demo", action="store_true", help="serve the bundled synthetic demo library")
+    p.add_argument("--host", default=_env("host", "127.0.0.1"), help="address to bind (default 127.0.0.1; any "
+                   "other needs --api-key or --no-auth)")
+    p.add_argument("--port", type=int, default=int(_env("port", 8000)), help="TCP port (default 8000; 0: a free one)")
+    p.add_argument("--api-key", default=_env("api_key"), help="key clients must send (env VIDEOCOCA_API_KEY)")
+    p.add_argument("--no-auth", action="store_true", default=bool(_env("no_auth")),
+                   help="serve a non-loopback address without a key, on purpose")
+    p.add_argument("--read-only", action="store_true", default=bool(_env("read_only")),
+                   help="refuse uploads, rescans and deletions")
+    p.add_argument("--cors-origin", action="append", help="allow this origin to call the API (repeatable)")
+    p.add_argument("--max-upload-mb", type=float, default=float(_env("max_upload_mb", 2048)),
+                   help="largest upload accepted, in MiB (default 2048)")
+    p.add_argument("--no-scan", action="store_true", help="do not rescan the library when the server starts")
+    g = p.add_argument_group("model and index (default: what the index was built with; a new one uses "
+                             "videococa-tiny, 8 frames, 5 s segments)")
+    g.add_argument("--model", default=_env("model"))
+    g.add_argument("--pretrained", default=_env("pretrained"))
+    g.add_argument("--precision", default=None, choices=["fp32", "bf16"])
+    g.add_argument("--device", default=_env("device", "cpu"))
+    g.add_argument("--frames", type=_frames, default=None, help="frames per entry (a new index)")
+    g.add_argument("--segment", type=_segment, default=None, help="seconds per entry (a new index; default 5)")
+    g.add_argument("--captions", action="store_true", default=None,
+                   help="caption every entry of a new index (hybrid text search)")
+    p.set_defaults(own_signals=True)
 
 
 def _add_library_commands(sub) -> None:
@@ -575,8 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--batch-size {batch} x --frames {frames} holds {batch * frames} frames in memory at once; "
                      f"at most {MAX_BATCH_FRAMES}")
     try:
-        with catching_sigint():
-            code = args.func(args)
+        with contextlib.nullcontext() if getattr(args, "own_signals", False) else catching_sigint():
+            code = args.func(args)  # a server handles Ctrl-C itself (graceful shutdown)
             check()  # a Ctrl-C whose KeyboardInterrupt a finaliser swallowed after the last item
         return code
     except UsageError as exc:

@@ -118,3 +118,25 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
     print(f"\nthe same from the command line: videococa classify | index | search | caption | ask | embed (--help each)")
     print(f"done in {_elapsed(t0)}")
     return 0
+
+
+DEMO_LIBRARY = [  # (shape, colour, direction, background): one of each shape, colours all different
+    ("circle", "red", "right", "plain"), ("square", "blue", "down", "striped"),
+    ("triangle", "green", "left", "gradient"), ("star", "yellow", "up", "checkered"),
+    ("hexagon", "purple", "right", "plain"), ("diamond", "orange", "left", "striped"),
+]
+
+
+def write_demo_library(root: str | Path, *, size: int = 128, num_frames: int = 32) -> list[Path]:
+    """The synthetic library `videococa serve --demo` serves: one mp4 per DEMO_LIBRARY row (4 s at 8 fps), named
+    colour_shape_direction.mp4; files already there are kept."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (shape, colour, direction, bg) in enumerate(DEMO_LIBRARY):
+        path = root / f"{colour}_{shape}_{direction}.mp4"
+        if not path.exists():
+            spec = VideoSpec(i, Obj(shape, colour, "large", 0.5, 0.5), direction, bg, BACKGROUND_TONES[i % 5])
+            write_mp4(path, spec.render_frames(num_frames, size))
+        out.append(path)
+    return out

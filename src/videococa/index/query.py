@@ -35,6 +35,8 @@ class SearchFilter:
     """Unix time; files last modified at or after it."""
     modified_before: float | None = None
     """Unix time; files last modified at or before it."""
+    exclude_videos: frozenset[int] = frozenset()
+    """Ids of files never to return (e.g. a server's files that lie outside its library)."""
 
     def __post_init__(self) -> None:
         for name in ("min_duration", "max_duration", "modified_after", "modified_before"):
@@ -52,7 +54,8 @@ class SearchFilter:
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, k) is None for k in self.__dataclass_fields__)
+        return not self.exclude_videos and all(getattr(self, k) is None for k in self.__dataclass_fields__
+                                               if k != "exclude_videos")
 
     def sql(self, files: str = "f") -> tuple[str, list]:
         """(condition, parameters) over the files table aliased `files`; '1' when nothing is asked."""
@@ -71,6 +74,8 @@ class SearchFilter:
             if v is not None:
                 parts.append(f"{files}.{col} {op} ?")
                 args.append(int(v * scale) if scale != 1 else float(v))
+        if self.exclude_videos:  # integers written into the SQL text: no limit on bound variables
+            parts.append(f"{files}.id NOT IN ({','.join(str(int(i)) for i in sorted(self.exclude_videos))})")
         return (" AND ".join(parts) or "1"), args
 
 

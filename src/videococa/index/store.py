@@ -315,7 +315,8 @@ class VideoIndex:
     # ------------------------------------------------------------------ opening and creating
     def _connect(self) -> None:
         try:
-            self.db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            # check_same_thread=False: a server shares one reader between threads, one at a time (its own lock)
+            self.db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -976,14 +977,18 @@ class VideoIndex:
             raise OptionError("the search query is empty")
         emb = self._needs_model("text search").encode_text([query])[0]
         if hybrid and self.captions and fts_query(query):
-            return self._hybrid(query, emb, top_k=top_k, **kwargs)
+            return self.search_hybrid(query, emb, top_k=top_k, **kwargs)
         return self.search_embedding(emb, top_k=top_k, **kwargs)
 
     @_guarded
-    def _hybrid(self, text: str, emb: torch.Tensor, *, top_k: int = 10, offset: int = 0,
-                where: SearchFilter | None = None, group_by: GroupBy = "moment", min_score: float | None = None,
-                exclude: Sequence[int] = ()) -> list[SearchHit]:
-        """Embedding ranking and caption-text ranking fused (RRF); scores stay cosine similarities."""
+    def search_hybrid(self, text: str, emb: torch.Tensor | np.ndarray, *, top_k: int = 10, offset: int = 0,
+                      where: SearchFilter | None = None, group_by: GroupBy = "moment", min_score: float | None = None,
+                      exclude: Sequence[int] = ()) -> list[SearchHit]:
+        """Text search with its embedding `emb` computed already: the embedding ranking and the ranking of the
+        captions' words fused (RRF); scores stay cosine similarities. Without words: `search_embedding`."""
+        if not fts_query(text):
+            return self.search_embedding(emb, top_k=top_k, offset=offset, where=where, group_by=group_by,
+                                         min_score=min_score, exclude=exclude)
         self._check_page(top_k, offset, group_by)
         q = self._query_vector(emb)
         self._refresh()
@@ -1059,6 +1064,12 @@ class VideoIndex:
         rows = self.db.execute(f"{self._VIDEO_SQL} WHERE {cond} ORDER BY f.path LIMIT ? OFFSET ?",
                                [*args, limit, offset]).fetchall()
         return [VideoRecord(r[0], from_db(r[1]), *r[2:]) for r in rows], total
+
+    @_guarded
+    def all_videos(self) -> Iterator[VideoRecord]:
+        """Every indexed file (without entry counts: `entries` is 0), in id order; cheap for large indexes."""
+        for r in self.db.execute("SELECT id, path, size, mtime_ns, duration, indexed_at FROM files ORDER BY id").fetchall():
+            yield VideoRecord(r[0], from_db(r[1]), *r[2:], 0)
 
     @_guarded
     def segments(self, video_id: int) -> list[Segment]:
