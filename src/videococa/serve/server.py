@@ -93,6 +93,9 @@ def serve(settings: ServeSettings, choice: ModelChoice) -> int:
           f"{'; read-only' if settings.read_only else ''}{'; API key required' if settings.auth else ''})",
           flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it caught, after its graceful shutdown: a normal end for a server
     print("videococa serve: stopped", file=sys.stderr)
     return 0
