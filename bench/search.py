@@ -55,9 +55,9 @@ def write_index(path: Path, vectors: np.ndarray) -> None:
                 "pooling": "attentional", "segment": 0, "created": "", "videococa": "", "generation": 1}
     db.execute("BEGIN")
     db.executemany("INSERT INTO settings VALUES (?, ?)", [(k, str(v)) for k, v in settings.items()])
-    db.executemany("INSERT INTO files VALUES (?, ?, 0, 0, 10.0, 0)",
+    db.executemany("INSERT INTO files (id, path, size, mtime_ns, duration, indexed_at) VALUES (?, ?, 0, 0, 10.0, 0)",
                    ((i + 1, f"/videos/{i:07d}.mp4") for i in range(len(vectors))))
-    db.executemany("INSERT INTO entries VALUES (?, ?, 0.0, 10.0, ?)",
+    db.executemany("INSERT INTO entries (id, file_id, start, end, vector) VALUES (?, ?, 0.0, 10.0, ?)",
                    ((i + 1, i + 1, v.tobytes()) for i, v in enumerate(vectors)))
     db.execute("COMMIT")
     db.close()
