@@ -72,8 +72,8 @@ def test_player_seeks_to_the_moment_and_pauses_at_its_end(page, long_video):
     page.open("/?q=a+blue+square&group=moment")
     cards = page.wait_results()
     inside = [c for c in cards if page.text_in(c, "result-path") == long_video
-              and 2 <= float(c.get_attribute("data-start")) and float(c.get_attribute("data-end")) <= 5]
-    assert inside, f"no moment of {long_video} between 2 s and 5 s among {page.paths()}"
+              and 1 <= float(c.get_attribute("data-start")) and float(c.get_attribute("data-end")) <= 19]
+    assert inside, f"no moment of {long_video} inside it (from 1 s to 19 s) among {page.paths()}"
     card = inside[0]
     start, end = float(card.get_attribute("data-start")), float(card.get_attribute("data-end"))
     page.find("result-open", card).send_keys(Keys.ENTER)  # a card opens from the keyboard
@@ -102,6 +102,8 @@ def test_player_seeks_to_the_moment_and_pauses_at_its_end(page, long_video):
 def test_a_video_the_browser_cannot_play_shows_its_preview(page, old_video):
     page.open("/?q=a+moving+square&group=moment")
     page.wait_results()
+    page.find("load-more").click()  # all 30 moments, wherever its moments rank
+    page.wait(lambda: len(page.cards()) == 30, "Load more did not add the next page")
     card = next((c for c in page.cards() if page.text_in(c, "result-path") == old_video
                  and float(c.get_attribute("data-start")) >= 1), None)
     assert card, f"no later moment of {old_video} among {page.paths()}"
