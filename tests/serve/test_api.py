@@ -80,6 +80,7 @@ def test_health_stats_and_openapi(client):
     st = client.get("/api/stats").json()
     assert st["videos"] == 6 and st["model"] == "videococa-tiny" and st["index_kind"] == "exact"
     assert st["entries"] > 6 and st["job"] is None and len(st["fingerprint"]) > 8
+    assert st["frames"] == 8 and st["segment"] == 1.0  # numbers (the index stores its settings as text)
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/api/search", "/api/videos", "/api/videos/{video_id}/stream", "/api/jobs/{job_id}/events",
               "/api/classify", "/api/index/update"):

@@ -193,7 +193,7 @@ class Library:
 
     def stats(self) -> dict:
         with self.reading() as index:
-            s = index.stats()
+            s = {**index.stats(), "frames": index.frames, "segment": index.segment}  # numbers, not the stored text
         job = self.jobs.running()
         return {**s, "library": os.path.basename(self.root or "") or self.root, "read_only": self.settings.read_only,
                 "job": job.public() if job else None, "auth": self.settings.auth}
