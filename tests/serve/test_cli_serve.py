@@ -62,7 +62,7 @@ def test_serve_builds_the_index_in_the_background_and_stops_on_ctrl_c(tmp_path, 
         assert url.startswith("http://127.0.0.1:")
         assert get(url + "api/health")["status"] == "ok"
         stats = wait_for(lambda: (s := get(url + "api/stats"))["videos"] == 2 and s["job"] is None and s)
-        assert stats["segment"] == "5.0" and stats["model"] == "videococa-tiny"
+        assert stats["segment"] == 5.0 and stats["model"] == "videococa-tiny"
         hits = get(url + "api/search", {"text": "a blue square", "group_by": "video"})["hits"]
         assert hits[0]["path"] == "blue_square.mp4"
         with urllib.request.urlopen(url, timeout=30) as r:
