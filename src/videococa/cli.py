@@ -89,7 +89,7 @@ def _task_name(retrieval: str):
 
 
 _positive_int = _bounded_int(1, 1_000_000, "a positive integer")
-_frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is the upper bound)")
+_num_frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is the upper bound)")
 _batch = _bounded_int(1, 4096, "a batch size")
 _workers = _bounded_int(0, 64, "a number of reading threads")
 _top_k = _bounded_int(1, 10_000, "a number of results")
@@ -98,15 +98,16 @@ _weight = _bounded_float(0, 1e6, "a loss weight", open_low=False)
 _lr = _bounded_float(0, 1.0, "a learning rate")
 
 
-def _add_model_options(p: argparse.ArgumentParser, *, frames: bool = True) -> None:
+def _add_model_options(p: argparse.ArgumentParser, *, num_frames: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="model name (default: videococa-tiny, the bundled model)")
     g.add_argument("--pretrained", default=None, help="pretrained tag, hf-hub:org/repo, or a weights file")
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--finetuned", default=None, metavar="RUN_DIR", help="apply a `videococa finetune` run to the model")
-    if frames:
-        g.add_argument("--frames", type=_frames, default=8, help=f"frames sampled per video (default 8, at most {MAX_FRAMES})")
+    if num_frames:
+        g.add_argument("--frames", "--num-frames", dest="num_frames", type=_num_frames, default=8,
+                       help=f"frames sampled per video (default 8, at most {MAX_FRAMES})")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -190,8 +191,8 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     paths, failures, notes = scan_report(videos)
     _report_failures([], notes)
     done = []
-    for item in encode_videos(model, paths, frames=args.frames, batch_size=args.batch_size, workers=args.workers,
-                              pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
+    for item in encode_videos(model, paths, num_frames=args.num_frames, batch_size=args.batch_size,
+                              workers=args.workers, pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
                               progress=_progress(args), desc=desc):
         (failures if isinstance(item, FileIssue) else done).append(item)
     return done, failures
@@ -243,7 +244,7 @@ def cmd_index(args) -> int:
         print(f"videococa index: repaired {display(args.index)}: {msg}{where}", file=sys.stderr)
         if not args.videos:
             return EXIT_OK
-    with VideoIndex(args.index, model, frames=args.frames, segment=args.segment) as index:
+    with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment) as index:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args))
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
@@ -319,8 +320,9 @@ def cmd_embed(args) -> int:
         raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
     paths, failures, notes = scan_report(args.videos)
     model = _load(args)
-    report = embed_to_parquet(model, paths, args.out, frames=args.frames, pooling=args.pooling, segment=args.segment,
-                              batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
+    report = embed_to_parquet(model, paths, args.out, num_frames=args.num_frames, pooling=args.pooling,
+                              segment=args.segment, batch_size=args.batch_size, workers=args.workers,
+                              progress=_progress(args))
     summary = {"out": report.out, "rows": report.rows, "videos": report.videos, "resumed": report.resumed,
                "failed": len(failures) + len(report.failed), "interrupted": report.interrupted}
     if _json_mode(args):
@@ -339,9 +341,10 @@ def cmd_embed(args) -> int:
 def cmd_eval(args) -> int:
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
-    out = evaluate(model, args.task, datasets, frames=args.frames, pooling=args.pooling, templates=args.templates,
-                   limit=args.limit, generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size, workers=args.workers,
-                   progress=_progress(args))
+    out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
+                   templates=args.templates, limit=args.limit,
+                   generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size,
+                   workers=args.workers, progress=_progress(args))
     if args.out:
 
         write_json_atomic(args.out, out, indent=1)
@@ -373,7 +376,7 @@ def cmd_cache_features(args) -> int:
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
-    report = cache_features(model, clips, args.out, frames=args.frames, batch_size=args.batch_size,
+    report = cache_features(model, clips, args.out, num_frames=args.num_frames, batch_size=args.batch_size,
                             progress=_progress(args))
     summary = {"out": args.out, "cached": report.cached, "already_cached": report.skipped,
                "failed": len(report.failed)}
@@ -405,7 +408,7 @@ def cmd_finetune(args) -> int:
     def evaluate(m):
         out = {}
         for ds in val_sets:
-            r = evaluate_dataset(m, ds, frames=cache.frames, cache=False, meteor=False,
+            r = evaluate_dataset(m, ds, num_frames=cache.num_frames, cache=False, meteor=False,
                                  frame_tokens=cache.lookup)["metrics"]
             out.update({f"{ds.name} {k}": round(v, 3) for k, v in r.items() if isinstance(v, float)})
         return out
@@ -420,7 +423,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    return run_demo(_load(args), frames=args.frames)
+    return run_demo(_load(args), num_frames=args.num_frames)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -566,10 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    batch, frames = getattr(args, "batch_size", None), getattr(args, "frames", None)
-    if batch and frames and batch * frames > MAX_BATCH_FRAMES:
-        parser.error(f"--batch-size {batch} x --frames {frames} holds {batch * frames} frames in memory at once; "
-                     f"at most {MAX_BATCH_FRAMES}")
+    batch, num_frames = getattr(args, "batch_size", None), getattr(args, "num_frames", None)
+    if batch and num_frames and batch * num_frames > MAX_BATCH_FRAMES:
+        parser.error(f"--batch-size {batch} x --frames {num_frames} holds {batch * num_frames} frames in memory at "
+                     f"once; at most {MAX_BATCH_FRAMES}")
     try:
         with catching_sigint():
             code = args.func(args)

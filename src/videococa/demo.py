@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .cache import cache_root
+from .deprecation import renamed_keywords
 from .index import VideoIndex
 from .models import VideoCoCa
 from .synthetic.benchmark import write_mp4
@@ -49,7 +50,8 @@ def _demo_videos(size: int) -> list[tuple[Path, object]]:
     return out
 
 
-def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
+@renamed_keywords(frames="num_frames")
+def run_demo(model: VideoCoCa, *, num_frames: int = 8) -> int:
     """Print the tour for `model` (load it with `load_model()`; the default is the bundled videococa-tiny)."""
     t0 = time.perf_counter()
     print(f"videococa {__version__} demo\n")
@@ -61,13 +63,13 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
         print("         (trained only on still images of a synthetic world of coloured shapes; it has never seen video)")
 
     def read(path):
-        return read_video(path, frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
+        return read_video(path, num_frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
 
     videos = _demo_videos(128)
     clips = [read(p) for p, _ in videos]
     frames = torch.stack([c.frames for c in clips])  # (B, T, 3, S, S)
     emb, tokens = model.encode_video(frames, return_tokens=True)
-    print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {frames} frames each, encoded "
+    print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {num_frames} frames each, encoded "
           f"with flattened attentional pooling -> embeddings {tuple(emb.shape)}")
 
     clf = ZeroShotClassifier(model, list(CLASS_NAMES), list(CLASS_TEMPLATES))
@@ -81,7 +83,7 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
 
     with tempfile.TemporaryDirectory(prefix="videococa-demo-") as tmp:
         t = time.perf_counter()
-        with VideoIndex(Path(tmp) / "index", model, frames=frames) as index:
+        with VideoIndex(Path(tmp) / "index", model, num_frames=num_frames) as index:
             report = index.add([p for p, _ in videos], workers=0)
             print(f"\n3. indexed {len(report.added)} videos (FAISS {index.faiss_kind} search + SQLite metadata, "
                   f"{_elapsed(t)}); text -> video search, best first")

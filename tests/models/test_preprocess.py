@@ -52,7 +52,7 @@ def test_new_contract_reads_exactly_the_old_explicit_frames(tiny_model, easy_vid
 
 
 def test_encode_videos_embeddings_are_bit_identical_to_old_style_reading(tiny_model, easy_videos):
-    got = torch.stack([e.embedding for e in encode_videos(tiny_model, easy_videos[:2], frames=4, workers=0)])
+    got = torch.stack([e.embedding for e in encode_videos(tiny_model, easy_videos[:2], num_frames=4, workers=0)])
     old = _old_style(tiny_model)
     want = tiny_model.encode_video(torch.stack([videococa.read_video(p, 4, **old).frames for p in easy_videos[:2]]))
     assert torch.equal(got, want)

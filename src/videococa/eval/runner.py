@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..cache import cache_root
 from ..files import load_tensors, save_tensors_atomic
 from ..data.readers import Dataset, Item
+from ..deprecation import renamed_keywords
 from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets, read_synthetic  # noqa: F401
 from ..errors import VideoCoCaError
 from ..models.decoding import GenerationConfig
@@ -43,7 +44,8 @@ CAPTION_DECODING = GenerationConfig(method="beam", num_beams=3, max_len=20, min_
 
 
 # --------------------------------------------------------------------------- encoding with a cache
-def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, pooling: str, tokens: bool,
+@renamed_keywords(frames="num_frames", tokens="return_tokens")
+def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, pooling: str, return_tokens: bool,
                  batch_size: int = 8, workers: int = 2, progress: bool = False, cache: bool = True,
                  frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[str, str]]]:
@@ -59,7 +61,8 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
         rows.append(clips.setdefault(key, len(clips)))
     keys = list(clips)
     stamp = [(p, s, e, st.st_size, st.st_mtime_ns) for p, s, e in keys for st in [os.stat(p)]]
-    h = hashlib.sha256(json.dumps([model.fingerprint(), frames, pooling, tokens, stamp]).encode()).hexdigest()[:24]
+    key = json.dumps([model.fingerprint(), num_frames, pooling, return_tokens, stamp])
+    h = hashlib.sha256(key.encode()).hexdigest()[:24]
     path = cache_root() / "eval" / f"{model.info.name}-{h}.safetensors"
     if cache and path.is_file():
         try:
@@ -75,7 +78,7 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
     def read(key):
         p, s, e = key
         try:
-            return read_video(p, frames, start=s, end=e, preprocess=model.preprocess).frames
+            return read_video(p, num_frames, start=s, end=e, preprocess=model.preprocess).frames
         except (VideoCoCaError, ValueError) as exc:
             return str(exc)
 
@@ -96,7 +99,7 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
     for start in range(0, len(ordered), batch_size):
         part = ordered[start : start + batch_size]
         e, t = model.pool_frame_tokens(torch.stack([stored[i] for i in part]))  # (b, T, N, W) -> (b, E), (b, Q-1, E)
-        put(part, e, t if tokens else None)
+        put(part, e, t if return_tokens else None)
     to_encode = [i for i in range(len(keys)) if i not in stored]
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(to_encode), desc="encode", unit="clip",
                                                          disable=not progress, leave=False) as bar:
@@ -107,8 +110,8 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
             unreadable += [(keys[i][0], g) for i, g in zip(part, got) if not isinstance(g, torch.Tensor)]
             if ok:
                 out = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
-                                         return_tokens=tokens)
-                e, t = out if tokens else (out, None)
+                                         return_tokens=return_tokens)
+                e, t = out if return_tokens else (out, None)
                 put(ok, e, t)
             bar.update(len(part))
     if cache:
@@ -128,7 +131,8 @@ def _prompt_names(ds: Dataset) -> list[str]:
     return [c.replace("_", " ") for c in ds.classes]
 
 
-def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling: str = "attentional",
+@renamed_keywords(frames="num_frames")
+def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, num_frames: int = 8, pooling: str = "attentional",
                      templates: str | Sequence[str] | None = None, limit: int | None = None,
                      generation: GenerationConfig = CAPTION_DECODING, batch_size: int = 8,
                      workers: int = 2, progress: bool = False, cache: bool = True, meteor: bool = True,
@@ -143,16 +147,17 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
         raise EvalError(f"{ds.name}: no videos to evaluate ({len(ds.missing)} listed videos are missing under --videos)")
     t0 = time.perf_counter()
     if ds.task == "moments":
-        return _evaluate_moments(model, ds, items, frames=frames, pooling=pooling, batch_size=batch_size,
+        return _evaluate_moments(model, ds, items, num_frames=num_frames, pooling=pooling, batch_size=batch_size,
                                  progress=progress, t0=t0)
     need_tokens = ds.task in ("caption", "qa")
-    emb, tok, rows, unreadable = encode_items(model, items, frames=frames, pooling=pooling, tokens=need_tokens,
+    emb, tok, rows, unreadable = encode_items(model, items, num_frames=num_frames, pooling=pooling,
+                                             return_tokens=need_tokens,
                                              frame_tokens=frame_tokens,
                                              batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     bad = {p for p, _ in unreadable}
     keep = [i for i, it in enumerate(items) if it.path not in bad]
     enc = _Encoded([items[i] for i in keep], emb, tok, [rows[i] for i in keep])
-    protocol = _protocol(model, ds, enc.items, frames=frames, pooling=pooling, unreadable=len(bad))
+    protocol = _protocol(model, ds, enc.items, num_frames=num_frames, pooling=pooling, unreadable=len(bad))
     res = _SCORERS[ds.task](model, ds, enc, protocol, templates=templates, generation=generation, meteor=meteor)
     protocol["seconds"] = round(time.perf_counter() - t0, 1)
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
@@ -245,32 +250,33 @@ def _qa(model, ds, enc: _Encoded, protocol: dict, **_) -> dict:
 _SCORERS = {"classify": _classify, "retrieve": _retrieve, "caption": _caption, "qa": _qa}
 
 
-def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: int, pooling: str,
+def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, num_frames: int, pooling: str,
               unreadable: int) -> dict:
-    """What an evaluation ran on and with (recorded next to its metrics)."""
-    return {"dataset": ds.name, "task": ds.task, **model.provenance(frames=frames, pooling=pooling),
+    """What an evaluation ran on and with (recorded next to its metrics; the frame count under "frames")."""
+    return {"dataset": ds.name, "task": ds.task, **model.provenance(frames=num_frames, pooling=pooling),
             "videos_used": len({it.path for it in items}),
             "items": len(items), "videos_missing": len(ds.missing), "videos_unreadable": unreadable, **ds.protocol}
 
 
-def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, frames: int, pooling: str,
+def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, num_frames: int, pooling: str,
                       batch_size: int, progress: bool, t0: float) -> dict:
     """Moment retrieval metrics (see eval/moments.py for how windows become predicted spans)."""
 
-    ranked, unreadable, windows = rank_moments(model, items, frames=frames, pooling=pooling, batch_size=batch_size,
-                                               progress=progress)
+    ranked, unreadable, windows = rank_moments(model, items, num_frames=num_frames, pooling=pooling,
+                                               batch_size=batch_size, progress=progress)
     kept = [(it, r) for it, r in zip(items, ranked) if r is not None]
     if not kept:
         raise EvalError(f"{ds.name}: none of the {len({it.path for it in items})} videos could be read "
                         f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
     res = M.moment_metrics([r for _, r in kept], [(it.start, it.end) for it, _ in kept])
-    protocol = _protocol(model, ds, [it for it, _ in kept], frames=frames, pooling=pooling,
+    protocol = _protocol(model, ds, [it for it, _ in kept], num_frames=num_frames, pooling=pooling,
                          unreadable=len(unreadable))
     protocol.update(unit_windows=windows, unit=MOMENT_UNIT, span_scales=list(MOMENT_SCALES), stride=MOMENT_STRIDE,
                     nms_iou=MOMENT_NMS, seconds=round(time.perf_counter() - t0, 1))
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
 
 
+@renamed_keywords(frames="num_frames")
 def evaluate(model: VideoCoCa, task: str, datasets: list[Dataset], **kwargs) -> dict:
     """Each dataset's results, and the mean over splits when there are several (UCF101 / HMDB51 protocol).
 

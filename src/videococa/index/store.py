@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..deprecation import renamed_attribute, renamed_keywords
 from ..errors import IndexStoreError, OptionError
 from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
@@ -204,7 +205,7 @@ def faiss_ids(index) -> np.ndarray:
 class VideoIndex:
     """Open (or create) the index at directory `path`.
 
-    A new index needs `model`; its name, weights fingerprint, `frames`, `pooling` and `segment` are
+    A new index needs `model`; its name, weights fingerprint, `num_frames`, `pooling` and `segment` are
     recorded. Reopening with a different model or settings raises IndexStoreError. Without `model`, an
     existing index opens for inspection; `settings` tells which model to load for searching.
 
@@ -213,10 +214,11 @@ class VideoIndex:
     stderr); searches never wait, and see every file committed before they run.
     """
 
-    def __init__(self, path: str | os.PathLike, model=None, *, frames: int | None = None, pooling: str | None = None,
-                 segment: float | None = None, create: bool = True, on_wait=None):
-        if frames is not None and (not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES):
-            raise OptionError(f"frames must be an integer from 1 to {MAX_FRAMES}, got {frames!r}")
+    @renamed_keywords(frames="num_frames")
+    def __init__(self, path: str | os.PathLike, model=None, *, num_frames: int | None = None,
+                 pooling: str | None = None, segment: float | None = None, create: bool = True, on_wait=None):
+        if num_frames is not None and (not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_FRAMES):
+            raise OptionError(f"num_frames must be an integer from 1 to {MAX_FRAMES}, got {num_frames!r}")
         if pooling is not None and pooling not in POOLINGS:
             raise OptionError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         check_segment(segment)
@@ -248,8 +250,8 @@ class VideoIndex:
                 raise IndexStoreError(f"{display(self.db_path)!r} holds no index settings: it is not a video index "
                                       f"(or was damaged); {self._repair_hint()}")
         else:
-            self._create(model, frames, pooling, segment, create)
-        self._check(model, frames, pooling, segment)
+            self._create(model, num_frames, pooling, segment, create)
+        self._check(model, num_frames, pooling, segment)
         self.dim = int(self.settings["embed_dim"])
         try:
             self._open_faiss()
@@ -266,7 +268,7 @@ class VideoIndex:
         except sqlite3.DatabaseError as exc:
             raise IndexStoreError(f"{display(self.db_path)!r} is not a usable video index: {exc}") from None
 
-    def _create(self, model, frames, pooling, segment, create: bool) -> None:
+    def _create(self, model, num_frames, pooling, segment, create: bool) -> None:
         shown = display(self.path)
         if self.db_path.is_file():  # 0 bytes: maybe another process is creating it this moment; decided under the lock
             pass
@@ -297,7 +299,7 @@ class VideoIndex:
                 self.db.executescript(_SCHEMA)
                 self.settings = self._settings()
                 if not self.settings:
-                    self._init_settings(model, frames or 8, pooling or "attentional", segment)
+                    self._init_settings(model, num_frames or 8, pooling or "attentional", segment)
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(exc) from None
 
@@ -322,10 +324,10 @@ class VideoIndex:
                 return {}
             raise
 
-    def _init_settings(self, model, frames: int, pooling: str, segment: float | None) -> None:
+    def _init_settings(self, model, num_frames: int, pooling: str, segment: float | None) -> None:
         values = {
             "schema_version": SCHEMA_VERSION, "embed_dim": model.info.embed_dim,
-            **model.provenance(frames=frames, pooling=pooling, segment=segment or 0),
+            **model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "generation": 0, "index_id": uuid.uuid4().hex,  # tells this record from one made anew at the same path
         }
@@ -343,7 +345,7 @@ class VideoIndex:
                 self.db.execute("INSERT OR IGNORE INTO settings VALUES ('index_id', ?)", (uuid.uuid4().hex,))
                 self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
-    def _check(self, model, frames, pooling, segment) -> None:
+    def _check(self, model, num_frames, pooling, segment) -> None:
         s = self.settings
         lost = [k for k in _REQUIRED if k not in s]
         if lost:
@@ -365,8 +367,8 @@ class VideoIndex:
                             f"{s['precision']}] (weights {s['fingerprint']}), not {model.info.name} "
                             f"[{model.info.pretrained or 'random weights'}, {model.precision}] "
                             f"(weights {model.fingerprint()})")
-        if frames is not None and frames != int(s["frames"]):
-            problems.append(f"it uses {s['frames']} frames per entry, not {frames}")
+        if num_frames is not None and num_frames != int(s["frames"]):
+            problems.append(f"it uses {s['frames']} frames per entry, not {num_frames}")
         if pooling is not None and pooling != s["pooling"]:
             problems.append(f"it uses {s['pooling']} pooling, not {pooling}")
         if segment is not None and float(segment) != recorded:
@@ -376,8 +378,10 @@ class VideoIndex:
                                   + ". Use the index's own settings or a new index path.")
 
     @property
-    def frames(self) -> int:
+    def num_frames(self) -> int:
         return int(self.settings["frames"])
+
+    frames = renamed_attribute("frames", "num_frames")
 
     @property
     def pooling(self) -> str:
@@ -658,8 +662,9 @@ class VideoIndex:
             self._drop(report.removed)
             self._move(report.moved)
             stats = {p: (size, mtime) for p, size, mtime in to_embed}
-            for item in encode_files(model, list(stats), frames=self.frames, batch_size=batch_size, workers=workers,
-                                     pooling=self.pooling, segment=self.segment, progress=progress, desc="index"):
+            for item in encode_files(model, list(stats), num_frames=self.num_frames, batch_size=batch_size,
+                                     workers=workers, pooling=self.pooling, segment=self.segment,
+                                     progress=progress, desc="index"):
                 if isinstance(item, FileIssue):
                     report.failed.append(item)
                     continue
@@ -826,7 +831,7 @@ class VideoIndex:
     def search_video(self, video: str | os.PathLike, *, top_k: int = 10) -> list[SearchHit]:
         """Video -> video: the whole query video, read with the index's frames and pooling."""
         model = self._needs_model("video search")
-        clip = model.read_video(video, self.frames)
+        clip = model.read_video(video, self.num_frames)
         return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k)
 
     # ------------------------------------------------------------------ repair

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
+from ..deprecation import renamed_attribute, renamed_keywords
 from ..errors import FeatureCacheError, VideoCoCaError
 from ..files import load_tensors, save_tensors_atomic, write_json_atomic
 from ..models.videococa import VideoCoCa
@@ -53,9 +54,10 @@ class CacheReport:
 
 
 class FeatureCache:
-    """Open a feature cache; with `model`/`frames`, check it was made with them."""
+    """Open a feature cache; with `model`/`num_frames`, check it was made with them."""
 
-    def __init__(self, path: str | os.PathLike, model: VideoCoCa | None = None, frames: int | None = None):
+    @renamed_keywords(frames="num_frames")
+    def __init__(self, path: str | os.PathLike, model: VideoCoCa | None = None, num_frames: int | None = None):
         self.path = Path(path)
         mpath = self.path / "manifest.json"
         if not mpath.is_file():
@@ -67,8 +69,8 @@ class FeatureCache:
             problems.append(f"it was made with {self.manifest['model']} [{self.manifest['pretrained'] or 'random'}] "
                             f"(weights {self.manifest['fingerprint']}), not {model.info.name} "
                             f"[{model.info.pretrained or 'random'}] (weights {model.fingerprint()})")
-        if frames is not None and frames != self.manifest["frames"]:
-            problems.append(f"it holds {self.manifest['frames']} frames per clip, not {frames}")
+        if num_frames is not None and num_frames != self.manifest["frames"]:
+            problems.append(f"it holds {self.manifest['frames']} frames per clip, not {num_frames}")
         if problems:
             raise FeatureCacheError(f"feature cache {str(self.path)!r} does not match: " + "; ".join(problems))
         self.db = sqlite3.connect(self.path / "index.sqlite")
@@ -76,8 +78,11 @@ class FeatureCache:
         self._shards: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
-    def frames(self) -> int:
+    def num_frames(self) -> int:
+        """Frames per clip the cache holds (the manifest's "frames")."""
         return int(self.manifest["frames"])
+
+    frames = renamed_attribute("frames", "num_frames")
 
     def __contains__(self, key: str) -> bool:
         return key in self._rows
@@ -106,16 +111,17 @@ class FeatureCache:
         return t
 
 
+@renamed_keywords(frames="num_frames")
 def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, float | None]],
-                   out: str | os.PathLike, *, frames: int = 8, shard_size: int = 256, batch_size: int = 8,
+                   out: str | os.PathLike, *, num_frames: int = 8, shard_size: int = 256, batch_size: int = 8,
                    progress: bool = False) -> CacheReport:
     """Encode each (path, start, end) clip once with the frozen encoder and store its tokens (resumable)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
-    manifest = {"version": FORMAT_VERSION, **model.provenance(frames=frames)}
+    manifest = {"version": FORMAT_VERSION, **model.provenance(frames=num_frames)}  # key "frames" as before
     if mpath.is_file():
-        FeatureCache(out, model, frames).db.close()  # refuses a mismatched cache before any work
+        FeatureCache(out, model, num_frames).db.close()  # refuses a mismatched cache before any work
     else:
         write_json_atomic(mpath, manifest, indent=1)
     db = sqlite3.connect(out / "index.sqlite", isolation_level=None)
@@ -154,7 +160,7 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
             part, frames_ok = [], []
             for k, p, s, e in to_cache[i : i + batch_size]:
                 try:
-                    clip = read_video(p, frames, start=s, end=e, preprocess=model.preprocess)
+                    clip = read_video(p, num_frames, start=s, end=e, preprocess=model.preprocess)
                 except (VideoCoCaError, ValueError) as exc:
                     report.failed.append((p, str(exc)))
                     continue
