@@ -4,8 +4,9 @@ both spellings are given (videococa.deprecation, the one place that does this)."
 from __future__ import annotations
 
 import pytest
+import torch
 
-from videococa import VideoIndex, embed_to_parquet, encode_videos
+from videococa import EncodedClip, VideoIndex, embed_to_parquet, encode_videos
 from videococa.demo import run_demo
 from videococa.deprecation import renamed_attribute, renamed_keywords
 from videococa.eval.moments import rank_moments
@@ -64,3 +65,20 @@ def test_an_index_opened_with_frames_records_num_frames(tiny_model, tmp_path):
         assert index.num_frames == 2 and index.settings["frames"] == "2"  # the stored key is unchanged
         with pytest.warns(DeprecationWarning, match=r"VideoIndex.frames is deprecated; use .num_frames"):
             assert index.frames == 2
+
+
+def test_tokens_is_the_old_name_of_video_tokens(tiny_model):
+    size = tiny_model.info.image_size
+    _, video_tokens = tiny_model.encode_video(torch.zeros(1, 1, 3, size, size), return_tokens=True)
+    want = tiny_model.generate(video_tokens=video_tokens, method="greedy", max_len=3, min_len=1)
+    with pytest.warns(DeprecationWarning, match=r"VideoCoCa.generate\(tokens=...\) is deprecated; use video_tokens="):
+        assert tiny_model.generate(tokens=video_tokens, method="greedy", max_len=3, min_len=1) == want
+    with pytest.warns(DeprecationWarning, match=r"VideoCoCa.answer\(tokens=...\) is deprecated"):
+        old = tiny_model.answer(tokens=video_tokens, questions="what is it?", max_len=3)
+    assert old == tiny_model.answer(video_tokens=video_tokens, questions="what is it?", max_len=3)
+    for method in (tiny_model.generate, tiny_model.answer):
+        with pytest.raises(TypeError, match="got both tokens= and video_tokens="):
+            method(tokens=video_tokens, video_tokens=video_tokens)
+    clip = EncodedClip(None, torch.zeros(4), video_tokens[0])
+    with pytest.warns(DeprecationWarning, match=r"EncodedClip.tokens is deprecated; use .video_tokens"):
+        assert clip.tokens is clip.video_tokens

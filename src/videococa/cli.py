@@ -289,7 +289,7 @@ def cmd_caption(args) -> int:
     rows = []
     for i in range(0, len(done), args.batch_size):
         part = done[i : i + args.batch_size]
-        caps = model.generate(tokens=torch.stack([d.tokens for d in part]), method=args.method,
+        caps = model.generate(video_tokens=torch.stack([d.video_tokens for d in part]), method=args.method,
                               num_beams=args.num_beams, max_len=args.max_len, prompt=args.prompt, seed=args.seed)
         rows.extend({"video": d.clip.path, "caption": c} for d, c in zip(part, caps))
     _emit(args, rows, ["video", "caption"])
@@ -309,7 +309,7 @@ def cmd_ask(args) -> int:
     rows = []
     for i in range(0, len(done), args.batch_size):
         part = done[i : i + args.batch_size]
-        answers = model.answer(tokens=torch.stack([d.tokens for d in part]), questions=question)
+        answers = model.answer(video_tokens=torch.stack([d.video_tokens for d in part]), questions=question)
         rows.extend({"video": d.clip.path, "question": question, "answer": a} for d, a in zip(part, answers))
     _emit(args, rows, ["video", "question", "answer"])
     return _report_failures(failures)

@@ -68,7 +68,7 @@ def run_demo(model: VideoCoCa, *, num_frames: int = 8) -> int:
     videos = _demo_videos(128)
     clips = [read(p) for p, _ in videos]
     frames = torch.stack([c.frames for c in clips])  # (B, T, 3, S, S)
-    emb, tokens = model.encode_video(frames, return_tokens=True)
+    emb, video_tokens = model.encode_video(frames, return_tokens=True)
     print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {num_frames} frames each, encoded "
           f"with flattened attentional pooling -> embeddings {tuple(emb.shape)}")
 
@@ -92,7 +92,7 @@ def run_demo(model: VideoCoCa, *, num_frames: int = 8) -> int:
                 print(f"   {q!r:<28} " + ", ".join(f"{Path(h.path).name} {h.score:.2f}" for h in hits))
 
     t = time.perf_counter()
-    captions = model.generate(tokens=tokens, method="beam", num_beams=3, max_len=16)
+    captions = model.generate(video_tokens=video_tokens, method="beam", num_beams=3, max_len=16)
     print(f"\n4. captions (beam search, 3 beams; {_elapsed(t)})")
     for (path, spec), c in zip(videos, captions):
         print(f"   {path.name:<28} {c}")
@@ -101,7 +101,7 @@ def run_demo(model: VideoCoCa, *, num_frames: int = 8) -> int:
     for i, q in [(0, "what colour is the circle?"), (1, "what shape is the blue object?"),
                  (4, "what colour is the hexagon?"), (3, "which way does the star move?")]:
         truth = dict((qq, a) for qq, a, _ in videos[i][1].questions())[q]
-        print(f"   {videos[i][0].name:<28} {q:<32} -> {model.answer(tokens=tokens[i : i + 1], questions=[q])[0]:<8} "
+        print(f"   {videos[i][0].name:<28} {q:<32} -> {model.answer(video_tokens=video_tokens[i : i + 1], questions=[q])[0]:<8} "
               f"(truth: {truth})")
 
     real = sample_videos(("bigbuckbunny.mp4", "bikes.mp4"))

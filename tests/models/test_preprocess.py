@@ -69,9 +69,9 @@ def test_uint8_frames_of_any_size_are_preprocessed_by_the_model(tiny_model):
     assert torch.equal(tiny_model.encode_video(raw.permute(0, 1, 4, 2, 3)), want)  # channels first too
     assert torch.equal(tiny_model.preprocess(raw[0].numpy()), clip.frames)  # numpy in, (T, 3, S, S) out
     _, tokens = tiny_model.encode_video(clip.frames[None], return_tokens=True)
-    assert tiny_model.generate(raw, method="greedy", max_len=6) == tiny_model.generate(tokens=tokens,
+    assert tiny_model.generate(raw, method="greedy", max_len=6) == tiny_model.generate(video_tokens=tokens,
                                                                                     method="greedy", max_len=6)
-    assert tiny_model.answer(raw, "what colour is it?") == tiny_model.answer(tokens=tokens,
+    assert tiny_model.answer(raw, "what colour is it?") == tiny_model.answer(video_tokens=tokens,
                                                                                questions="what colour is it?")
 
 

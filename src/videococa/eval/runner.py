@@ -72,7 +72,7 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
             pass
     info = model.info
     emb = torch.zeros(len(keys), info.embed_dim)
-    tok = None
+    video_tokens = None
     unreadable: list[tuple[str, str]] = []
 
     def read(key):
@@ -88,12 +88,12 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
         stored = {i: t for i, k in enumerate(keys) for t in [frame_tokens(k)] if t is not None}
 
     def put(ix, e, t):
-        nonlocal tok
+        nonlocal video_tokens
         emb[ix] = e.float().cpu()
         if t is not None:
-            if tok is None:
-                tok = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
-            tok[ix] = t.cpu().half()
+            if video_tokens is None:
+                video_tokens = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
+            video_tokens[ix] = t.cpu().half()
 
     ordered = sorted(stored)
     for start in range(0, len(ordered), batch_size):
@@ -116,9 +116,9 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
             bar.update(len(part))
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        d = {"embeddings": emb} if tok is None else {"embeddings": emb, "tokens": tok}
+        d = {"embeddings": emb} if video_tokens is None else {"embeddings": emb, "tokens": video_tokens}
         save_tensors_atomic(path, d, metadata={"unreadable": json.dumps(unreadable)})
-    return emb, tok, rows, unreadable
+    return emb, video_tokens, rows, unreadable
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -150,13 +150,13 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, num_frames: int = 8, pool
         return _evaluate_moments(model, ds, items, num_frames=num_frames, pooling=pooling, batch_size=batch_size,
                                  progress=progress, t0=t0)
     need_tokens = ds.task in ("caption", "qa")
-    emb, tok, rows, unreadable = encode_items(model, items, num_frames=num_frames, pooling=pooling,
+    emb, video_tokens, rows, unreadable = encode_items(model, items, num_frames=num_frames, pooling=pooling,
                                              return_tokens=need_tokens,
                                              frame_tokens=frame_tokens,
                                              batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     bad = {p for p, _ in unreadable}
     keep = [i for i, it in enumerate(items) if it.path not in bad]
-    enc = _Encoded([items[i] for i in keep], emb, tok, [rows[i] for i in keep])
+    enc = _Encoded([items[i] for i in keep], emb, video_tokens, [rows[i] for i in keep])
     protocol = _protocol(model, ds, enc.items, num_frames=num_frames, pooling=pooling, unreadable=len(bad))
     res = _SCORERS[ds.task](model, ds, enc, protocol, templates=templates, generation=generation, meteor=meteor)
     protocol["seconds"] = round(time.perf_counter() - t0, 1)
@@ -165,15 +165,15 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, num_frames: int = 8, pool
 
 @dataclass
 class _Encoded:
-    """The readable items of a dataset and their encodings (rows of `emb`/`tok`, shared by repeated videos)."""
+    """The readable items of a dataset and their encodings (rows of `emb`/`video_tokens`, shared by repeated videos)."""
 
     items: list[Item]
     emb: torch.Tensor
     """(V, E) video embeddings, one row per distinct clip."""
-    tok: torch.Tensor | None
+    video_tokens: torch.Tensor | None
     """(V, Q-1, E) generative tokens, for caption and QA."""
     rows: list[int]
-    """Each item's row in emb / tok."""
+    """Each item's row in emb / video_tokens."""
 
 
 def _classify(model, ds, enc: _Encoded, protocol: dict, *, templates, **_) -> dict:
@@ -222,7 +222,7 @@ def _caption(model, ds, enc: _Encoded, protocol: dict, *, generation: Generation
     """BLEU, ROUGE-L, CIDEr-D (METEOR with Java) of generated captions against every reference."""
     caps = []
     for i in range(0, len(enc.rows), 64):
-        caps += model.generate(tokens=enc.tok[enc.rows[i : i + 64]].float(), config=generation)
+        caps += model.generate(video_tokens=enc.video_tokens[enc.rows[i : i + 64]].float(), config=generation)
     res = dict(M.caption_metrics({i: it.captions for i, it in enumerate(enc.items)}, dict(enumerate(caps)),
                                  with_meteor=meteor))
     if enc.items[0].label_words:
@@ -237,7 +237,7 @@ def _qa(model, ds, enc: _Encoded, protocol: dict, **_) -> dict:
     """Accuracy after VQA normalisation (per group too); iVQA's min(1, n/2) with its annotator agreement."""
     answers = []
     for i in range(0, len(enc.rows), 64):
-        answers += model.answer(tokens=enc.tok[enc.rows[i : i + 64]].float(),
+        answers += model.answer(video_tokens=enc.video_tokens[enc.rows[i : i + 64]].float(),
                                 questions=[it.question for it in enc.items[i : i + 64]])
     scores = M.qa_scores(answers, [it.answers for it in enc.items], agreement=ds.answer_agreement)
     res = {"accuracy": float(np.mean(scores)) * 100}

@@ -136,15 +136,16 @@ class DecodeState:
         out = out.reshape(b, h, self.k, length, d).permute(0, 2, 1, 3, 4).reshape(n, h, length, d)
         return attn.out_proj(_merge(out))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed new tokens (N, L) at the current position; returns logits (N, V) for the last one."""
-        n, length = tokens.shape
-        pos, end = self.pos, self.pos + tokens.shape[1]
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed new token ids (N, L) at the current position; returns logits (N, V) for the last one."""
+        n, length = token_ids.shape
+        pos, end = self.pos, self.pos + token_ids.shape[1]
         # unimodal text tower (its CLS token comes last, so earlier positions never see it)
-        x = self.text.token_embedding(tokens).to(self.text.transformer.get_cast_dtype())
+        x = self.text.token_embedding(token_ids).to(self.text.transformer.get_cast_dtype())
         x = x + self.text.positional_embedding[pos:end].to(x.dtype)  # (N, L, W)
         first = pos + self.shift
-        self.key_ok[:, first : end + self.shift] = tokens[:, : min(length, self.key_ok.shape[1] - first)] != self.pad_id
+        fits = min(length, self.key_ok.shape[1] - first)
+        self.key_ok[:, first : end + self.shift] = token_ids[:, :fits] != self.pad_id
         causal = torch.ones(length, end, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (L, end)
         text_mask = causal[None, None] & self.key_ok[:, None, None, :end]  # (N, 1, L, end)
         for i, block in enumerate(self.text_cache.blocks):

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from ..deprecation import renamed_keywords
+from ..deprecation import renamed_attribute, renamed_keywords
 from ..models.videococa import Pooling, VideoCoCa
 from ..paths import Scan, display, scan
 from ..video.loader import FileIssue, VideoLoader
@@ -26,8 +26,10 @@ class EncodedClip:
     """The frames read, with their timestamps and the file's info."""
     embedding: torch.Tensor
     """(E,) L2-normalised video embedding."""
-    tokens: torch.Tensor | None = None
+    video_tokens: torch.Tensor | None = None
     """(Q-1, E) generative tokens for the text decoder, when asked for."""
+
+    tokens = renamed_attribute("tokens", "video_tokens")
 
 
 def scan_inputs(inputs: Sequence[str | os.PathLike], *, prefer=None) -> Scan:
@@ -87,10 +89,10 @@ def encode_videos(
                 part = clips[i : i + 32]
                 out = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
                                          return_tokens=return_tokens)
-                emb, tok = out if return_tokens else (out, None)
+                emb, video_tokens = out if return_tokens else (out, None)
                 for j, c in enumerate(part):
                     clip = c if keep_frames else dataclasses.replace(c, frames=torch.empty(0))
-                    done[id(c)] = EncodedClip(clip, emb[j], None if tok is None else tok[j])
+                    done[id(c)] = EncodedClip(clip, emb[j], None if video_tokens is None else video_tokens[j])
             for item in batch.items:
                 if item.path != last:
                     bar.update(last is not None)
