@@ -199,12 +199,17 @@ class VideoCoCa(nn.Module):
 
         This is the frozen, expensive part; its output is what finetuning caches.
         """
+        with torch.inference_mode():
+            return self._encode_frames(frames)
+
+    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """`encode_frames` in the caller's grad mode."""
         frames = self._check_frames(frames)
         b, t = frames.shape[:2]
         visual = self.coca.visual
         flat = frames.flatten(0, 1)  # (B*T, 3, H, W)
         outs = []
-        with torch.inference_mode(), self.autocast():
+        with self.autocast():
             for chunk in flat.split(self.frame_batch_size):
                 x = visual._embeds(chunk)  # (b*t, N, W)
                 outs.append(visual.transformer(x))  # (b*t, N, W)
@@ -242,9 +247,9 @@ class VideoCoCa(nn.Module):
 
     def pool(self, frame_tokens: torch.Tensor, *, per_video: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable flattened attentional pooling: (B, T, N, W) -> embedding (B, E) before normalising,
-        generative tokens (B, Q-1, E). Runs in the caller's grad mode and autocast: finetuning trains through it,
-        `pool_frame_tokens` (and so `encode_video`) calls it under inference_mode. `per_video`: one pooler pass
-        per video (see pool_frame_tokens)."""
+        generative tokens (B, Q-1, E). Runs in the caller's grad mode and autocast: finetuning trains through it;
+        `encode_video` and `pool_frame_tokens` run it under inference_mode. `per_video`: one pooler pass per
+        video (see _pool_normalized)."""
         visual = self.coca.visual
         x = self.add_temporal(frame_tokens).flatten(1, 2)  # (B, T*N, W)
         pooled, video_tokens = [], []
@@ -256,11 +261,19 @@ class VideoCoCa(nn.Module):
             video_tokens.append(t)
         return torch.cat(pooled), torch.cat(video_tokens)  # (B, E), (B, Q-1, E)
 
+    @torch.inference_mode()
     def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`pool` for inference: (B, T, N, W) -> normalised embedding (B, E), generative tokens (B, Q-1, E)."""
+        """`pool` for inference: (B, T, N, W) -> normalised embedding (B, E), generative tokens (B, Q-1, E).
+
+        Under inference_mode, like `encode_video`: what it returns is for ranking and decoding, never for a
+        loss (finetuning trains through `pool`)."""
+        return self._pool_normalized(frame_tokens)
+
+    def _pool_normalized(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`pool_frame_tokens` in the caller's grad mode: one pass per video, embedding normalised, fp32."""
         if frame_tokens.ndim != 4:
             raise OptionError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
-        with torch.inference_mode(), self.autocast():
+        with self.autocast():
             # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
             # B > 1 the CPU linear on that strided input copies the weight per batch element
             # (19x slower in bf16, 1.9x in fp32; bench/RESULTS.md). With B = 1 it is a plain matmul.
@@ -285,17 +298,19 @@ class VideoCoCa(nn.Module):
         With `return_tokens=True` also returns the generative tokens (B, Q-1, E) for the decoder.
         """
         check_choice(pooling, POOLINGS, "pooling")
-        if pooling == "attentional":
-            emb, video_tokens = self.pool_frame_tokens(self.encode_frames(frames))
-        else:
-            emb, video_tokens = self._encode_mean(frames)
+        with torch.inference_mode():
+            if pooling == "attentional":
+                emb, video_tokens = self._pool_normalized(self._encode_frames(frames))
+            else:
+                emb, video_tokens = self._encode_mean(frames)
         return (emb, video_tokens) if return_tokens else emb
 
     def _encode_mean(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean-pooling baseline in the caller's grad mode: (B, E) normalised, (B, Q-1, E)."""
         frames = self._check_frames(frames)
         b, t = frames.shape[:2]
         embs, toks = [], []
-        with torch.inference_mode(), self.autocast():
+        with self.autocast():
             for chunk in frames.flatten(0, 1).split(self.frame_batch_size):
                 e, tk = self.coca._encode_image(chunk, normalize=True)  # (b*t, E), (b*t, Q-1, E)
                 embs.append(e.float())
