@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import videococa
 from videococa.data.readers import Item
+from videococa.limits import MAX_FRAMES
 from videococa.models.finetuned import RunDir
 from videococa.train import (FeatureCache, FeatureCacheError, FinetuneConfig, FinetuneError, cache_features,
                              clip_key, finetune, training_pairs)
@@ -100,7 +101,9 @@ def test_finetuning_lowers_the_loss_and_loads_back(fresh_tiny, cache_dir, easy_v
     with torch.no_grad():
         before = float(caption_loss(fresh_tiny, feats, [t for _, t in pairs[:5]]))
     cfg = FinetuneConfig(epochs=10, batch_size=5, lr=1e-3, warmup=2, temporal="embedding")
+    base = fresh_tiny.provenance()
     info = finetune(fresh_tiny, cache, pairs, tmp_path / "run", cfg)
+    assert info["base"] == base  # the model as given, recorded like every other artefact's model
     with torch.no_grad():
         after = float(caption_loss(fresh_tiny, feats, [t for _, t in pairs[:5]]))
     assert after < 0.5 * before, (before, after)
@@ -151,6 +154,24 @@ def test_a_run_directory_writes_reads_and_checks_its_base(tmp_path):
     assert run.read_trained()["w"].tolist() == [1.0, 1.0]
     with pytest.raises(FinetuneError, match=r"was finetuned from m \[p\] \(weights abc\); the base is xyz$"):
         run.read_info("xyz", against="the base is xyz")
+
+
+def test_a_run_written_before_run_json_recorded_provenance_still_applies(tmp_path):
+    """Older run.json files record the base as model, pretrained and fingerprint only (and fewer config keys)."""
+    base = videococa.load_model("videococa-tiny")
+    proj = base.coca.visual.proj.detach() * 0.5
+    offsets = torch.randn(MAX_FRAMES, base.coca.visual.transformer.width)
+    run = tmp_path / "old-run"
+    run.mkdir()
+    save_file({"coca.visual.proj": proj.contiguous(), "temporal_embedding": offsets}, str(run / "trained.safetensors"))
+    (run / "run.json").write_text(json.dumps({
+        "base": {"model": "videococa-tiny", "pretrained": "bundled", "fingerprint": base.fingerprint()},
+        "config": {"task": "caption", "epochs": 1, "temporal": "embedding"}, "step": 1, "history": []}))
+    loaded = videococa.load_model("videococa-tiny", finetuned=run)
+    assert loaded.temporal == "embedding"
+    assert torch.equal(loaded.coca.visual.proj, proj) and torch.equal(loaded.temporal_embedding.detach(), offsets)
+    with pytest.raises(FinetuneError, match=r"was finetuned from videococa-tiny \[bundled\] \(weights "):
+        RunDir(run).read_info("0123456789abcdef", against="not this base")
 
 
 def test_cli_cache_features_finetune_and_use(tmp_path, capsys):

@@ -17,7 +17,7 @@ the captioning loss is normalised by the token count of the whole batch, so K pr
 and update as one process with the same global batch.
 
 A run directory (`videococa.models.finetuned.RunDir`, which `load_model(finetuned=)` reads too) holds
-`trained.safetensors` (only the trained parameters), `run.json` (base model and fingerprint, data,
+`trained.safetensors` (only the trained parameters), `run.json` (the base model's provenance, data,
 hyper-parameters, metrics per epoch), `state.pt` (optimizer, step, RNG: exact resume), `log.csv` (step,
 epoch, losses, lr) and, when the `tensorboard` package is installed, TensorBoard event files in `tb/` with
 the same scalars and the validation metrics.
@@ -250,7 +250,7 @@ class _Session:
     missing: int
     """How many clips of the training pairs the feature cache lacks."""
     base: dict
-    """The base model's name, pretrained tag and weight fingerprint (run.json's `base`)."""
+    """The base model's `provenance()` (name, pretrained tag, precision, weight fingerprint, ...): run.json's `base`."""
     rank: int
     """This process's rank; process 0 writes the run directory."""
     world: int
@@ -312,9 +312,9 @@ def _set_up(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, 
     if not pairs:
         raise FinetuneError(f"none of the {len(train_pairs)} training pairs has its clip in the feature cache "
                             f"{str(cache.path)!r}")
+    base = model.provenance()  # before enable_temporal, whose new modules change the fingerprint
     torch.manual_seed(cfg.seed)
     model.enable_temporal(cfg.temporal, layers=cfg.temporal_layers)  # type: ignore[arg-type]
-    base = {"model": model.info.name, "pretrained": model.info.pretrained, "fingerprint": cache.manifest["fingerprint"]}
     params = trainable_parameters(model, contrastive=cfg.weights()[0] > 0, train_text=cfg.train_text)
     for p in model.parameters():
         p.requires_grad_(False)
