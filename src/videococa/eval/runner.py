@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -49,31 +50,80 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
                  batch_size: int = 8, workers: int = 2, progress: bool = False, cache: bool = True,
                  frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[str, str]]]:
-    """(embeddings (U, E), tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique clips.
+    """(embeddings (U, E), video tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique
+    clips.
 
     `frame_tokens((path, start, end))` may return a clip's stored encoder tokens (T, N, W) (a finetuning
     feature cache); such clips are pooled from them without decoding or encoding (attentional pooling only).
     """
     clips: dict[tuple, int] = {}
-    rows = []
-    for it in items:
-        key = (it.path, it.start, it.end)
-        rows.append(clips.setdefault(key, len(clips)))
+    rows = [clips.setdefault((it.path, it.start, it.end), len(clips)) for it in items]
     keys = list(clips)
+    path = _cache_path(model, keys, num_frames, pooling, return_tokens)
+    if cache and (hit := _read_cache(path)) is not None:
+        return hit[0], hit[1], rows, hit[2]
+    out = _Encodings(len(keys), model.info.embed_dim)
+    stored: dict[int, torch.Tensor] = {}
+    if frame_tokens is not None and pooling == "attentional":
+        cache = False  # results from stored tokens are not written to the evaluation cache
+        stored = {i: t for i, k in enumerate(keys) for t in [frame_tokens(k)] if t is not None}
+    ordered = sorted(stored)
+    for start in range(0, len(ordered), batch_size):
+        part = ordered[start : start + batch_size]
+        e, t = model.pool_frame_tokens(torch.stack([stored[i] for i in part]))  # (b, T, N, W) -> (b, E), (b, Q-1, E)
+        out.put(part, e, t if return_tokens else None)
+    to_encode = [i for i in range(len(keys)) if i not in stored]
+    unreadable = _encode_clips(model, keys, to_encode, out, num_frames=num_frames, pooling=pooling,
+                               return_tokens=return_tokens, batch_size=batch_size, workers=workers, progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d = {"embeddings": out.emb} if out.video_tokens is None else {"embeddings": out.emb, "tokens": out.video_tokens}
+        save_tensors_atomic(path, d, metadata={"unreadable": json.dumps(unreadable)})
+    return out.emb, out.video_tokens, rows, unreadable
+
+
+def _cache_path(model: VideoCoCa, keys: list[tuple], num_frames: int, pooling: str, return_tokens: bool) -> Path:
+    """Where the encodings of these clips (as the files are now) with these settings are cached."""
     stamp = [(p, s, e, st.st_size, st.st_mtime_ns) for p, s, e in keys for st in [os.stat(p)]]
     key = json.dumps([model.fingerprint(), num_frames, pooling, return_tokens, stamp])
     h = hashlib.sha256(key.encode()).hexdigest()[:24]
-    path = cache_root() / "eval" / f"{model.info.name}-{h}.safetensors"
-    if cache and path.is_file():
-        try:
-            d, meta = load_tensors(path)
-            return d["embeddings"], d.get("tokens"), rows, [tuple(b) for b in json.loads(meta["unreadable"])]
-        except Exception:  # noqa: BLE001 - a damaged cache is recomputed
-            pass
-    info = model.info
-    emb = torch.zeros(len(keys), info.embed_dim)
-    video_tokens = None
-    unreadable: list[tuple[str, str]] = []
+    return cache_root() / "eval" / f"{model.info.name}-{h}.safetensors"
+
+
+def _read_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[str, str]]] | None:
+    """(embeddings, video tokens or None, unreadable) from an evaluation cache file; None if missing or damaged."""
+    if not path.is_file():
+        return None
+    try:
+        d, meta = load_tensors(path)
+        return d["embeddings"], d.get("tokens"), [tuple(b) for b in json.loads(meta["unreadable"])]
+    except Exception:  # noqa: BLE001 - a damaged cache is recomputed
+        return None
+
+
+class _Encodings:
+    """Encodings of U clips, filled in as batches finish."""
+
+    def __init__(self, clips: int, embed_dim: int):
+        self.clips = clips
+        self.emb = torch.zeros(clips, embed_dim)
+        """(U, E) video embeddings."""
+        self.video_tokens: torch.Tensor | None = None
+        """(U, Q-1, E) fp16 video tokens, made on the first batch that has them."""
+
+    def put(self, ix: list[int], emb: torch.Tensor, video_tokens: torch.Tensor | None) -> None:
+        self.emb[ix] = emb.float().cpu()
+        if video_tokens is not None:
+            if self.video_tokens is None:
+                self.video_tokens = torch.zeros(self.clips, *video_tokens.shape[1:], dtype=torch.float16)
+            self.video_tokens[ix] = video_tokens.cpu().half()
+
+
+def _encode_clips(model: VideoCoCa, keys: list[tuple], to_encode: list[int], out: _Encodings, *, num_frames: int,
+                  pooling: str, return_tokens: bool, batch_size: int, workers: int,
+                  progress: bool) -> list[tuple[str, str]]:
+    """Read (in `workers` threads) and encode the clips `keys[i]` for i in `to_encode` into `out`; returns the
+    unreadable ones as (path, reason)."""
 
     def read(key):
         p, s, e = key
@@ -82,25 +132,7 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
         except (VideoCoCaError, ValueError) as exc:
             return str(exc)
 
-    stored: dict[int, torch.Tensor] = {}
-    if frame_tokens is not None and pooling == "attentional":
-        cache = False  # results from stored tokens are not written to the evaluation cache
-        stored = {i: t for i, k in enumerate(keys) for t in [frame_tokens(k)] if t is not None}
-
-    def put(ix, e, t):
-        nonlocal video_tokens
-        emb[ix] = e.float().cpu()
-        if t is not None:
-            if video_tokens is None:
-                video_tokens = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
-            video_tokens[ix] = t.cpu().half()
-
-    ordered = sorted(stored)
-    for start in range(0, len(ordered), batch_size):
-        part = ordered[start : start + batch_size]
-        e, t = model.pool_frame_tokens(torch.stack([stored[i] for i in part]))  # (b, T, N, W) -> (b, E), (b, Q-1, E)
-        put(part, e, t if return_tokens else None)
-    to_encode = [i for i in range(len(keys)) if i not in stored]
+    unreadable: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(to_encode), desc="encode", unit="clip",
                                                          disable=not progress, leave=False) as bar:
         for start in range(0, len(to_encode), batch_size):
@@ -109,16 +141,12 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
             ok = [i for i, g in zip(part, got) if isinstance(g, torch.Tensor)]
             unreadable += [(keys[i][0], g) for i, g in zip(part, got) if not isinstance(g, torch.Tensor)]
             if ok:
-                out = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
+                enc = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
                                          return_tokens=return_tokens)
-                e, t = out if return_tokens else (out, None)
-                put(ok, e, t)
+                e, t = enc if return_tokens else (enc, None)
+                out.put(ok, e, t)
             bar.update(len(part))
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        d = {"embeddings": emb} if video_tokens is None else {"embeddings": emb, "tokens": video_tokens}
-        save_tensors_atomic(path, d, metadata={"unreadable": json.dumps(unreadable)})
-    return emb, video_tokens, rows, unreadable
+    return unreadable
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -716,6 +716,17 @@ class VideoIndex:
 
     def _plan(self, found, known: dict, report: UpdateReport, prune: bool) -> list[tuple[str, int, int]]:
         """Sort the scanned inputs into unchanged / to embed / moved / removed, and report problem inputs."""
+        self._report_missing(found, known, report, prune)
+        to_embed, seen = self._changed(found, known, report)
+        still, taken = self._moved(to_embed, known, seen, report)
+        if prune:
+            self._pruned(found, known, seen | taken, report)
+        return still
+
+    @staticmethod
+    def _report_missing(found, known: dict, report: UpdateReport, prune: bool) -> None:
+        """Inputs that could not be listed: a deleted indexed file (removed when pruning), a missing or unreadable
+        root (its indexed files kept), an empty directory."""
         for p, why in found.missing:
             root = _abspath(p)
             kept = _under(root, known)
@@ -732,6 +743,10 @@ class VideoIndex:
             kept = _under(_abspath(p), known)
             extra = (f"; its {len(kept)} indexed files are kept (an empty mount point?)" if kept else "")
             report.failed.append(FileIssue(p, f"{display(p)!r}: directory holds no video files{extra}"))
+
+    @staticmethod
+    def _changed(found, known: dict, report: UpdateReport) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """((path, size, mtime) of files new or changed since indexed, every path found); unchanged ones reported."""
         to_embed: list[tuple[str, int, int]] = []
         seen: set[str] = set()
         for p in found.paths:
@@ -747,7 +762,13 @@ class VideoIndex:
                 report.unchanged.append(path)
             else:
                 to_embed.append((path, st.st_size, st.st_mtime_ns))
-        # moved files: a new path whose size, mtime and first MiB equal those of an indexed file that is gone
+        return to_embed, seen
+
+    @staticmethod
+    def _moved(to_embed: list[tuple[str, int, int]], known: dict, seen: set[str],
+               report: UpdateReport) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """(files still to embed, old paths taken by a move): a new path whose size, mtime and first MiB equal
+        those of an indexed file that is gone is that file moved (reported as (old, new))."""
         by_stat: dict[tuple[int, int], list[str]] = {}
         for path, (_, size, mtime, head) in known.items():
             if head is not None and path not in seen:
@@ -765,18 +786,21 @@ class VideoIndex:
             else:
                 taken.add(old)
                 report.moved.append((old, path))
-        if prune:
-            # never prune under what could not be looked at: a missing root, a folder that cannot be listed
-            unsure = [_abspath(p) for p, _ in found.missing] + [_abspath(p) for p in found.empty_dirs]
-            removed = set(report.removed)
-            for p in found.roots:
-                for k in _under(_abspath(p), known):
-                    if k in seen or k in taken or k in removed or any(_under(u, [k]) for u in unsure):
-                        continue
-                    if _gone(k):
-                        removed.add(k)
-                        report.removed.append(k)
-        return still
+        return still, taken
+
+    @staticmethod
+    def _pruned(found, known: dict, accounted: set[str], report: UpdateReport) -> None:
+        """Indexed files under the roots that are gone (and not found or moved: `accounted`) go to report.removed;
+        never under what could not be looked at (a missing root, a folder that cannot be listed)."""
+        unsure = [_abspath(p) for p, _ in found.missing] + [_abspath(p) for p in found.empty_dirs]
+        removed = set(report.removed)
+        for p in found.roots:
+            for k in _under(_abspath(p), known):
+                if k in accounted or k in removed or any(_under(u, [k]) for u in unsure):
+                    continue
+                if _gone(k):
+                    removed.add(k)
+                    report.removed.append(k)
 
     def update(self, inputs: Sequence[str | os.PathLike], **kwargs) -> UpdateReport:
         """`add`, and drop indexed files under `inputs` that no longer exist."""
