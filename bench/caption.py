@@ -36,22 +36,22 @@ def main() -> None:
     coca = model.coca
     frames = torch.randn(B, 1, 3, 224, 224)  # one frame: open_clip's generate() takes images
     _, tokens = model.encode_video(frames, return_tokens=True)
-    model.generate(tokens=tokens[:1], method="greedy", max_len=3, min_len=1)  # warm-up
+    model.generate(video_tokens=tokens[:1], method="greedy", max_len=3, min_len=1)  # warm-up
 
     rows = {}
     rows["greedy", "ours (KV cache)"], ours_greedy = timed(
-        lambda: model.generate(tokens=tokens, method="greedy", max_len=NEW, min_len=NEW, return_details=True))
+        lambda: model.generate(video_tokens=tokens, method="greedy", max_len=NEW, min_len=NEW, return_details=True))
     rows["beam", "ours (KV cache)"], ours_beam = timed(
-        lambda: model.generate(tokens=tokens, method="beam", num_beams=BEAMS, max_len=NEW, min_len=NEW,
+        lambda: model.generate(video_tokens=tokens, method="beam", num_beams=BEAMS, max_len=NEW, min_len=NEW,
                                return_details=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bf16 = videococa.load_model("coca_ViT-B-32", precision="bf16")
     bf16.load_state_dict(model.state_dict())
     rows["greedy", "ours bf16"], _ = timed(
-        lambda: bf16.generate(tokens=tokens, method="greedy", max_len=NEW, min_len=NEW))
+        lambda: bf16.generate(video_tokens=tokens, method="greedy", max_len=NEW, min_len=NEW))
     rows["beam", "ours bf16"], _ = timed(
-        lambda: bf16.generate(tokens=tokens, method="beam", num_beams=BEAMS, max_len=NEW, min_len=NEW))
+        lambda: bf16.generate(video_tokens=tokens, method="beam", num_beams=BEAMS, max_len=NEW, min_len=NEW))
     rows["greedy", "uncached loop"], ref_greedy = timed(
         lambda: [reference_greedy(coca, tokens[i : i + 1], [SOT], NEW, NEW) for i in range(B)])
     rows["beam", "uncached loop"], ref_beam = timed(

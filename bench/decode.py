@@ -33,7 +33,7 @@ def long_video() -> str:
         from videococa.testing import write_video
 
         tmp = path.with_suffix(".tmp.mp4")
-        write_video(tmp, frames=3000, width=640, height=360, fps=25, gop=250, options={"preset": "ultrafast"})
+        write_video(tmp, num_frames=3000, width=640, height=360, fps=25, gop=250, options={"preset": "ultrafast"})
         tmp.rename(path)
     return str(path)
 

@@ -42,11 +42,11 @@ def main() -> None:
         warnings.simplefilter("ignore")
         model = videococa.load_model("coca_ViT-B-32", device=args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
-    root = make_benchmark(tmp / "videos", num_videos=args.batch, seed=3, frames=16, size=224)
+    root = make_benchmark(tmp / "videos", num_videos=args.batch, seed=3, num_frames=16, size=224)
     videos, _ = load_benchmark(root)
     paths = [v.path for v in videos]
     texts = [v.captions[0] for v in videos]
-    cache_features(model, [(p, None, None) for p in paths], tmp / "fc", frames=FRAMES, batch_size=args.batch)
+    cache_features(model, [(p, None, None) for p in paths], tmp / "fc", num_frames=FRAMES, batch_size=args.batch)
     cache = FeatureCache(tmp / "fc", model, FRAMES)
     info = model.info
 

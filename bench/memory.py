@@ -28,7 +28,7 @@ def video(seconds: int) -> str:
         from videococa.testing import write_video
 
         tmp = path.with_name(path.stem + ".tmp.mp4")
-        write_video(tmp, frames=25 * seconds, width=320, height=180, fps=25, gop=250,
+        write_video(tmp, num_frames=25 * seconds, width=320, height=180, fps=25, gop=250,
                     options={"preset": "ultrafast"})
         tmp.rename(path)
     return str(path)

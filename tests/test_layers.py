@@ -15,7 +15,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "videococa"
 
 LAYERS = [
-    ("ground", ["errors", "limits", "paths", "files", "interrupt", "cache", "version", "text"]),
+    ("ground", ["errors", "deprecation", "limits", "paths", "files", "interrupt", "cache", "version", "text"]),
     ("media", ["video", "data.readers", "synthetic.world", "synthetic.benchmark"]),
     ("models", ["models"]),
     ("tasks", ["tasks", "train"]),
@@ -157,3 +157,19 @@ def test_every_module_imports_in_a_fresh_interpreter():
     code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\n"
     proc = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_a_page():
+    """Every function (methods and nested functions too), from its def line to its last line, fits in 60 lines, so
+    a reader can hold it in their head. A long declarative table (argparse groups) is split into groups too."""
+    long = []
+    for module, path in sorted(MODULES.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name}: {lines} lines")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines; split them into named steps:\n" + "\n".join(long)

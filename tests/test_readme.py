@@ -67,7 +67,7 @@ def test_python_api_examples_run_as_written(model_under_test, easy_videos, tmp_p
     size, dim = model.info.image_size, model.info.embed_dim
     assert ns["frames"].shape == (1, 2, 3, size, size)
     assert ns["emb"].shape == (1, dim) and torch.allclose(ns["emb"].norm(dim=-1), torch.ones(1))
-    assert ns["tokens"].shape[0] == 1 and ns["text"].shape == (2, dim)
+    assert ns["video_tokens"].shape[0] == 1 and ns["text"].shape == (2, dim)
     assert [len(p) for p in ns["clf"](ns["frames"], top_k=2)] == [2]
     assert Path("library.vcindex").is_dir() and Path("embeddings.parquet").is_file()
     with videococa.VideoIndex("library.vcindex", model) as index:

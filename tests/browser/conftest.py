@@ -49,7 +49,7 @@ def ui_library(tmp_path_factory, easy_videos) -> Path:
     spec = VideoSpec(1, Obj("square", "blue", "large", 0.5, 0.5), "down", "plain", (128, 128, 128))
     write_mp4(lib / LONG_VIDEO, spec.render_frames(160, 96))  # 20 s at 8 fps: 20 moments, so results page
     (lib / OLD_VIDEO).parent.mkdir()
-    write_video(lib / OLD_VIDEO, codec="mpeg4", frames=40, fps=20)  # 2 s
+    write_video(lib / OLD_VIDEO, codec="mpeg4", num_frames=40, fps=20)  # 2 s
     return lib
 
 

@@ -43,7 +43,7 @@ def test_moments_are_found_at_their_times(tiny_model, charades_sta_like):
     (ds,) = load_datasets("moments", "charades-sta", [charades_sta_like / "charades_sta_test.txt"],
                           charades_sta_like / "videos")
     assert (ds.task, len(ds.items), ds.missing) == ("moments", 5, ["gone"])
-    (r,) = evaluate(tiny_model, "moments", [ds], frames=4)["results"]
+    (r,) = evaluate(tiny_model, "moments", [ds], num_frames=4)["results"]
     assert r["protocol"]["task"] == "moments" and r["protocol"]["videos_used"] == 3
     assert r["protocol"]["unit_windows"] == 3 * 15  # 1 s units every 0.5 s over 8 s
     # every 2-second moment is the top span exactly (the units inside it score high, those outside low)

@@ -34,7 +34,7 @@ def test_classification_on_an_official_format_with_splits_and_a_missing_video(ti
     ann, root = ucf_like
     dss = load_datasets("classify", "ucf101", [ann / "classInd.txt", ann / "testlist01.txt", ann / "testlist02.txt"],
                         root)
-    out = evaluate(tiny_model, "classify", dss, frames=4, templates="single")
+    out = evaluate(tiny_model, "classify", dss, num_frames=4, templates="single")
     r1, r2 = out["results"]
     assert (r1["protocol"]["dataset"], r1["protocol"]["videos_used"], r1["protocol"]["videos_missing"]) == \
         ("ucf101-split1", 5, 1)
@@ -56,30 +56,30 @@ def test_retrieval_and_qa_on_msrvtt_formats(tiny_model, tmp_path, easy_videos):
                           for i, (s, c, _) in enumerate(EASY_VIDEOS)]}
     (tmp_path / "test_videodatainfo.json").write_text(json.dumps(info))
     (ds,) = load_datasets("retrieve", "msrvtt", [tmp_path / "test_videodatainfo.json"], root)
-    r = evaluate_dataset(tiny_model, ds, frames=4)
+    r = evaluate_dataset(tiny_model, ds, num_frames=4)
     assert ds.missing == ["video7015"] and r["protocol"]["texts"] == 5
     assert r["metrics"]["t2v R@1"] == 100.0 and r["metrics"]["v2t R@1"] == 100.0 and r["metrics"]["t2v MdR"] == 1.0
     qa = [{"answer": c, "id": i, "question": f"what colour is the {s}?", "video_id": 7010 + i}
           for i, (s, c, _) in enumerate(EASY_VIDEOS)]
     (tmp_path / "qa.json").write_text(json.dumps(qa))
     (ds,) = load_datasets("qa", "msrvtt-qa", [tmp_path / "qa.json"], root)
-    r = evaluate_dataset(tiny_model, ds, frames=4)
+    r = evaluate_dataset(tiny_model, ds, num_frames=4)
     assert r["metrics"]["accuracy"] >= 80.0  # colour questions: the tiny model's strength
 
 
 def test_embeddings_are_cached_across_runs(tiny_model, ucf_like, monkeypatch):
     ann, root = ucf_like
     (ds,) = load_datasets("classify", "ucf101", [ann / "classInd.txt", ann / "testlist01.txt"], root)
-    first = evaluate_dataset(tiny_model, ds, frames=2, templates="single")
+    first = evaluate_dataset(tiny_model, ds, num_frames=2, templates="single")
 
     def boom(*a, **k):
         raise AssertionError("re-encoded although the embeddings are cached")
 
     monkeypatch.setattr(tiny_model, "encode_video", boom)
-    again = evaluate_dataset(tiny_model, ds, frames=2, templates="kinetics")  # other prompts, no re-encoding
+    again = evaluate_dataset(tiny_model, ds, num_frames=2, templates="kinetics")  # other prompts, no re-encoding
     assert again["protocol"]["templates"] == 28 and first["protocol"]["templates"] == 1
     with pytest.raises(AssertionError, match="re-encoded"):
-        evaluate_dataset(tiny_model, ds, frames=3, templates="single")  # other frames: a new encoding
+        evaluate_dataset(tiny_model, ds, num_frames=3, templates="single")  # other frames: a new encoding
 
 
 def test_bad_eval_requests(tmp_path):
@@ -95,7 +95,7 @@ def test_cli_eval_on_the_synthetic_benchmark_matches_the_synthetic_evaluation(ti
     from videococa.synthetic.benchmark import make_benchmark
     from videococa.synthetic.evaluate import evaluate as synthetic_evaluate
 
-    root = make_benchmark(tmp_path / "syn", num_videos=12, seed=3, frames=8, size=64)
+    root = make_benchmark(tmp_path / "syn", num_videos=12, seed=3, num_frames=8, size=64)
     code = main(["eval", "classify", "--dataset", "synthetic", "--annotations", str(root / "annotations.json"),
                  "--frames", "4", "--json", "--out", str(tmp_path / "r.json")])
     cli = json.loads(capsys.readouterr().out)["results"][0]

@@ -285,7 +285,7 @@ def test_a_truncated_file_is_indexed_only_as_far_as_its_data(tiny_model, tmp_pat
     assert all(c.truncated_at == end for c in clips) and len(clips) == int(np.ceil(end / 2))
     assert max(t for c in clips for t in c.timestamps) <= end  # no window past the data
     assert read_clips(full, 2, segment=2.0, size=32)[-1].truncated_at is None
-    with VideoIndex(tmp_path / "idx", tiny_model, segment=2.0, frames=2) as index:
+    with VideoIndex(tmp_path / "idx", tiny_model, segment=2.0, num_frames=2) as index:
         r = index.update([cut])
         assert r.added == [str(cut)] and "truncated" in r.notes[0].reason
         assert len(index) == len(clips) and index.files()[0]["duration"] == end
@@ -327,7 +327,7 @@ def _damage_one_entries_page(db: Path) -> None:
 
 def test_a_damaged_page_is_reported_and_repair_salvages_the_rest(tiny_model, library, tmp_path):
     idx = tmp_path / "idx"
-    with VideoIndex(idx, tiny_model, segment=0.25, frames=2) as index:
+    with VideoIndex(idx, tiny_model, segment=0.25, num_frames=2) as index:
         index.update([library])
         assert len(index) == 40
     sqlite3.connect(idx / "index.sqlite").execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
@@ -369,7 +369,7 @@ def test_bad_numbers_are_refused_before_anything_is_written(tiny_model, tmp_path
         with pytest.raises(ValueError, match="segment must be a number of seconds from 0.1 to 86400"):
             VideoIndex(tmp_path / "idx", tiny_model, segment=bad)
     with pytest.raises(ValueError, match="frames must be an integer from 1 to 64, got 100000"):
-        VideoIndex(tmp_path / "idx", tiny_model, frames=100000)
+        VideoIndex(tmp_path / "idx", tiny_model, num_frames=100000)
     assert not (tmp_path / "idx").exists()
     with VideoIndex(tmp_path / "old", tiny_model) as index:  # an index an older videococa locked with inf
         index.db.execute("UPDATE settings SET value = 'inf' WHERE key = 'segment'")
@@ -383,7 +383,7 @@ def test_long_videos_stream_through_the_encoder_in_bounded_chunks(tiny_model, tm
     from videococa.tasks import encode_videos
     from videococa.video import loader, reader
 
-    long = write_video(tmp_path / "long.mp4", frames=500, fps=25, width=96, height=64, gop=25)  # 20 s
+    long = write_video(tmp_path / "long.mp4", num_frames=500, fps=25, width=96, height=64, gop=25)  # 20 s
     monkeypatch.setattr(loader, "CHUNK_FRAMES", 16)
     sizes = []
     real = reader._read
@@ -397,7 +397,7 @@ def test_long_videos_stream_through_the_encoder_in_bounded_chunks(tiny_model, tm
     chunks = list(reader.iter_clips(long, 4, segment=0.5, size=32))
     assert [len(c) for c in chunks] == [4] * 10 and max(sizes) == 16  # 40 windows, never more than 16 frames
     sizes.clear()
-    out = list(encode_videos(tiny_model, [long], frames=4, segment=0.5, batch_size=1, workers=1))
+    out = list(encode_videos(tiny_model, [long], num_frames=4, segment=0.5, batch_size=1, workers=1))
     assert len(out) == 40 and [o.clip.start for o in out] == [k * 0.5 for k in range(40)]
     assert max(sizes) == 16 and all(o.clip.frames.numel() == 0 for o in out)  # frames released once encoded
     assert limits.CHUNK_FRAMES >= 64
@@ -419,7 +419,7 @@ def test_a_file_failing_part_way_leaves_no_partial_entries(tiny_model, library, 
     monkeypatch.setattr(loader, "_read_one", fail_after_first_chunk)
     monkeypatch.setattr(loader, "CHUNK_FRAMES", 4)  # 2 windows per chunk of 2 frames each
     monkeypatch.setattr(reader, "CHUNK_FRAMES", 4)
-    with VideoIndex(tmp_path / "idx", tiny_model, segment=0.25, frames=2) as index:
+    with VideoIndex(tmp_path / "idx", tiny_model, segment=0.25, num_frames=2) as index:
         r = index.update([library], batch_size=1)
         assert [Path(f.path).name for f in r.failed] == ["blue_square.mp4"]
         assert {Path(f["path"]).name: f["entries"] for f in index.files()} == {
@@ -528,7 +528,7 @@ def test_search_looks_past_many_missing_files_in_bounded_queries(tiny_model, lib
 
     monkeypatch.setattr(store, "SQL_CHUNK", 2)  # several id chunks per query, as with 900 in a large index
     idx = tmp_path / "idx"
-    with VideoIndex(idx, tiny_model, segment=0.25, frames=2) as index:
+    with VideoIndex(idx, tiny_model, segment=0.25, num_frames=2) as index:
         index.update([library])
         for name in ("red_circle.mp4", "blue_square.mp4", "green_triangle.mp4", "yellow_star.mp4"):
             (library / name).unlink()
@@ -583,7 +583,7 @@ def test_a_long_truncated_file_is_reported_when_its_last_chunk_finds_the_cut(tin
             out.mux(p)
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
-    with VideoIndex(tmp_path / "idx", tiny_model, segment=1.0, frames=2) as index:
+    with VideoIndex(tmp_path / "idx", tiny_model, segment=1.0, num_frames=2) as index:
         r = index.update([cut])
         (f,) = index.files()
         assert "truncated" in r.notes[0].reason and 4.0 < f["duration"] < 8.0

@@ -69,7 +69,7 @@ def test_search_is_identical_after_reopening(tiny_model, library, tmp_path):
 
 
 def test_segments_return_moments(tiny_model, easy_videos, tmp_path):
-    with VideoIndex(tmp_path / "seg", tiny_model, segment=0.5, frames=2) as index:
+    with VideoIndex(tmp_path / "seg", tiny_model, segment=0.5, num_frames=2) as index:
         index.add(easy_videos[:2])
         rows = _entries(index)
         assert len(rows) == 8  # 2 s videos, 4 windows each
@@ -98,7 +98,7 @@ def test_other_model_or_settings_are_refused(tiny_model, model, library, tmp_pat
     with pytest.raises(IndexStoreError, match=r"built with model videococa-tiny.*not coca_ViT-B-32"):
         VideoIndex(tmp_path / "idx", model)
     with pytest.raises(IndexStoreError, match="uses 8 frames per entry, not 4"):
-        VideoIndex(tmp_path / "idx", tiny_model, frames=4)
+        VideoIndex(tmp_path / "idx", tiny_model, num_frames=4)
     with VideoIndex(tmp_path / "idx") as index:  # no model: opens for inspection
         assert index.settings["model"] == "videococa-tiny" and len(index) == 1
         with pytest.raises(IndexStoreError, match="text search needs the index's model"):

@@ -19,7 +19,7 @@ def gen_tokens(model, frames):
 
 
 def test_greedy_equals_open_clip_full_forward(model, reference, gen_tokens):
-    out = model.generate(tokens=gen_tokens, method="greedy", max_len=20, min_len=5, return_details=True)
+    out = model.generate(video_tokens=gen_tokens, method="greedy", max_len=20, min_len=5, return_details=True)
     for i in range(2):
         ref = reference_greedy(reference, gen_tokens[i : i + 1], [SOT], 20, 5)
         assert out[i].token_ids == ref
@@ -31,7 +31,7 @@ def test_greedy_with_prompt_and_repetition_penalty(model, reference, gen_tokens)
     prompt = "a video of wow!& a"
     prefix = [SOT, *model.tokenizer.encode(prompt)]
     assert 0 in prefix
-    out = model.generate(tokens=gen_tokens, method="greedy", max_len=12, min_len=2, prompt=prompt,
+    out = model.generate(video_tokens=gen_tokens, method="greedy", max_len=12, min_len=2, prompt=prompt,
                          repetition_penalty=1.5, return_details=True)
     for i in range(2):
         assert out[i].token_ids == reference_greedy(reference, gen_tokens[i : i + 1], prefix, 12, 2, rep=1.5)
@@ -39,7 +39,7 @@ def test_greedy_with_prompt_and_repetition_penalty(model, reference, gen_tokens)
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_beam_equals_uncached_reference(model, reference, gen_tokens, num_beams):
-    out = model.generate(tokens=gen_tokens, method="beam", num_beams=num_beams, max_len=8, min_len=2,
+    out = model.generate(video_tokens=gen_tokens, method="beam", num_beams=num_beams, max_len=8, min_len=2,
                          return_details=True)
     for i in range(2):
         score, ids = reference_beam(reference, gen_tokens[i : i + 1], [SOT], num_beams, 8, 2)
@@ -60,7 +60,7 @@ def test_beam_with_length_penalty_finishes_early_hypotheses(model, reference, ge
             direction = h[0] / h[0].norm() ** 2
             proj[:, EOT] += direction * 6.0
             ref_proj.copy_(proj)
-        out = model.generate(tokens=gen_tokens, method="beam", num_beams=3, max_len=10, min_len=1,
+        out = model.generate(video_tokens=gen_tokens, method="beam", num_beams=3, max_len=10, min_len=1,
                              length_penalty=0.5, return_details=True)
         for i in range(2):
             score, ids = reference_beam(reference, gen_tokens[i : i + 1], [SOT], 3, 10, 1, lp=0.5)
@@ -74,9 +74,9 @@ def test_beam_with_length_penalty_finishes_early_hypotheses(model, reference, ge
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_batch_equals_each_video_alone(model, gen_tokens, method):
-    both = model.generate(tokens=gen_tokens, method=method, num_beams=3, max_len=10, return_details=True)
+    both = model.generate(video_tokens=gen_tokens, method=method, num_beams=3, max_len=10, return_details=True)
     for i in range(2):
-        alone = model.generate(tokens=gen_tokens[i : i + 1], method=method, num_beams=3, max_len=10,
+        alone = model.generate(video_tokens=gen_tokens[i : i + 1], method=method, num_beams=3, max_len=10,
                                return_details=True)[0]
         assert alone.token_ids == both[i].token_ids
         assert alone.score == pytest.approx(both[i].score, abs=1e-4)
@@ -84,29 +84,29 @@ def test_batch_equals_each_video_alone(model, gen_tokens, method):
 
 def test_frames_and_tokens_give_the_same_captions(model, frames, gen_tokens):
     a = model.generate(frames, method="greedy", max_len=8)
-    b = model.generate(tokens=gen_tokens, method="greedy", max_len=8)
+    b = model.generate(video_tokens=gen_tokens, method="greedy", max_len=8)
     assert a == b
 
 
 def test_prompts_of_different_lengths_in_one_batch(model, gen_tokens):
-    mixed = model.generate(tokens=gen_tokens, method="greedy", max_len=6, prompt=["a", "a photo of a"])
-    one = model.generate(tokens=gen_tokens[:1], method="greedy", max_len=6, prompt="a")
-    two = model.generate(tokens=gen_tokens[1:], method="greedy", max_len=6, prompt="a photo of a")
+    mixed = model.generate(video_tokens=gen_tokens, method="greedy", max_len=6, prompt=["a", "a photo of a"])
+    one = model.generate(video_tokens=gen_tokens[:1], method="greedy", max_len=6, prompt="a")
+    two = model.generate(video_tokens=gen_tokens[1:], method="greedy", max_len=6, prompt="a photo of a")
     assert mixed == one + two
 
 
 def test_seeded_sampling_is_reproducible(model, gen_tokens):
-    a = model.generate(tokens=gen_tokens, method="top_p", top_p=0.95, seed=7, max_len=10)
-    b = model.generate(tokens=gen_tokens, method="top_p", top_p=0.95, seed=7, max_len=10)
-    c = model.generate(tokens=gen_tokens, method="top_p", top_p=0.95, seed=8, max_len=10)
+    a = model.generate(video_tokens=gen_tokens, method="top_p", top_p=0.95, seed=7, max_len=10)
+    b = model.generate(video_tokens=gen_tokens, method="top_p", top_p=0.95, seed=7, max_len=10)
+    c = model.generate(video_tokens=gen_tokens, method="top_p", top_p=0.95, seed=8, max_len=10)
     assert a == b and a != c
-    k1 = model.generate(tokens=gen_tokens, method="top_k", top_k=1, seed=3, max_len=10)
-    assert k1 == model.generate(tokens=gen_tokens, method="greedy", max_len=10)  # top-1 sampling is greedy
+    k1 = model.generate(video_tokens=gen_tokens, method="top_k", top_k=1, seed=3, max_len=10)
+    assert k1 == model.generate(video_tokens=gen_tokens, method="greedy", max_len=10)  # top-1 sampling is greedy
 
 
 def test_answer_strips_prompt_and_normalises(model, gen_tokens):
-    answers = model.answer(tokens=gen_tokens, questions=["what is this?", "who is there?"], max_len=6)
-    raw = model.generate(tokens=gen_tokens, method="greedy", max_len=6, min_len=1,
+    answers = model.answer(video_tokens=gen_tokens, questions=["what is this?", "who is there?"], max_len=6)
+    raw = model.generate(video_tokens=gen_tokens, method="greedy", max_len=6, min_len=1,
                          prompt=["question: what is this? answer:", "question: who is there? answer:"])
     assert answers == [normalize_answer(r) for r in raw]
     assert all("question" not in a for a in answers) or any("question" in r for r in raw)
@@ -129,32 +129,32 @@ def test_warp_top_k_and_top_p():
 
 def test_generation_argument_errors(model, gen_tokens, frames):
     with pytest.raises(ValueError, match="unknown method 'nucleus'; choose one of: greedy, beam, top_k, top_p"):
-        model.generate(tokens=gen_tokens, method="nucleus")
-    with pytest.raises(ValueError, match="either frames .* or tokens"):
-        model.generate(frames, tokens=gen_tokens)
+        model.generate(video_tokens=gen_tokens, method="nucleus")
+    with pytest.raises(ValueError, match="either frames .* or video_tokens"):
+        model.generate(frames, video_tokens=gen_tokens)
     with pytest.raises(ValueError, match=r"tokens must have shape \(B, Q-1, 512\)"):
-        model.generate(tokens=torch.zeros(2, 255, 7))
+        model.generate(video_tokens=torch.zeros(2, 255, 7))
     with pytest.raises(ValueError, match="exceeds the model's 76-token context"):
-        model.generate(tokens=gen_tokens, prompt="word " * 60, max_len=30)
+        model.generate(video_tokens=gen_tokens, prompt="word " * 60, max_len=30)
     with pytest.raises(ValueError, match="one prompt per video: 2 videos, 3 prompts"):
-        model.generate(tokens=gen_tokens, prompt=["a", "b", "c"])
+        model.generate(video_tokens=gen_tokens, prompt=["a", "b", "c"])
     with pytest.raises(ValueError, match="one question per video: 2 videos, 1 questions"):
-        model.answer(tokens=gen_tokens, questions=["why?"])
+        model.answer(video_tokens=gen_tokens, questions=["why?"])
     with pytest.raises(ValueError, match="min_len must be between 0 and max_len=3"):
-        model.generate(tokens=gen_tokens, max_len=3, min_len=5)
+        model.generate(video_tokens=gen_tokens, max_len=3, min_len=5)
 
 
 def test_suppressed_words_are_never_generated(model, gen_tokens):
-    base = model.generate(tokens=gen_tokens, method="greedy", max_len=8, return_details=True)
+    base = model.generate(video_tokens=gen_tokens, method="greedy", max_len=8, return_details=True)
     word = model.tokenizer.decode([base[0].token_ids[0]]).strip()
     assert model._single_token_ids([word]) == [base[0].token_ids[0]]
-    out = model.generate(tokens=gen_tokens, method="beam", num_beams=3, max_len=8, suppress=[word],
+    out = model.generate(video_tokens=gen_tokens, method="beam", num_beams=3, max_len=8, suppress=[word],
                          return_details=True)
-    greedy = model.generate(tokens=gen_tokens, method="greedy", max_len=8, suppress=[word], return_details=True)
+    greedy = model.generate(video_tokens=gen_tokens, method="greedy", max_len=8, suppress=[word], return_details=True)
     for c in out + greedy:
         assert base[0].token_ids[0] not in c.token_ids
     with pytest.raises(ValueError, match="suppress word 'a red car' is 3 tokens"):
-        model.generate(tokens=gen_tokens, suppress=["a red car"])
+        model.generate(video_tokens=gen_tokens, suppress=["a red car"])
 
 
 def test_a_generation_config_and_keyword_overrides_decode_alike(tiny_model, easy_videos):
@@ -167,12 +167,12 @@ def test_a_generation_config_and_keyword_overrides_decode_alike(tiny_model, easy
     clip = tiny_model.read_video(easy_videos[0], num_frames=2)
     _, tokens = tiny_model.encode_video(clip.frames[None], return_tokens=True)
     cfg = GenerationConfig(method="greedy", max_len=12)
-    by_config = tiny_model.generate(tokens=tokens, config=cfg, return_details=True)
-    by_words = tiny_model.generate(tokens=tokens, method="greedy", max_len=12, return_details=True)
+    by_config = tiny_model.generate(video_tokens=tokens, config=cfg, return_details=True)
+    by_words = tiny_model.generate(video_tokens=tokens, method="greedy", max_len=12, return_details=True)
     assert by_config == by_words and "red" in by_config[0].text.split()
-    beams = tiny_model.generate(tokens=tokens, config=cfg, method="beam", num_beams=3)  # overrides win
-    assert beams == tiny_model.generate(tokens=tokens, config=dataclasses.replace(cfg, method="beam", num_beams=3))
+    beams = tiny_model.generate(video_tokens=tokens, config=cfg, method="beam", num_beams=3)  # overrides win
+    assert beams == tiny_model.generate(video_tokens=tokens, config=dataclasses.replace(cfg, method="beam", num_beams=3))
     with pytest.raises(OptionError, match="top_p must be in"):
-        tiny_model.generate(tokens=tokens, method="top_p", top_p=1.5)
+        tiny_model.generate(video_tokens=tokens, method="top_p", top_p=1.5)
     with pytest.raises(TypeError, match="unexpected keyword arguments: beams"):
-        tiny_model.generate(tokens=tokens, beams=3)
+        tiny_model.generate(video_tokens=tokens, beams=3)

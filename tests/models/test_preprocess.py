@@ -52,7 +52,7 @@ def test_new_contract_reads_exactly_the_old_explicit_frames(tiny_model, easy_vid
 
 
 def test_encode_videos_embeddings_are_bit_identical_to_old_style_reading(tiny_model, easy_videos):
-    got = torch.stack([e.embedding for e in encode_videos(tiny_model, easy_videos[:2], frames=4, workers=0)])
+    got = torch.stack([e.embedding for e in encode_videos(tiny_model, easy_videos[:2], num_frames=4, workers=0)])
     old = _old_style(tiny_model)
     want = tiny_model.encode_video(torch.stack([videococa.read_video(p, 4, **old).frames for p in easy_videos[:2]]))
     assert torch.equal(got, want)
@@ -69,9 +69,9 @@ def test_uint8_frames_of_any_size_are_preprocessed_by_the_model(tiny_model):
     assert torch.equal(tiny_model.encode_video(raw.permute(0, 1, 4, 2, 3)), want)  # channels first too
     assert torch.equal(tiny_model.preprocess(raw[0].numpy()), clip.frames)  # numpy in, (T, 3, S, S) out
     _, tokens = tiny_model.encode_video(clip.frames[None], return_tokens=True)
-    assert tiny_model.generate(raw, method="greedy", max_len=6) == tiny_model.generate(tokens=tokens,
+    assert tiny_model.generate(raw, method="greedy", max_len=6) == tiny_model.generate(video_tokens=tokens,
                                                                                     method="greedy", max_len=6)
-    assert tiny_model.answer(raw, "what colour is it?") == tiny_model.answer(tokens=tokens,
+    assert tiny_model.answer(raw, "what colour is it?") == tiny_model.answer(video_tokens=tokens,
                                                                                questions="what colour is it?")
 
 

@@ -78,6 +78,22 @@ def test_encode_frames_then_pool_equals_encode_video(model, frames):
     assert torch.equal(emb, emb2) and torch.equal(tokens, tokens2)
 
 
+def test_only_the_public_encoders_enter_inference_mode(tiny_model):
+    """encode_frames, encode_video and pool_frame_tokens give inference tensors; `pool`, the path finetuning trains
+    through, keeps the caller's grad mode (one differentiable pooling path)."""
+    size = tiny_model.info.image_size
+    frames = torch.rand(2, 3, 3, size, size)
+    frame_tokens = tiny_model.encode_frames(frames)
+    emb, video_tokens = tiny_model.encode_video(frames, return_tokens=True)
+    assert frame_tokens.is_inference() and emb.is_inference() and video_tokens.is_inference()
+    assert all(t.is_inference() for t in tiny_model.pool_frame_tokens(frame_tokens))
+    x = frame_tokens.clone().requires_grad_(True)  # a normal tensor again, outside inference_mode
+    pooled, gen = tiny_model.pool(x)
+    (pooled.sum() + gen.sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    torch.testing.assert_close(F.normalize(pooled.detach(), dim=-1), emb, atol=1e-5, rtol=1e-5)
+
+
 def test_sixty_four_frames_accepted(model):
     frames = torch.randn(1, 64, 3, 224, 224)
     assert model.encode_video(frames).shape == (1, 512)

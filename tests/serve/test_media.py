@@ -352,8 +352,8 @@ def test_browser_playable(videos, tmp_path, cache):
     assert browser_playable(videos["mp4"])
     assert browser_playable(preview(cache, videos["mp4"], 0.0, 0.5))  # vp9 in webm
     assert not browser_playable(videos["avi"])  # mpeg4 in avi
-    assert not browser_playable(write_video(tmp_path / "h264.mkv", frames=3, width=32, height=32))
-    assert not browser_playable(write_video(tmp_path / "444.mp4", frames=3, width=32, height=32, pix_fmt="yuv444p"))
+    assert not browser_playable(write_video(tmp_path / "h264.mkv", num_frames=3, width=32, height=32))
+    assert not browser_playable(write_video(tmp_path / "444.mp4", num_frames=3, width=32, height=32, pix_fmt="yuv444p"))
     html = tmp_path / "page.mp4"
     html.write_text("<html></html>")
     assert not browser_playable(html) and not browser_playable(tmp_path / "missing.mp4")

@@ -275,8 +275,8 @@ def test_cached_greedy_equals_open_clip_forward_on_tiny(tiny, small_benchmark):
     items, _ = load_benchmark(small_benchmark)
     frames = load_frames(tiny, [it.path for it in items[:3]], 8)
     _, tokens = tiny.encode_video(frames, return_tokens=True)
-    out = tiny.generate(tokens=tokens, method="greedy", max_len=16, min_len=2, suppress=[], return_details=True)
-    beam = tiny.generate(tokens=tokens[:1], method="beam", num_beams=3, max_len=12, min_len=2, suppress=[],
+    out = tiny.generate(video_tokens=tokens, method="greedy", max_len=16, min_len=2, suppress=[], return_details=True)
+    beam = tiny.generate(video_tokens=tokens[:1], method="beam", num_beams=3, max_len=12, min_len=2, suppress=[],
                          return_details=True)
     for i in range(3):
         assert out[i].token_ids == reference_greedy(tiny.coca, tokens[i : i + 1], [SOT], 16, 2)

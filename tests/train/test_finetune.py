@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import videococa
 from videococa.data.readers import Item
+from videococa.limits import MAX_FRAMES
 from videococa.models.finetuned import RunDir
 from videococa.train import (FeatureCache, FeatureCacheError, FinetuneConfig, FinetuneError, cache_features,
                              clip_key, finetune, training_pairs)
@@ -31,7 +32,7 @@ def _items(paths):
 
 @pytest.fixture
 def cache_dir(tiny_model, easy_videos, tmp_path):
-    report = cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", frames=2,
+    report = cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", num_frames=2,
                             shard_size=2, batch_size=2)
     assert (report.cached, report.skipped, report.failed) == (5, 0, [])
     return tmp_path / "fc"
@@ -43,7 +44,7 @@ def test_cache_holds_the_encoder_tokens_and_resumes(tiny_model, easy_videos, cac
     want = tiny_model.encode_frames(frames)[0].half()  # (T, N, W)
     torch.testing.assert_close(cache.get(clip_key(easy_videos[3])), want)
     assert len(cache) == 5 and len(list(cache_dir.glob("shard-*.safetensors"))) == 3
-    again = cache_features(tiny_model, [(p, None, None) for p in easy_videos], cache_dir, frames=2)
+    again = cache_features(tiny_model, [(p, None, None) for p in easy_videos], cache_dir, num_frames=2)
     assert (again.cached, again.skipped) == (0, 5)
 
 
@@ -58,11 +59,11 @@ def test_an_interrupted_cache_keeps_committed_clips(tiny_model, easy_videos, tmp
 
     monkeypatch.setattr(features_mod, "read_video", flaky)
     with pytest.raises(KeyboardInterrupt):
-        cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", frames=2, batch_size=1,
+        cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", num_frames=2, batch_size=1,
                        shard_size=2)
     assert len(FeatureCache(tmp_path / "fc")) == 3
     monkeypatch.setattr(features_mod, "read_video", real)
-    rest = cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", frames=2)
+    rest = cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", num_frames=2)
     assert (rest.cached, rest.skipped) == (2, 3) and len(FeatureCache(tmp_path / "fc")) == 5
 
 
@@ -70,7 +71,7 @@ def test_mismatched_or_damaged_caches_are_refused(tiny_model, model, cache_dir, 
     with pytest.raises(FeatureCacheError, match="holds 2 frames per clip, not 8"):
         FeatureCache(cache_dir, tiny_model, 8)
     with pytest.raises(FeatureCacheError, match="made with videococa-tiny.*not coca_ViT-B-32"):
-        cache_features(model, [(easy_videos[0], None, None)], cache_dir, frames=2)
+        cache_features(model, [(easy_videos[0], None, None)], cache_dir, num_frames=2)
     shard = sorted(cache_dir.glob("shard-*.safetensors"))[0]
     d = load_file(str(shard))
     save_file({k: v + 1 for k, v in d.items()}, str(shard))
@@ -100,7 +101,9 @@ def test_finetuning_lowers_the_loss_and_loads_back(fresh_tiny, cache_dir, easy_v
     with torch.no_grad():
         before = float(caption_loss(fresh_tiny, feats, [t for _, t in pairs[:5]]))
     cfg = FinetuneConfig(epochs=10, batch_size=5, lr=1e-3, warmup=2, temporal="embedding")
+    base = fresh_tiny.provenance()
     info = finetune(fresh_tiny, cache, pairs, tmp_path / "run", cfg)
+    assert info["base"] == base  # the model as given, recorded like every other artefact's model
     with torch.no_grad():
         after = float(caption_loss(fresh_tiny, feats, [t for _, t in pairs[:5]]))
     assert after < 0.5 * before, (before, after)
@@ -153,11 +156,29 @@ def test_a_run_directory_writes_reads_and_checks_its_base(tmp_path):
         run.read_info("xyz", against="the base is xyz")
 
 
+def test_a_run_written_before_run_json_recorded_provenance_still_applies(tmp_path):
+    """Older run.json files record the base as model, pretrained and fingerprint only (and fewer config keys)."""
+    base = videococa.load_model("videococa-tiny")
+    proj = base.coca.visual.proj.detach() * 0.5
+    offsets = torch.randn(MAX_FRAMES, base.coca.visual.transformer.width)
+    run = tmp_path / "old-run"
+    run.mkdir()
+    save_file({"coca.visual.proj": proj.contiguous(), "temporal_embedding": offsets}, str(run / "trained.safetensors"))
+    (run / "run.json").write_text(json.dumps({
+        "base": {"model": "videococa-tiny", "pretrained": "bundled", "fingerprint": base.fingerprint()},
+        "config": {"task": "caption", "epochs": 1, "temporal": "embedding"}, "step": 1, "history": []}))
+    loaded = videococa.load_model("videococa-tiny", finetuned=run)
+    assert loaded.temporal == "embedding"
+    assert torch.equal(loaded.coca.visual.proj, proj) and torch.equal(loaded.temporal_embedding.detach(), offsets)
+    with pytest.raises(FinetuneError, match=r"was finetuned from videococa-tiny \[bundled\] \(weights "):
+        RunDir(run).read_info("0123456789abcdef", against="not this base")
+
+
 def test_cli_cache_features_finetune_and_use(tmp_path, capsys):
     from videococa.cli import main
     from videococa.synthetic.benchmark import make_benchmark
 
-    root = make_benchmark(tmp_path / "syn", num_videos=6, seed=11, frames=8, size=64)
+    root = make_benchmark(tmp_path / "syn", num_videos=6, seed=11, num_frames=8, size=64)
     ann = str(root / "annotations.json")
     assert main(["cache-features", ann, "--dataset", "synthetic", "--task", "qa", "--out", str(tmp_path / "fc"),
                  "--frames", "2", "--json"]) == 0

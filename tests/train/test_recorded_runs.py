@@ -140,7 +140,12 @@ def _close(a, b, rel: float) -> bool:
     return a == b
 
 
-RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the module docstring)
+BASE = {"model": "videococa-tiny", "pretrained": "bundled", "precision": "fp32", "fingerprint": "1bd73d2d3561e1f2",
+        "videococa": videococa.__version__, "sampling": "uniform"}
+"""run.json's `base`: the model's provenance(). Recorded before as model, pretrained and fingerprint only; the
+other fields came with provenance() and change no number (the version is the installed one's)."""
+
+RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the module docstring); base: BASE
  'caption-none': {'scalars': [['train/loss', 1, 8.535633087158203],
                               ['train/contrastive', 1, 0.0],
                               ['train/caption', 1, 8.535633087158203],
@@ -163,9 +168,7 @@ RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the m
                               ['train/logit_scale', 4, 23.945520401000977]],
                   'weights_sha256': 'fa96de84df149b5f711579b05317855b6f70ed493468155091c59ae5ca5ebe72',
                   'weights_sum': 2176.945083161454,
-                  'run_json': {'base': {'model': 'videococa-tiny',
-                                        'pretrained': 'bundled',
-                                        'fingerprint': '1bd73d2d3561e1f2'},
+                  'run_json': {'base': BASE,
                                'config': {'task': 'caption',
                                           'epochs': 2,
                                           'batch_size': 3,
@@ -204,9 +207,7 @@ RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the m
                                         ['train/logit_scale', 3, 23.945520401000977]],
                             'weights_sha256': '3fac1d3e28175c07cb55836bb0c80056161abdaf03d93cbc0c9abefb3bdc765f',
                             'weights_sum': 2181.735385021477,
-                            'run_json': {'base': {'model': 'videococa-tiny',
-                                                  'pretrained': 'bundled',
-                                                  'fingerprint': '1bd73d2d3561e1f2'},
+                            'run_json': {'base': BASE,
                                          'config': {'task': 'caption',
                                                     'epochs': 3,
                                                     'batch_size': 3,
@@ -254,9 +255,7 @@ RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the m
                                           ['val/gen', 4, 154928.30208877625]],
                               'weights_sha256': '3ff09792b3068c2338744087bb93fa8334bc578bc8d527e77ada608949903283',
                               'weights_sum': 5847.086460160147,
-                              'run_json': {'base': {'model': 'videococa-tiny',
-                                                    'pretrained': 'bundled',
-                                                    'fingerprint': '1bd73d2d3561e1f2'},
+                              'run_json': {'base': BASE,
                                            'config': {'task': 'caption',
                                                       'epochs': 2,
                                                       'batch_size': 3,
@@ -307,9 +306,7 @@ RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the m
                          ['train/logit_scale', 4, 23.945520401000977]],
              'weights_sha256': '41660c68b31c18a53785efec160ffaedbd5b61092034efcf2c4b9c300eb3e022',
              'weights_sum': 2110.4543505867327,
-             'run_json': {'base': {'model': 'videococa-tiny',
-                                   'pretrained': 'bundled',
-                                   'fingerprint': '1bd73d2d3561e1f2'},
+             'run_json': {'base': BASE,
                           'config': {'task': 'qa',
                                      'epochs': 2,
                                      'batch_size': 3,
@@ -353,9 +350,7 @@ RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the m
                                           ['train/logit_scale', 4, 23.874370574951172]],
                               'weights_sha256': 'e3bab9c219884669c79c5fc1f43dc54639990d804aeba458483807a5c5963ae7',
                               'weights_sum': 2986.752839684857,
-                              'run_json': {'base': {'model': 'videococa-tiny',
-                                                    'pretrained': 'bundled',
-                                                    'fingerprint': '1bd73d2d3561e1f2'},
+                              'run_json': {'base': BASE,
                                            'config': {'task': 'retrieval',
                                                       'epochs': 2,
                                                       'batch_size': 3,
@@ -399,9 +394,7 @@ RECORDED: dict = {  # printed by VIDEOCOCA_RECORD=1 at commit 1760661 (see the m
                                                             ['train/logit_scale', 4, 23.879671096801758]],
                                                 'weights_sha256': 'df88075a469051a1861c56f5137479e237dc9e49579cbe9180bfbf8a7f77aa0a',
                                                 'weights_sum': 5544.069218602607,
-                                                'run_json': {'base': {'model': 'videococa-tiny',
-                                                                      'pretrained': 'bundled',
-                                                                      'fingerprint': '1bd73d2d3561e1f2'},
+                                                'run_json': {'base': BASE,
                                                              'config': {'task': 'retrieval+caption',
                                                                         'epochs': 2,
                                                                         'batch_size': 3,

@@ -30,7 +30,7 @@ def _log(run):
 
 @pytest.fixture
 def cache8(tiny_model, easy_videos, tmp_path):
-    cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc8", frames=4, batch_size=5)
+    cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc8", num_frames=4, batch_size=5)
     return FeatureCache(tmp_path / "fc8", tiny_model, 4)
 
 
@@ -146,8 +146,9 @@ def test_tensorboard_log_holds_the_csv_numbers(cache8, easy_videos, tmp_path):
 
 def test_validation_from_the_feature_cache_matches_decoding_the_videos(cache8, tiny_model, easy_videos):
     items = _items(easy_videos)
-    live, _, rows, _ = encode_items(tiny_model, items, frames=4, pooling="attentional", tokens=False, cache=False)
-    stored, _, rows2, _ = encode_items(tiny_model, items, frames=4, pooling="attentional", tokens=False,
+    live, _, rows, _ = encode_items(tiny_model, items, num_frames=4, pooling="attentional", return_tokens=False,
+                                    cache=False)
+    stored, _, rows2, _ = encode_items(tiny_model, items, num_frames=4, pooling="attentional", return_tokens=False,
                                        frame_tokens=cache8.lookup)
     assert rows == rows2
     torch.testing.assert_close(stored, live, atol=2e-3, rtol=0)  # fp16 storage of the tokens
@@ -164,8 +165,8 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path, capsys):
     from videococa.cli import main
     from videococa.synthetic.benchmark import make_benchmark
 
-    root = make_benchmark(tmp_path / "syn", num_videos=6, seed=5, frames=8, size=64)
-    other = make_benchmark(tmp_path / "syn2", num_videos=2, seed=6, frames=8, size=64)
+    root = make_benchmark(tmp_path / "syn", num_videos=6, seed=5, num_frames=8, size=64)
+    other = make_benchmark(tmp_path / "syn2", num_videos=2, seed=6, num_frames=8, size=64)
     ann = str(root / "annotations.json")
     assert main(["cache-features", ann, str(other / "annotations.json"), "--dataset", "synthetic", "--task",
                  "caption", "--out", str(tmp_path / "fc"), "--frames", "2", "--json"]) == 0

@@ -113,7 +113,7 @@ GENERATED = {
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_formats_equal_full_decode(name, tmp_path):
-    path = write_video(tmp_path / name, frames=40, **GENERATED[name])
+    path = write_video(tmp_path / name, num_frames=40, **GENERATED[name])
     ref = list(decode_all(path))
     assert len(ref) == 40
     info = probe(path)
@@ -126,7 +126,7 @@ def test_generated_formats_equal_full_decode(name, tmp_path):
 
 
 def test_gray_frames_are_gray(tmp_path):
-    path = write_video(tmp_path / "gray.mkv", codec="ffv1", pix_fmt="gray", frames=5)
+    path = write_video(tmp_path / "gray.mkv", codec="ffv1", pix_fmt="gray", num_frames=5)
     frames, _, info = decode_frames_at(path, [0.0])
     assert info.pix_fmt == "gray"
     rgb = frames[0].astype(int)
@@ -135,8 +135,9 @@ def test_gray_frames_are_gray(tmp_path):
 
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_rotated_video_comes_out_upright(tmp_path, rotation):
-    coded = write_video(tmp_path / "plain.mp4", frames=5, width=160, height=96, options={"crf": "0"})
-    rotated = write_video(tmp_path / "rot.mp4", frames=5, width=160, height=96, rotation=rotation, options={"crf": "0"})
+    coded = write_video(tmp_path / "plain.mp4", num_frames=5, width=160, height=96, options={"crf": "0"})
+    rotated = write_video(tmp_path / "rot.mp4", num_frames=5, width=160, height=96, rotation=rotation,
+                          options={"crf": "0"})
     info = probe(rotated)
     assert info.rotation == rotation % 360
     assert (info.width, info.height) == ((96, 160) if rotation % 180 else (160, 96))
@@ -149,7 +150,7 @@ def test_rotated_video_comes_out_upright(tmp_path, rotation):
 def test_variable_frame_rate_uses_pts(tmp_path):
     tb = Fraction(1, 1000)
     pts = [0, 40, 80, 300, 320, 700, 710, 1500, 1540, 2000]  # ms, irregular
-    path = write_video(tmp_path / "vfr.mkv", frames=len(pts), pts=pts, time_base=tb, codec="libx264")
+    path = write_video(tmp_path / "vfr.mkv", num_frames=len(pts), pts=pts, time_base=tb, codec="libx264")
     ref = list(decode_all(path))
     assert [round(t, 3) for t, _ in ref] == [p / 1000 for p in pts]
     times = [0.05, 0.2, 0.31, 0.69, 0.705, 1.0, 1.52, 1.9, 2.0]
@@ -159,7 +160,7 @@ def test_variable_frame_rate_uses_pts(tmp_path):
 
 
 def test_single_frame_video_repeats(tmp_path):
-    path = write_video(tmp_path / "one.mp4", frames=1)
+    path = write_video(tmp_path / "one.mp4", num_frames=1)
     clip = read_video(path, 8)
     assert clip.frames.shape == (8, 3, 224, 224)
     assert clip.timestamps == [0.0] * 8
@@ -167,7 +168,7 @@ def test_single_frame_video_repeats(tmp_path):
 
 
 def test_short_video_repeats_nearest_frames(tmp_path):
-    path = write_video(tmp_path / "three.mp4", frames=3, fps=10)
+    path = write_video(tmp_path / "three.mp4", num_frames=3, fps=10)
     clip = read_video(path, 8)
     # 0.3 s in 8 segments: centres 0.019, 0.056, 0.094, 0.131, 0.169, 0.206, 0.244, 0.281
     assert clip.timestamps == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.1, 0.2, 0.2, 0.2])
@@ -188,7 +189,7 @@ def test_still_images_are_one_frame_videos(tmp_path, suffix):
 
 def test_4k_video_memory_stays_bounded(tmp_path):
     path = write_video(
-        tmp_path / "uhd.mp4", frames=30, fps=10, width=3840, height=2160, gop=10, options={"preset": "ultrafast"}
+        tmp_path / "uhd.mp4", num_frames=30, fps=10, width=3840, height=2160, gop=10, options={"preset": "ultrafast"}
     )
     tracemalloc.start()
     try:
@@ -205,7 +206,7 @@ def test_4k_video_memory_stays_bounded(tmp_path):
 
 # ------------------------------------------------------------------ bad input
 def test_truncated_mkv_decodes_what_is_there(tmp_path):
-    full = write_video(tmp_path / "full.mkv", frames=100, gop=10, codec="libx264")
+    full = write_video(tmp_path / "full.mkv", num_frames=100, gop=10, codec="libx264")
     data = open(full, "rb").read()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
@@ -215,7 +216,7 @@ def test_truncated_mkv_decodes_what_is_there(tmp_path):
 
 
 def test_truncated_mp4_without_index_is_an_error(tmp_path):
-    full = write_video(tmp_path / "full.mp4", frames=50)
+    full = write_video(tmp_path / "full.mp4", num_frames=50)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(open(full, "rb").read()[:3000])
     with pytest.raises(VideoDecodeError, match=r"cut\.mp4'.*truncated or corrupt"):
@@ -250,7 +251,7 @@ def test_audio_only_file(tmp_path):
 
 
 def test_unsupported_codec(tmp_path):
-    path = write_video(tmp_path / "clip.avi", codec="mpeg4", frames=5)
+    path = write_video(tmp_path / "clip.avi", codec="mpeg4", num_frames=5)
     data = open(path, "rb").read().replace(b"FMP4", b"QQQQ")  # a FourCC no decoder knows
     bad = tmp_path / "unknown_codec.avi"
     bad.write_bytes(data)
@@ -261,7 +262,7 @@ def test_unsupported_codec(tmp_path):
 def test_permission_denied(tmp_path, monkeypatch):
     import os
 
-    path = write_video(tmp_path / "locked.mp4", frames=3)
+    path = write_video(tmp_path / "locked.mp4", num_frames=3)
     if os.geteuid() != 0:
         os.chmod(path, 0)
     else:  # root reads everything: make the open fail as it would for another user

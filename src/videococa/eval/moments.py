@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.readers import Item
+from ..deprecation import renamed_keywords
 from ..errors import VideoCoCaError
 from ..models.videococa import VideoCoCa
 from ..video.reader import read_clips
@@ -42,7 +43,8 @@ MOMENT_NMS = 0.5
 """Temporal NMS IoU threshold for the ranked spans."""
 
 
-def rank_moments(model: VideoCoCa, items: Sequence[Item], *, frames: int = 8, pooling: str = "attentional",
+@renamed_keywords(frames="num_frames")
+def rank_moments(model: VideoCoCa, items: Sequence[Item], *, num_frames: int = 8, pooling: str = "attentional",
                  unit: float = MOMENT_UNIT, scales: Sequence[float] = MOMENT_SCALES, stride: float = MOMENT_STRIDE,
                  nms: float = MOMENT_NMS,
                  top_k: int = 5, batch_size: int = 8, progress: bool = False,
@@ -59,7 +61,7 @@ def rank_moments(model: VideoCoCa, items: Sequence[Item], *, frames: int = 8, po
     windows_scored = 0
     for path, idx in tqdm(by_video.items(), desc="moments", unit="video", disable=not progress, leave=False):
         try:
-            clips = read_clips(path, frames, windows=lambda d: sliding_windows(d, scales=(unit,), stride=stride),
+            clips = read_clips(path, num_frames, windows=lambda d: sliding_windows(d, scales=(unit,), stride=stride),
                                preprocess=model.preprocess)
         except (VideoCoCaError, ValueError) as exc:
             unreadable.append((path, str(exc)))

@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from ..cache import cache_root
 from ..files import load_tensors, save_tensors_atomic
 from ..data.readers import Dataset, Item
+from ..deprecation import renamed_keywords
 from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets, read_synthetic  # noqa: F401
 from ..errors import VideoCoCaError
 from ..models.decoding import GenerationConfig
@@ -43,61 +45,94 @@ CAPTION_DECODING = GenerationConfig(method="beam", num_beams=3, max_len=20, min_
 
 
 # --------------------------------------------------------------------------- encoding with a cache
-def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, pooling: str, tokens: bool,
+@renamed_keywords(frames="num_frames", tokens="return_tokens")
+def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, pooling: str, return_tokens: bool,
                  batch_size: int = 8, workers: int = 2, progress: bool = False, cache: bool = True,
                  frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[str, str]]]:
-    """(embeddings (U, E), tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique clips.
+    """(embeddings (U, E), video tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique
+    clips.
 
     `frame_tokens((path, start, end))` may return a clip's stored encoder tokens (T, N, W) (a finetuning
     feature cache); such clips are pooled from them without decoding or encoding (attentional pooling only).
     """
     clips: dict[tuple, int] = {}
-    rows = []
-    for it in items:
-        key = (it.path, it.start, it.end)
-        rows.append(clips.setdefault(key, len(clips)))
+    rows = [clips.setdefault((it.path, it.start, it.end), len(clips)) for it in items]
     keys = list(clips)
-    stamp = [(p, s, e, st.st_size, st.st_mtime_ns) for p, s, e in keys for st in [os.stat(p)]]
-    h = hashlib.sha256(json.dumps([model.fingerprint(), frames, pooling, tokens, stamp]).encode()).hexdigest()[:24]
-    path = cache_root() / "eval" / f"{model.info.name}-{h}.safetensors"
-    if cache and path.is_file():
-        try:
-            d, meta = load_tensors(path)
-            return d["embeddings"], d.get("tokens"), rows, [tuple(b) for b in json.loads(meta["unreadable"])]
-        except Exception:  # noqa: BLE001 - a damaged cache is recomputed
-            pass
-    info = model.info
-    emb = torch.zeros(len(keys), info.embed_dim)
-    tok = None
-    unreadable: list[tuple[str, str]] = []
-
-    def read(key):
-        p, s, e = key
-        try:
-            return read_video(p, frames, start=s, end=e, preprocess=model.preprocess).frames
-        except (VideoCoCaError, ValueError) as exc:
-            return str(exc)
-
+    path = _cache_path(model, keys, num_frames, pooling, return_tokens)
+    if cache and (hit := _read_cache(path)) is not None:
+        return hit[0], hit[1], rows, hit[2]
+    out = _Encodings(len(keys), model.info.embed_dim)
     stored: dict[int, torch.Tensor] = {}
     if frame_tokens is not None and pooling == "attentional":
         cache = False  # results from stored tokens are not written to the evaluation cache
         stored = {i: t for i, k in enumerate(keys) for t in [frame_tokens(k)] if t is not None}
-
-    def put(ix, e, t):
-        nonlocal tok
-        emb[ix] = e.float().cpu()
-        if t is not None:
-            if tok is None:
-                tok = torch.zeros(len(keys), *t.shape[1:], dtype=torch.float16)
-            tok[ix] = t.cpu().half()
-
     ordered = sorted(stored)
     for start in range(0, len(ordered), batch_size):
         part = ordered[start : start + batch_size]
         e, t = model.pool_frame_tokens(torch.stack([stored[i] for i in part]))  # (b, T, N, W) -> (b, E), (b, Q-1, E)
-        put(part, e, t if tokens else None)
+        out.put(part, e, t if return_tokens else None)
     to_encode = [i for i in range(len(keys)) if i not in stored]
+    unreadable = _encode_clips(model, keys, to_encode, out, num_frames=num_frames, pooling=pooling,
+                               return_tokens=return_tokens, batch_size=batch_size, workers=workers, progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d = {"embeddings": out.emb} if out.video_tokens is None else {"embeddings": out.emb, "tokens": out.video_tokens}
+        save_tensors_atomic(path, d, metadata={"unreadable": json.dumps(unreadable)})
+    return out.emb, out.video_tokens, rows, unreadable
+
+
+def _cache_path(model: VideoCoCa, keys: list[tuple], num_frames: int, pooling: str, return_tokens: bool) -> Path:
+    """Where the encodings of these clips (as the files are now) with these settings are cached."""
+    stamp = [(p, s, e, st.st_size, st.st_mtime_ns) for p, s, e in keys for st in [os.stat(p)]]
+    key = json.dumps([model.fingerprint(), num_frames, pooling, return_tokens, stamp])
+    h = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return cache_root() / "eval" / f"{model.info.name}-{h}.safetensors"
+
+
+def _read_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[str, str]]] | None:
+    """(embeddings, video tokens or None, unreadable) from an evaluation cache file; None if missing or damaged."""
+    if not path.is_file():
+        return None
+    try:
+        d, meta = load_tensors(path)
+        return d["embeddings"], d.get("tokens"), [tuple(b) for b in json.loads(meta["unreadable"])]
+    except Exception:  # noqa: BLE001 - a damaged cache is recomputed
+        return None
+
+
+class _Encodings:
+    """Encodings of U clips, filled in as batches finish."""
+
+    def __init__(self, clips: int, embed_dim: int):
+        self.clips = clips
+        self.emb = torch.zeros(clips, embed_dim)
+        """(U, E) video embeddings."""
+        self.video_tokens: torch.Tensor | None = None
+        """(U, Q-1, E) fp16 video tokens, made on the first batch that has them."""
+
+    def put(self, ix: list[int], emb: torch.Tensor, video_tokens: torch.Tensor | None) -> None:
+        self.emb[ix] = emb.float().cpu()
+        if video_tokens is not None:
+            if self.video_tokens is None:
+                self.video_tokens = torch.zeros(self.clips, *video_tokens.shape[1:], dtype=torch.float16)
+            self.video_tokens[ix] = video_tokens.cpu().half()
+
+
+def _encode_clips(model: VideoCoCa, keys: list[tuple], to_encode: list[int], out: _Encodings, *, num_frames: int,
+                  pooling: str, return_tokens: bool, batch_size: int, workers: int,
+                  progress: bool) -> list[tuple[str, str]]:
+    """Read (in `workers` threads) and encode the clips `keys[i]` for i in `to_encode` into `out`; returns the
+    unreadable ones as (path, reason)."""
+
+    def read(key):
+        p, s, e = key
+        try:
+            return read_video(p, num_frames, start=s, end=e, preprocess=model.preprocess).frames
+        except (VideoCoCaError, ValueError) as exc:
+            return str(exc)
+
+    unreadable: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(to_encode), desc="encode", unit="clip",
                                                          disable=not progress, leave=False) as bar:
         for start in range(0, len(to_encode), batch_size):
@@ -106,16 +141,12 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, frames: int, poolin
             ok = [i for i, g in zip(part, got) if isinstance(g, torch.Tensor)]
             unreadable += [(keys[i][0], g) for i, g in zip(part, got) if not isinstance(g, torch.Tensor)]
             if ok:
-                out = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
-                                         return_tokens=tokens)
-                e, t = out if tokens else (out, None)
-                put(ok, e, t)
+                enc = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
+                                         return_tokens=return_tokens)
+                e, t = enc if return_tokens else (enc, None)
+                out.put(ok, e, t)
             bar.update(len(part))
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        d = {"embeddings": emb} if tok is None else {"embeddings": emb, "tokens": tok}
-        save_tensors_atomic(path, d, metadata={"unreadable": json.dumps(unreadable)})
-    return emb, tok, rows, unreadable
+    return unreadable
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -128,7 +159,8 @@ def _prompt_names(ds: Dataset) -> list[str]:
     return [c.replace("_", " ") for c in ds.classes]
 
 
-def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling: str = "attentional",
+@renamed_keywords(frames="num_frames")
+def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, num_frames: int = 8, pooling: str = "attentional",
                      templates: str | Sequence[str] | None = None, limit: int | None = None,
                      generation: GenerationConfig = CAPTION_DECODING, batch_size: int = 8,
                      workers: int = 2, progress: bool = False, cache: bool = True, meteor: bool = True,
@@ -143,16 +175,17 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
         raise EvalError(f"{ds.name}: no videos to evaluate ({len(ds.missing)} listed videos are missing under --videos)")
     t0 = time.perf_counter()
     if ds.task == "moments":
-        return _evaluate_moments(model, ds, items, frames=frames, pooling=pooling, batch_size=batch_size,
+        return _evaluate_moments(model, ds, items, num_frames=num_frames, pooling=pooling, batch_size=batch_size,
                                  progress=progress, t0=t0)
     need_tokens = ds.task in ("caption", "qa")
-    emb, tok, rows, unreadable = encode_items(model, items, frames=frames, pooling=pooling, tokens=need_tokens,
+    emb, video_tokens, rows, unreadable = encode_items(model, items, num_frames=num_frames, pooling=pooling,
+                                             return_tokens=need_tokens,
                                              frame_tokens=frame_tokens,
                                              batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     bad = {p for p, _ in unreadable}
     keep = [i for i, it in enumerate(items) if it.path not in bad]
-    enc = _Encoded([items[i] for i in keep], emb, tok, [rows[i] for i in keep])
-    protocol = _protocol(model, ds, enc.items, frames=frames, pooling=pooling, unreadable=len(bad))
+    enc = _Encoded([items[i] for i in keep], emb, video_tokens, [rows[i] for i in keep])
+    protocol = _protocol(model, ds, enc.items, num_frames=num_frames, pooling=pooling, unreadable=len(bad))
     res = _SCORERS[ds.task](model, ds, enc, protocol, templates=templates, generation=generation, meteor=meteor)
     protocol["seconds"] = round(time.perf_counter() - t0, 1)
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
@@ -160,15 +193,15 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, frames: int = 8, pooling:
 
 @dataclass
 class _Encoded:
-    """The readable items of a dataset and their encodings (rows of `emb`/`tok`, shared by repeated videos)."""
+    """The readable items of a dataset and their encodings (rows of `emb`/`video_tokens`, shared by repeated videos)."""
 
     items: list[Item]
     emb: torch.Tensor
     """(V, E) video embeddings, one row per distinct clip."""
-    tok: torch.Tensor | None
+    video_tokens: torch.Tensor | None
     """(V, Q-1, E) generative tokens, for caption and QA."""
     rows: list[int]
-    """Each item's row in emb / tok."""
+    """Each item's row in emb / video_tokens."""
 
 
 def _classify(model, ds, enc: _Encoded, protocol: dict, *, templates, **_) -> dict:
@@ -217,7 +250,7 @@ def _caption(model, ds, enc: _Encoded, protocol: dict, *, generation: Generation
     """BLEU, ROUGE-L, CIDEr-D (METEOR with Java) of generated captions against every reference."""
     caps = []
     for i in range(0, len(enc.rows), 64):
-        caps += model.generate(tokens=enc.tok[enc.rows[i : i + 64]].float(), config=generation)
+        caps += model.generate(video_tokens=enc.video_tokens[enc.rows[i : i + 64]].float(), config=generation)
     res = dict(M.caption_metrics({i: it.captions for i, it in enumerate(enc.items)}, dict(enumerate(caps)),
                                  with_meteor=meteor))
     if enc.items[0].label_words:
@@ -232,7 +265,7 @@ def _qa(model, ds, enc: _Encoded, protocol: dict, **_) -> dict:
     """Accuracy after VQA normalisation (per group too); iVQA's min(1, n/2) with its annotator agreement."""
     answers = []
     for i in range(0, len(enc.rows), 64):
-        answers += model.answer(tokens=enc.tok[enc.rows[i : i + 64]].float(),
+        answers += model.answer(video_tokens=enc.video_tokens[enc.rows[i : i + 64]].float(),
                                 questions=[it.question for it in enc.items[i : i + 64]])
     scores = M.qa_scores(answers, [it.answers for it in enc.items], agreement=ds.answer_agreement)
     res = {"accuracy": float(np.mean(scores)) * 100}
@@ -245,32 +278,33 @@ def _qa(model, ds, enc: _Encoded, protocol: dict, **_) -> dict:
 _SCORERS = {"classify": _classify, "retrieve": _retrieve, "caption": _caption, "qa": _qa}
 
 
-def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, frames: int, pooling: str,
+def _protocol(model: VideoCoCa, ds: Dataset, items: Sequence[Item], *, num_frames: int, pooling: str,
               unreadable: int) -> dict:
-    """What an evaluation ran on and with (recorded next to its metrics)."""
-    return {"dataset": ds.name, "task": ds.task, **model.provenance(frames=frames, pooling=pooling),
+    """What an evaluation ran on and with (recorded next to its metrics; the frame count under "frames")."""
+    return {"dataset": ds.name, "task": ds.task, **model.provenance(frames=num_frames, pooling=pooling),
             "videos_used": len({it.path for it in items}),
             "items": len(items), "videos_missing": len(ds.missing), "videos_unreadable": unreadable, **ds.protocol}
 
 
-def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, frames: int, pooling: str,
+def _evaluate_moments(model: VideoCoCa, ds: Dataset, items: list[Item], *, num_frames: int, pooling: str,
                       batch_size: int, progress: bool, t0: float) -> dict:
     """Moment retrieval metrics (see eval/moments.py for how windows become predicted spans)."""
 
-    ranked, unreadable, windows = rank_moments(model, items, frames=frames, pooling=pooling, batch_size=batch_size,
-                                               progress=progress)
+    ranked, unreadable, windows = rank_moments(model, items, num_frames=num_frames, pooling=pooling,
+                                               batch_size=batch_size, progress=progress)
     kept = [(it, r) for it, r in zip(items, ranked) if r is not None]
     if not kept:
         raise EvalError(f"{ds.name}: none of the {len({it.path for it in items})} videos could be read "
                         f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
     res = M.moment_metrics([r for _, r in kept], [(it.start, it.end) for it, _ in kept])
-    protocol = _protocol(model, ds, [it for it, _ in kept], frames=frames, pooling=pooling,
+    protocol = _protocol(model, ds, [it for it, _ in kept], num_frames=num_frames, pooling=pooling,
                          unreadable=len(unreadable))
     protocol.update(unit_windows=windows, unit=MOMENT_UNIT, span_scales=list(MOMENT_SCALES), stride=MOMENT_STRIDE,
                     nms_iou=MOMENT_NMS, seconds=round(time.perf_counter() - t0, 1))
     return {"protocol": protocol, "metrics": res, "missing": ds.missing[:20]}
 
 
+@renamed_keywords(frames="num_frames")
 def evaluate(model: VideoCoCa, task: str, datasets: list[Dataset], **kwargs) -> dict:
     """Each dataset's results, and the mean over splits when there are several (UCF101 / HMDB51 protocol).
 

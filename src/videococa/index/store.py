@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..deprecation import renamed_attribute, renamed_keywords
 from ..errors import IndexStoreError, OptionError
 from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
 from ..models.videococa import POOLINGS
@@ -260,7 +261,7 @@ def faiss_ids(index) -> np.ndarray:
 class VideoIndex:
     """Open (or create) the index at directory `path`.
 
-    A new index needs `model`; its name, weights fingerprint, `frames`, `pooling` and `segment` are
+    A new index needs `model`; its name, weights fingerprint, `num_frames`, `pooling` and `segment` are
     recorded. Reopening with a different model or settings raises IndexStoreError. Without `model`, an
     existing index opens for inspection; `settings` tells which model to load for searching.
 
@@ -269,10 +270,12 @@ class VideoIndex:
     stderr); searches never wait, and see every file committed before they run.
     """
 
-    def __init__(self, path: str | os.PathLike, model=None, *, frames: int | None = None, pooling: str | None = None,
-                 segment: float | None = None, create: bool = True, on_wait=None, captions: bool | None = None):
-        if frames is not None and (not isinstance(frames, int) or not 1 <= frames <= MAX_FRAMES):
-            raise OptionError(f"frames must be an integer from 1 to {MAX_FRAMES}, got {frames!r}")
+    @renamed_keywords(frames="num_frames")
+    def __init__(self, path: str | os.PathLike, model=None, *, num_frames: int | None = None,
+                 pooling: str | None = None, segment: float | None = None, create: bool = True, on_wait=None,
+                 captions: bool | None = None):
+        if num_frames is not None and (not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_FRAMES):
+            raise OptionError(f"num_frames must be an integer from 1 to {MAX_FRAMES}, got {num_frames!r}")
         if pooling is not None and pooling not in POOLINGS:
             raise OptionError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         check_segment(segment)
@@ -304,8 +307,8 @@ class VideoIndex:
                 raise IndexStoreError(f"{display(self.db_path)!r} holds no index settings: it is not a video index "
                                       f"(or was damaged); {self._repair_hint()}")
         else:
-            self._create(model, frames, pooling, segment, create, bool(captions))
-        self._check(model, frames, pooling, segment, captions)
+            self._create(model, num_frames, pooling, segment, create, bool(captions))
+        self._check(model, num_frames, pooling, segment, captions)
         self.dim = int(self.settings["embed_dim"])
         try:
             self._open_faiss()
@@ -323,7 +326,7 @@ class VideoIndex:
         except sqlite3.DatabaseError as exc:
             raise IndexStoreError(f"{display(self.db_path)!r} is not a usable video index: {exc}") from None
 
-    def _create(self, model, frames, pooling, segment, create: bool, captions: bool) -> None:
+    def _create(self, model, num_frames, pooling, segment, create: bool, captions: bool) -> None:
         shown = display(self.path)
         if self.db_path.is_file():  # 0 bytes: maybe another process is creating it this moment; decided under the lock
             pass
@@ -354,7 +357,7 @@ class VideoIndex:
                 self.db.executescript(_SCHEMA)
                 self.settings = self._settings()
                 if not self.settings:
-                    self._init_settings(model, frames or 8, pooling or "attentional", segment, captions)
+                    self._init_settings(model, num_frames or 8, pooling or "attentional", segment, captions)
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(exc) from None
 
@@ -379,11 +382,11 @@ class VideoIndex:
                 return {}
             raise
 
-    def _init_settings(self, model, frames: int, pooling: str, segment: float | None, captions: bool) -> None:
+    def _init_settings(self, model, num_frames: int, pooling: str, segment: float | None, captions: bool) -> None:
         values = {
             "captions": CAPTION_SETTING if captions else "",
             "schema_version": SCHEMA_VERSION, "embed_dim": model.info.embed_dim,
-            **model.provenance(frames=frames, pooling=pooling, segment=segment or 0),
+            **model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "generation": 0, "index_id": uuid.uuid4().hex,  # tells this record from one made anew at the same path
         }
@@ -405,7 +408,7 @@ class VideoIndex:
                     self.db.execute(stmt)
             self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
-    def _check(self, model, frames, pooling, segment, captions) -> None:
+    def _check(self, model, num_frames, pooling, segment, captions) -> None:
         s = self.settings
         lost = [k for k in _REQUIRED if k not in s]
         if lost:
@@ -427,8 +430,8 @@ class VideoIndex:
                             f"{s['precision']}] (weights {s['fingerprint']}), not {model.info.name} "
                             f"[{model.info.pretrained or 'random weights'}, {model.precision}] "
                             f"(weights {model.fingerprint()})")
-        if frames is not None and frames != int(s["frames"]):
-            problems.append(f"it uses {s['frames']} frames per entry, not {frames}")
+        if num_frames is not None and num_frames != int(s["frames"]):
+            problems.append(f"it uses {s['frames']} frames per entry, not {num_frames}")
         if pooling is not None and pooling != s["pooling"]:
             problems.append(f"it uses {s['pooling']} pooling, not {pooling}")
         if segment is not None and float(segment) != recorded:
@@ -440,8 +443,10 @@ class VideoIndex:
                                   + ". Use the index's own settings or a new index path.")
 
     @property
-    def frames(self) -> int:
+    def num_frames(self) -> int:
         return int(self.settings["frames"])
+
+    frames = renamed_attribute("frames", "num_frames")
 
     @property
     def pooling(self) -> str:
@@ -732,9 +737,9 @@ class VideoIndex:
             done = 0
             if on_progress:
                 on_progress(0, len(stats), "")
-            for item in encode_files(model, list(stats), frames=self.frames, batch_size=batch_size, workers=workers,
-                                     pooling=self.pooling, segment=self.segment, progress=progress, desc="index",
-                                     return_tokens=self.captions):
+            for item in encode_files(model, list(stats), num_frames=self.num_frames, batch_size=batch_size,
+                                     workers=workers, pooling=self.pooling, segment=self.segment,
+                                     progress=progress, desc="index", return_tokens=self.captions):
                 done += 1
                 if isinstance(item, FileIssue):
                     report.failed.append(item)
@@ -778,8 +783,8 @@ class VideoIndex:
         method, max_len = CAPTION_SETTING.split(":")
         out: list[str] = []
         for lo in range(0, len(items), 32):  # bounds the decoder's batch
-            tokens = torch.stack([x.tokens for x in items[lo : lo + 32]])  # (b, Q-1, E)
-            out += model.generate(tokens=tokens, method=method, max_len=int(max_len))
+            video_tokens = torch.stack([x.video_tokens for x in items[lo : lo + 32]])  # (b, Q-1, E)
+            out += model.generate(video_tokens=video_tokens, method=method, max_len=int(max_len))
         return out
 
     def _commit_file(self, path: str, size: int, mtime: int, items: list, captions: list[str] | None = None) -> None:
@@ -804,6 +809,17 @@ class VideoIndex:
 
     def _plan(self, found, known: dict, report: UpdateReport, prune: bool) -> list[tuple[str, int, int]]:
         """Sort the scanned inputs into unchanged / to embed / moved / removed, and report problem inputs."""
+        self._report_missing(found, known, report, prune)
+        to_embed, seen = self._changed(found, known, report)
+        still, taken = self._moved(to_embed, known, seen, report)
+        if prune:
+            self._pruned(found, known, seen | taken, report)
+        return still
+
+    @staticmethod
+    def _report_missing(found, known: dict, report: UpdateReport, prune: bool) -> None:
+        """Inputs that could not be listed: a deleted indexed file (removed when pruning), a missing or unreadable
+        root (its indexed files kept), an empty directory."""
         for p, why in found.missing:
             root = _abspath(p)
             kept = _under(root, known)
@@ -820,6 +836,10 @@ class VideoIndex:
             kept = _under(_abspath(p), known)
             extra = (f"; its {len(kept)} indexed files are kept (an empty mount point?)" if kept else "")
             report.failed.append(FileIssue(p, f"{display(p)!r}: directory holds no video files{extra}"))
+
+    @staticmethod
+    def _changed(found, known: dict, report: UpdateReport) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """((path, size, mtime) of files new or changed since indexed, every path found); unchanged ones reported."""
         to_embed: list[tuple[str, int, int]] = []
         seen: set[str] = set()
         for p in found.paths:
@@ -835,7 +855,13 @@ class VideoIndex:
                 report.unchanged.append(path)
             else:
                 to_embed.append((path, st.st_size, st.st_mtime_ns))
-        # moved files: a new path whose size, mtime and first MiB equal those of an indexed file that is gone
+        return to_embed, seen
+
+    @staticmethod
+    def _moved(to_embed: list[tuple[str, int, int]], known: dict, seen: set[str],
+               report: UpdateReport) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """(files still to embed, old paths taken by a move): a new path whose size, mtime and first MiB equal
+        those of an indexed file that is gone is that file moved (reported as (old, new))."""
         by_stat: dict[tuple[int, int], list[str]] = {}
         for path, (_, size, mtime, head) in known.items():
             if head is not None and path not in seen:
@@ -853,18 +879,21 @@ class VideoIndex:
             else:
                 taken.add(old)
                 report.moved.append((old, path))
-        if prune:
-            # never prune under what could not be looked at: a missing root, a folder that cannot be listed
-            unsure = [_abspath(p) for p, _ in found.missing] + [_abspath(p) for p in found.empty_dirs]
-            removed = set(report.removed)
-            for p in found.roots:
-                for k in _under(_abspath(p), known):
-                    if k in seen or k in taken or k in removed or any(_under(u, [k]) for u in unsure):
-                        continue
-                    if _gone(k):
-                        removed.add(k)
-                        report.removed.append(k)
-        return still
+        return still, taken
+
+    @staticmethod
+    def _pruned(found, known: dict, accounted: set[str], report: UpdateReport) -> None:
+        """Indexed files under the roots that are gone (and not found or moved: `accounted`) go to report.removed;
+        never under what could not be looked at (a missing root, a folder that cannot be listed)."""
+        unsure = [_abspath(p) for p, _ in found.missing] + [_abspath(p) for p in found.empty_dirs]
+        removed = set(report.removed)
+        for p in found.roots:
+            for k in _under(_abspath(p), known):
+                if k in accounted or k in removed or any(_under(u, [k]) for u in unsure):
+                    continue
+                if _gone(k):
+                    removed.add(k)
+                    report.removed.append(k)
 
     def update(self, inputs: Sequence[str | os.PathLike], **kwargs) -> UpdateReport:
         """`add`, and drop indexed files under `inputs` that no longer exist."""
@@ -1020,7 +1049,7 @@ class VideoIndex:
     def search_video(self, video: str | os.PathLike, *, top_k: int = 10, **kwargs) -> list[SearchHit]:
         """Video -> video: the whole query video, read with the index's frames and pooling."""
         model = self._needs_model("video search")
-        clip = model.read_video(video, self.frames)
+        clip = model.read_video(video, self.num_frames)
         return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k,
                                      **kwargs)
 

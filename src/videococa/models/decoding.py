@@ -136,15 +136,16 @@ class DecodeState:
         out = out.reshape(b, h, self.k, length, d).permute(0, 2, 1, 3, 4).reshape(n, h, length, d)
         return attn.out_proj(_merge(out))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed new tokens (N, L) at the current position; returns logits (N, V) for the last one."""
-        n, length = tokens.shape
-        pos, end = self.pos, self.pos + tokens.shape[1]
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed new token ids (N, L) at the current position; returns logits (N, V) for the last one."""
+        n, length = token_ids.shape
+        pos, end = self.pos, self.pos + token_ids.shape[1]
         # unimodal text tower (its CLS token comes last, so earlier positions never see it)
-        x = self.text.token_embedding(tokens).to(self.text.transformer.get_cast_dtype())
+        x = self.text.token_embedding(token_ids).to(self.text.transformer.get_cast_dtype())
         x = x + self.text.positional_embedding[pos:end].to(x.dtype)  # (N, L, W)
         first = pos + self.shift
-        self.key_ok[:, first : end + self.shift] = tokens[:, : min(length, self.key_ok.shape[1] - first)] != self.pad_id
+        fits = min(length, self.key_ok.shape[1] - first)
+        self.key_ok[:, first : end + self.shift] = token_ids[:, :fits] != self.pad_id
         causal = torch.ones(length, end, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (L, end)
         text_mask = causal[None, None] & self.key_ok[:, None, None, :end]  # (N, 1, L, end)
         for i, block in enumerate(self.text_cache.blocks):
@@ -361,32 +362,11 @@ def _beam(
         vocab = logp.shape[-1]
         cand = (beam_scores.reshape(-1, 1) + logp).view(len(alive), k * vocab)
         top_scores, top_idx = cand.topk(2 * k, dim=-1)  # (n, 2k)
-        length = step + 1
         next_rows, next_tokens, next_scores, still = [], [], [], []
         for g, video in enumerate(alive):
-            rows, toks, scs = [], [], []
-            for rank, (score, idx) in enumerate(zip(top_scores[g].tolist(), top_idx[g].tolist())):
-                beam, tok = divmod(idx, vocab)
-                if score == -math.inf:
-                    break
-                if tok == eot:
-                    if rank < k:
-                        ids = gen[g * k + beam].tolist()
-                        finished[video].append((score / length**length_penalty, ids, score))
-                    continue
-                rows.append(g * k + beam)
-                toks.append(tok)
-                scs.append(score)
-                if len(rows) == k:
-                    break
-            hyps = sorted(finished[video], key=lambda h: -h[0])[:k]
-            finished[video] = hyps
-            best_alive = max(scs) if scs else -math.inf
-            done = len(rows) < k or (len(hyps) >= k and hyps[-1][0] >= best_alive / length**length_penalty)
-            if step == max_len - 1 and not done:  # out of length: live beams become hypotheses
-                for r, t, s in zip(rows, toks, scs):
-                    finished[video].append((s / length**length_penalty, gen[r].tolist() + [t], s))
-                done = True
+            rows, toks, scs, finished[video], done = _beam_video_step(
+                g, top_scores[g].tolist(), top_idx[g].tolist(), finished[video], gen, k=k, vocab=vocab, eot=eot,
+                length=step + 1, length_penalty=length_penalty, last=step == max_len - 1)
             if not done:
                 still.append(g)
                 next_rows += rows
@@ -408,3 +388,31 @@ def _beam(
         best = max(finished[video], key=lambda h: h[0])
         results.append((_finish(best[1], eot), best[0]))
     return results
+
+
+def _beam_video_step(g: int, scores: list[float], idx: list[int], hyps: list, gen: torch.Tensor, *, k: int,
+                     vocab: int, eot: int, length: int, length_penalty: float, last: bool):
+    """One video's beam step over its best 2k candidates (`scores`, flat beam*vocab `idx`; its beams are rows
+    g*k.. of `gen`). Returns the rows, tokens and scores of its next beams, its finished hypotheses (best k,
+    plus the live beams at the `last` step) and whether it is done."""
+    rows, toks, scs = [], [], []
+    for rank, (score, flat) in enumerate(zip(scores, idx)):
+        beam, tok = divmod(flat, vocab)
+        if score == -math.inf:
+            break
+        if tok == eot:
+            if rank < k:
+                hyps.append((score / length**length_penalty, gen[g * k + beam].tolist(), score))
+            continue
+        rows.append(g * k + beam)
+        toks.append(tok)
+        scs.append(score)
+        if len(rows) == k:
+            break
+    hyps = sorted(hyps, key=lambda h: -h[0])[:k]
+    best_alive = max(scs) if scs else -math.inf
+    done = len(rows) < k or (len(hyps) >= k and hyps[-1][0] >= best_alive / length**length_penalty)
+    if last and not done:  # out of length: live beams become hypotheses
+        hyps += [(s / length**length_penalty, gen[r].tolist() + [t], s) for r, t, s in zip(rows, toks, scs)]
+        done = True
+    return rows, toks, scs, hyps, done

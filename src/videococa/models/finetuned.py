@@ -21,7 +21,7 @@ from .videococa import VideoCoCa
 class RunDir:
     """A finetuning run directory.
 
-    `run.json`: base model and fingerprint, config, step, metrics per epoch; `trained.safetensors`: only the trained
+    `run.json`: the base model's `provenance()`, config, step, metrics per epoch; `trained.safetensors`: only the trained
     parameters; `state.pt`: optimizer, step, RNG (exact resume); `log.csv`: step, epoch, losses, lr; `tb/`:
     TensorBoard event files. run.json, trained.safetensors and state.pt are written atomically, run.json last.
     """
@@ -48,7 +48,7 @@ class RunDir:
             raise FinetuneError(f"{str(self)!r} is not a finetuning run directory "
                                 "(needs run.json and trained.safetensors)")
         info = json.loads(self.info_path.read_text())
-        base = info["base"]
+        base = info["base"]  # only model, pretrained and fingerprint are read: all that runs before provenance() had
         if fingerprint is not None and base["fingerprint"] != fingerprint:
             raise FinetuneError(f"run {str(self)!r} was finetuned from {base['model']} [{base['pretrained']}] "
                                 f"(weights {base['fingerprint']}); {against}")

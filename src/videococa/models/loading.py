@@ -249,22 +249,39 @@ def load_model(
     check_choice(precision, PRECISIONS, "precision")
     dev = resolve_device(device)
     cfg = _model_config(name)
+    weights, pretrained = _weights_file(name, pretrained)
+    coca = _build_coca(cfg, weights, precision)
+    info = _model_info(name, pretrained, cfg)
+    tokenizer = open_clip.SimpleTokenizer(context_length=info.context_length)
+    model = VideoCoCa(coca, tokenizer, info, precision=precision).to(dev)
+    if name == TINY_NAME and (TINY_DIR / "generation.json").is_file():
+        gen = json.loads((TINY_DIR / "generation.json").read_text())
+        model.caption_suppress = tuple(gen.get("caption_suppress", ()))
+    if finetuned is not None:
+        apply_finetuned(model, finetuned)
+    return model
 
+
+def _weights_file(name: str, pretrained: str | None) -> tuple[str | None, str | None]:
+    """(weights file or None for random weights, the pretrained tag to record) for `load_model(name, pretrained)`."""
     if name == TINY_NAME:
         weights = str(TINY_DIR / "model.safetensors") if pretrained in (None, "bundled") else None
         if weights is None:
             weights = _resolve_weights(name, pretrained)
-        pretrained = pretrained or "bundled"
-    elif pretrained is None:
-        weights = None
+        return weights, pretrained or "bundled"
+    if pretrained is None:
         warnings.warn(
             f"load_model({name!r}) without `pretrained` gives RANDOM weights; pass a tag such as "
             f"'laion2b_s13b_b90k' or a weights file for a useful model",
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_model
         )
-    else:
-        weights = _resolve_weights(name, pretrained)
+        return None, None
+    return _resolve_weights(name, pretrained), pretrained
 
+
+def _build_coca(cfg: dict, weights: str | None, precision: Precision) -> nn.Module:
+    """open_clip's own CoCa class from `cfg`, with `weights` loaded strictly (random when None), frozen, in eval
+    mode, in `precision`."""
     model_cfg = {k: v for k, v in cfg.items() if k != "custom_text"}  # as open_clip.create_model does
     # bf16 is open_clip's own mixed precision: LayerNormFp32 layers (cast_dtype) and matmul/conv
     # weights stored in bf16, run under autocast. Autocast alone re-casts every fp32 weight on
@@ -277,11 +294,14 @@ def load_model(
         load_state_dict_strict(coca, read_state_dict(weights), weights)
     if cast_dtype is not None:
         convert_weights_to_lp(coca, cast_dtype)
-    coca.eval().requires_grad_(False)
+    return coca.eval().requires_grad_(False)
 
+
+def _model_info(name: str, pretrained: str | None, cfg: dict) -> ModelInfo:
+    """What is recorded of a loaded model: its config's sizes and its pretrained tag's preprocessing."""
     size = cfg["vision_cfg"]["image_size"]
     tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}  # preprocessing of a tag
-    info = ModelInfo(
+    return ModelInfo(
         name=name,
         pretrained=pretrained,
         embed_dim=cfg["embed_dim"],
@@ -290,11 +310,3 @@ def load_model(
         image_mean=tuple(tag_cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN),
         image_std=tuple(tag_cfg.get("std") or open_clip.OPENAI_DATASET_STD),
     )
-    tokenizer = open_clip.SimpleTokenizer(context_length=info.context_length)
-    model = VideoCoCa(coca, tokenizer, info, precision=precision).to(dev)
-    if name == TINY_NAME and (TINY_DIR / "generation.json").is_file():
-        gen = json.loads((TINY_DIR / "generation.json").read_text())
-        model.caption_suppress = tuple(gen.get("caption_suppress", ()))
-    if finetuned is not None:
-        apply_finetuned(model, finetuned)
-    return model

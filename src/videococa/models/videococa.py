@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..deprecation import renamed_keywords
 from ..limits import MAX_FRAMES
 from ..paths import shorten
 from ..text import QA_TEMPLATE, qa_prompt
@@ -198,17 +199,21 @@ class VideoCoCa(nn.Module):
 
         This is the frozen, expensive part; its output is what finetuning caches.
         """
+        with torch.inference_mode():
+            return self._encode_frames(frames)
+
+    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """`encode_frames` in the caller's grad mode."""
         frames = self._check_frames(frames)
         b, t = frames.shape[:2]
         visual = self.coca.visual
         flat = frames.flatten(0, 1)  # (B*T, 3, H, W)
         outs = []
-        with torch.inference_mode(), self.autocast():
+        with self.autocast():
             for chunk in flat.split(self.frame_batch_size):
                 x = visual._embeds(chunk)  # (b*t, N, W)
                 outs.append(visual.transformer(x))  # (b*t, N, W)
-        tokens = torch.cat(outs)
-        return tokens.unflatten(0, (b, t))  # (B, T, N, W)
+        return torch.cat(outs).unflatten(0, (b, t))  # (B, T, N, W)
 
     @property
     def temporal(self) -> str:
@@ -242,30 +247,38 @@ class VideoCoCa(nn.Module):
 
     def pool(self, frame_tokens: torch.Tensor, *, per_video: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable flattened attentional pooling: (B, T, N, W) -> embedding (B, E) before normalising,
-        generative tokens (B, Q-1, E). Runs in the caller's grad mode and autocast: finetuning trains through it,
-        `pool_frame_tokens` (and so `encode_video`) calls it under inference_mode. `per_video`: one pooler pass
-        per video (see pool_frame_tokens)."""
+        generative tokens (B, Q-1, E). Runs in the caller's grad mode and autocast: finetuning trains through it;
+        `encode_video` and `pool_frame_tokens` run it under inference_mode. `per_video`: one pooler pass per
+        video (see _pool_normalized)."""
         visual = self.coca.visual
         x = self.add_temporal(frame_tokens).flatten(1, 2)  # (B, T*N, W)
-        pooled, tokens = [], []
+        pooled, video_tokens = [], []
         for video in x.split(1) if per_video else [x]:
             p, t = visual._pool(video)  # attn_pool -> ln_post -> query 0 (b, E'), queries 1.. (b, Q-1, E)
             if visual.proj is not None:
                 p = p @ visual.proj  # (b, E)
             pooled.append(p)
-            tokens.append(t)
-        return torch.cat(pooled), torch.cat(tokens)  # (B, E), (B, Q-1, E)
+            video_tokens.append(t)
+        return torch.cat(pooled), torch.cat(video_tokens)  # (B, E), (B, Q-1, E)
 
+    @torch.inference_mode()
     def pool_frame_tokens(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`pool` for inference: (B, T, N, W) -> normalised embedding (B, E), generative tokens (B, Q-1, E)."""
+        """`pool` for inference: (B, T, N, W) -> normalised embedding (B, E), generative tokens (B, Q-1, E).
+
+        Under inference_mode, like `encode_video`: what it returns is for ranking and decoding, never for a
+        loss (finetuning trains through `pool`)."""
+        return self._pool_normalized(frame_tokens)
+
+    def _pool_normalized(self, frame_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`pool_frame_tokens` in the caller's grad mode: one pass per video, embedding normalised, fp32."""
         if frame_tokens.ndim != 4:
             raise OptionError(f"frame_tokens must have shape (B, T, N, W), got {tuple(frame_tokens.shape)}")
-        with torch.inference_mode(), self.autocast():
+        with self.autocast():
             # One video at a time: nn.MultiheadAttention(batch_first) transposes its inputs, and for
             # B > 1 the CPU linear on that strided input copies the weight per batch element
             # (19x slower in bf16, 1.9x in fp32; bench/RESULTS.md). With B = 1 it is a plain matmul.
-            pooled, tokens = self.pool(frame_tokens.to(self.device, torch.float32), per_video=True)
-            return F.normalize(pooled.float(), dim=-1), tokens.float()  # (B, E), (B, Q-1, E)
+            pooled, video_tokens = self.pool(frame_tokens.to(self.device, torch.float32), per_video=True)
+            return F.normalize(pooled.float(), dim=-1), video_tokens.float()  # (B, E), (B, Q-1, E)
 
     def encode_video(
         self,
@@ -285,24 +298,26 @@ class VideoCoCa(nn.Module):
         With `return_tokens=True` also returns the generative tokens (B, Q-1, E) for the decoder.
         """
         check_choice(pooling, POOLINGS, "pooling")
-        if pooling == "attentional":
-            emb, tokens = self.pool_frame_tokens(self.encode_frames(frames))
-        else:
-            emb, tokens = self._encode_mean(frames)
-        return (emb, tokens) if return_tokens else emb
+        with torch.inference_mode():
+            if pooling == "attentional":
+                emb, video_tokens = self._pool_normalized(self._encode_frames(frames))
+            else:
+                emb, video_tokens = self._encode_mean(frames)
+        return (emb, video_tokens) if return_tokens else emb
 
     def _encode_mean(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean-pooling baseline in the caller's grad mode: (B, E) normalised, (B, Q-1, E)."""
         frames = self._check_frames(frames)
         b, t = frames.shape[:2]
         embs, toks = [], []
-        with torch.inference_mode(), self.autocast():
+        with self.autocast():
             for chunk in frames.flatten(0, 1).split(self.frame_batch_size):
                 e, tk = self.coca._encode_image(chunk, normalize=True)  # (b*t, E), (b*t, Q-1, E)
                 embs.append(e.float())
                 toks.append(tk.float())
         emb = torch.cat(embs).unflatten(0, (b, t)).mean(1)  # (B, E)
-        tokens = torch.cat(toks).unflatten(0, (b, t)).mean(1)  # (B, Q-1, E)
-        return F.normalize(emb, dim=-1), tokens
+        video_tokens = torch.cat(toks).unflatten(0, (b, t)).mean(1)  # (B, Q-1, E)
+        return F.normalize(emb, dim=-1), video_tokens
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -328,17 +343,18 @@ class VideoCoCa(nn.Module):
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Text embeddings (N, E), L2-normalised, with the open_clip tokenizer."""
-        tokens = self.tokenize(texts)
+        token_ids = self.tokenize(texts)
         with torch.inference_mode(), self.autocast():
-            emb = self.coca.encode_text(tokens, normalize=False)
+            emb = self.coca.encode_text(token_ids, normalize=False)
         return F.normalize(emb.float(), dim=-1)
 
     # ------------------------------------------------------------------ generation
+    @renamed_keywords(tokens="video_tokens")
     def generate(
         self,
         frames: torch.Tensor | None = None,
         *,
-        tokens: torch.Tensor | None = None,
+        video_tokens: torch.Tensor | None = None,
         config: GenerationConfig | None = None,
         prompt: str | Sequence[str] | None = None,
         return_details: bool = False,
@@ -347,8 +363,8 @@ class VideoCoCa(nn.Module):
         """Captions (or continuations of `prompt`) for a batch of videos.
 
         Give frames (B, T, 3, H, W) as `encode_video` takes them (float model input, or uint8 of any size) or
-        the generative tokens (B, Q-1, E) from `encode_video(..., return_tokens=True)`, so one encoding
-        serves many decodings. How to decode is a `GenerationConfig` (default: beam search, 6 beams, up to
+        `video_tokens` (B, Q-1, E) from `encode_video(..., return_tokens=True)`, so one encoding serves many
+        decodings (`tokens=` is the deprecated name of `video_tokens=`). How to decode is a `GenerationConfig` (default: beam search, 6 beams, up to
         30 new tokens); any of its fields may also be given by name (`method="greedy", max_len=20`) and
         override the config. `suppress=None` (the default) uses the model's own list for captions without a
         prompt (videococa-tiny: its question-answer format). Returns strings, or Caption records with token
@@ -359,7 +375,7 @@ class VideoCoCa(nn.Module):
             raise TypeError(f"generate() got unexpected keyword arguments: {', '.join(unknown)}")
         cfg = dataclasses.replace(config or GenerationConfig(), **overrides)
         cfg.check()
-        image_embs = self._generation_tokens(frames, tokens)
+        image_embs = self._video_tokens(frames, video_tokens)
         b = image_embs.shape[0]
         method, max_len, suppress = cfg.method, cfg.max_len, cfg.suppress
         prompts = self._prompts(prompt, b)
@@ -391,12 +407,13 @@ class VideoCoCa(nn.Module):
                     results[i] = Caption(self.decode_ids(ids), ids, score)
         return results if return_details else [r.text for r in results]  # type: ignore[union-attr]
 
+    @renamed_keywords(tokens="video_tokens")
     def answer(
         self,
         frames: torch.Tensor | None = None,
         questions: str | Sequence[str] = (),
         *,
-        tokens: torch.Tensor | None = None,
+        video_tokens: torch.Tensor | None = None,
         template: str = QA_TEMPLATE,
         method: Method = "greedy",
         max_len: int = 10,
@@ -404,14 +421,14 @@ class VideoCoCa(nn.Module):
     ) -> list[str]:
         """Answer one question per video (a single string asks every video the same), zero-shot or finetuned.
 
-        frames as `encode_video` takes them (float model input, or uint8 of any size), or `tokens` from it.
+        frames as `encode_video` takes them (float model input, or uint8 of any size), or `video_tokens` from it.
 
         The question goes into `template`, the decoder continues it, and the continuation is
         normalised (lowercase, trimmed, punctuation removed).
         """
         if "{}" not in template:
             raise OptionError(f"template must contain '{{}}' where the question goes, got {template!r}")
-        image_embs = self._generation_tokens(frames, tokens)
+        image_embs = self._video_tokens(frames, video_tokens)
         qs = [questions] * image_embs.shape[0] if isinstance(questions, str) else list(questions)
         if len(qs) != image_embs.shape[0] or not qs:
             raise OptionError(f"give one question per video: {image_embs.shape[0]} videos, {len(qs)} questions")
@@ -419,32 +436,34 @@ class VideoCoCa(nn.Module):
             if not isinstance(q, str) or not q.strip():
                 raise OptionError(f"questions must be non-empty strings, got {q!r}")
         kwargs.setdefault("min_len", 1)
-        texts = self.generate(tokens=image_embs, prompt=[qa_prompt(q, template) for q in qs], method=method,
+        texts = self.generate(video_tokens=image_embs, prompt=[qa_prompt(q, template) for q in qs], method=method,
                               max_len=max_len, **kwargs)
         return [normalize_answer(t) for t in texts]
 
-    def _generation_tokens(self, frames: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
-        if (frames is None) == (tokens is None):
-            raise OptionError("give either frames (B, T, 3, H, W) or tokens (B, Q-1, E), not both or neither")
+    def _video_tokens(self, frames: torch.Tensor | None, video_tokens: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's input (B, Q-1, E): `video_tokens` as given (checked), or encoded from `frames`."""
+        if (frames is None) == (video_tokens is None):
+            raise OptionError("give either frames (B, T, 3, H, W) or video_tokens (B, Q-1, E), not both or neither")
         if frames is not None:
-            _, tokens = self.encode_video(frames, return_tokens=True)
-        assert tokens is not None
-        if tokens.ndim != 3 or tokens.shape[-1] != self.coca.text_decoder.width:
+            _, video_tokens = self.encode_video(frames, return_tokens=True)
+        assert video_tokens is not None
+        if video_tokens.ndim != 3 or video_tokens.shape[-1] != self.coca.text_decoder.width:
             raise OptionError(
-                f"tokens must have shape (B, Q-1, {self.coca.text_decoder.width}) as encode_video(..., "
-                f"return_tokens=True) returns, got {tuple(tokens.shape)}"
+                f"video_tokens must have shape (B, Q-1, {self.coca.text_decoder.width}) as encode_video(..., "
+                f"return_tokens=True) returns, got {tuple(video_tokens.shape)}"
             )
-        return tokens.to(self.device)
+        return video_tokens.to(self.device)
 
     def _single_token_ids(self, words: Sequence[str]) -> list[int]:
         if isinstance(words, str):
             raise TypeError("suppress must be a list of words, not a single string; wrap it: [word]")
         ids = []
         for word in words:
-            toks = self.tokenizer.encode(word)
-            if len(toks) != 1:
-                raise OptionError(f"suppress word {word!r} is {len(toks)} tokens; give words that are one token each")
-            ids.append(toks[0])
+            word_ids = self.tokenizer.encode(word)
+            if len(word_ids) != 1:
+                raise OptionError(f"suppress word {word!r} is {len(word_ids)} tokens; give words that are one token "
+                                  "each")
+            ids.append(word_ids[0])
         return ids
 
     @staticmethod

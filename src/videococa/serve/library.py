@@ -109,7 +109,7 @@ class Library:
                 raise NotFound(f"no entry {entry_id} in this library")
             return vec
         assert upload is not None
-        frames, pooling = self.index.frames, self.index.pooling
+        frames, pooling = self.index.num_frames, self.index.pooling
         return self.engine.call(lambda m: m.encode_video(m.read_video(upload, frames).frames[None],
                                                          pooling=pooling)[0].cpu().numpy()).result()
 
@@ -125,12 +125,12 @@ class Library:
 
     # ------------------------------------------------------------------ model calls on a moment
     def caption(self, path: str, start: float | None, end: float | None, **decoding) -> str:
-        frames = self.index.frames
+        frames = self.index.num_frames
         return self.engine.call(lambda m: m.generate(m.read_video(path, frames, start=start, end=end).frames[None],
                                                      **decoding)[0]).result()
 
     def ask(self, path: str, question: str, start: float | None, end: float | None) -> str:
-        frames = self.index.frames
+        frames = self.index.num_frames
         return self.engine.call(lambda m: m.answer(m.read_video(path, frames, start=start, end=end).frames[None],
                                                    question)[0]).result()
 
@@ -193,7 +193,7 @@ class Library:
 
     def stats(self) -> dict:
         with self.reading() as index:
-            s = {**index.stats(), "frames": index.frames, "segment": index.segment}  # numbers, not the stored text
+            s = {**index.stats(), "frames": index.num_frames, "segment": index.segment}  # numbers, not the stored text
         job = self.jobs.running()
         return {**s, "library": os.path.basename(self.root or "") or self.root, "read_only": self.settings.read_only,
                 "job": job.public() if job else None, "auth": self.settings.auth}

@@ -26,7 +26,7 @@ class ModelChoice:
     pretrained: str | None = None
     precision: str | None = None
     device: str = "cpu"
-    frames: int | None = None
+    num_frames: int | None = None
     segment: float | None = None
     captions: bool | None = None
 
@@ -48,8 +48,8 @@ def open_library(settings: ServeSettings, choice: ModelChoice) -> tuple[VideoInd
         probe.close()
         model = load_model(choice.name or s["model"], choice.pretrained or s["pretrained"] or None,
                            device=choice.device, precision=choice.precision or s["precision"])
-        return VideoIndex(settings.index, model, create=False, frames=choice.frames, segment=choice.segment,
-                          captions=choice.captions), model
+        return VideoIndex(settings.index, model, create=False, num_frames=choice.num_frames,
+                          segment=choice.segment, captions=choice.captions), model
     if settings.library is None:
         raise IndexStoreError(f"no video index at {display(settings.index)!r}; give --library DIR to build one")
     if settings.read_only:
@@ -58,8 +58,8 @@ def open_library(settings: ServeSettings, choice: ModelChoice) -> tuple[VideoInd
     if not settings.library.is_dir():
         raise OptionError(f"library {display(settings.library)!r} is not a folder")
     model = load_model(choice.name, choice.pretrained, device=choice.device, precision=choice.precision or "fp32")
-    index = VideoIndex(settings.index, model, frames=choice.frames, segment=choice.segment or DEFAULT_SEGMENT,
-                       captions=bool(choice.captions))
+    index = VideoIndex(settings.index, model, num_frames=choice.num_frames,
+                       segment=choice.segment or DEFAULT_SEGMENT, captions=bool(choice.captions))
     return index, model
 
 

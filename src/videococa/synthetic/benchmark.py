@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 
 from ..cache import cache_root
+from ..deprecation import renamed_keywords
 from ..files import write_json_atomic
 from .world import CLASS_NAMES, QA_TEMPLATE, VideoItem, video_spec
 
@@ -34,12 +35,13 @@ def write_mp4(path: str | os.PathLike, frames, fps: int = 8) -> None:
     tmp.replace(path)
 
 
+@renamed_keywords(frames="num_frames")
 def make_benchmark(
     root: str | os.PathLike | None = None,
     *,
     num_videos: int = 500,
     seed: int = DEFAULT_SEED,
-    frames: int = 16,
+    num_frames: int = 16,
     size: int = 128,
     late_share: float = 0.2,
 ) -> Path:
@@ -50,7 +52,8 @@ def make_benchmark(
     """
     root = Path(root) if root is not None else cache_root() / f"synthetic-v{FORMAT_VERSION}-n{num_videos}-s{seed}"
     ann_path = root / "annotations.json"
-    params = dict(version=FORMAT_VERSION, num_videos=num_videos, seed=seed, frames=frames, size=size,
+    # the recorded key stays "frames": a benchmark written before the rename is reused as it is
+    params = dict(version=FORMAT_VERSION, num_videos=num_videos, seed=seed, frames=num_frames, size=size,
                   late_share=late_share, fps=8)
     if ann_path.exists():
         existing = json.loads(ann_path.read_text())
@@ -62,7 +65,7 @@ def make_benchmark(
         spec = video_spec(seed * 100_003 + i, late_share=late_share)
         rel = f"videos/{i:04d}.mp4"
         if not (root / rel).exists():
-            write_mp4(root / rel, spec.render_frames(frames, size))
+            write_mp4(root / rel, spec.render_frames(num_frames, size))
         items.append(VideoItem(rel, spec.label, spec.captions(), spec.questions(), spec.appears_at > 0))
     doc = {
         "params": params,

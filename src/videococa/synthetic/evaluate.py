@@ -23,7 +23,7 @@ VARIANTS = ("attentional", "mean", "middle frame")
 
 
 VARIANT_SETTINGS = {"attentional": ("attentional", None), "mean": ("mean", None), "middle frame": ("attentional", 1)}
-"""variant -> (pooling, frames); None: the run's frame count. One uniformly sampled frame is the middle one."""
+"""variant -> (pooling, num_frames); None: the run's frame count. One uniformly sampled frame is the middle one."""
 
 
 def evaluate(
@@ -45,14 +45,14 @@ def evaluate(
     results: dict = {"videos": None, "frames": num_frames, "classes": len(CLASS_NAMES),
                      "chance_top1": 1 / len(CLASS_NAMES), "variants": {}}
     for variant in variants:
-        pooling, frames = VARIANT_SETTINGS[variant]
+        pooling, variant_num_frames = VARIANT_SETTINGS[variant]
         out = {}
         for task in ("classify", "retrieve", "caption", "qa"):
             ds = read_synthetic(ann, task)
             if limit:
                 first = set(list(dict.fromkeys(it.video_id for it in ds.items))[:limit])
                 ds.items = [it for it in ds.items if it.video_id in first]
-            r = evaluate_dataset(model, ds, frames=frames or num_frames, pooling=pooling,
+            r = evaluate_dataset(model, ds, num_frames=variant_num_frames or num_frames, pooling=pooling,
                                  generation=replace(CAPTION_DECODING, method=caption_method, max_len=16),
                                  progress=progress, meteor=False)
             out[task] = r["metrics"]
@@ -96,13 +96,13 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="videococa-tiny")
     p.add_argument("--pretrained", default=None)
     p.add_argument("--videos", type=int, default=500)
-    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--frames", "--num-frames", dest="num_frames", type=int, default=8)
     p.add_argument("--root", default=None, help="benchmark folder (default: generated in the cache)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     model = load_model(args.model, args.pretrained)
     root = make_benchmark(args.root, num_videos=args.videos)
-    results = evaluate(model, root, num_frames=args.frames, progress=sys.stderr.isatty())
+    results = evaluate(model, root, num_frames=args.num_frames, progress=sys.stderr.isatty())
     results.update(model=args.model, pretrained=model.info.pretrained, root=str(root))
     print(json.dumps(results, indent=1) if args.json else markdown(results))
     return 0

@@ -10,12 +10,12 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from ..deprecation import renamed_attribute, renamed_keywords
 from ..models.videococa import Pooling, VideoCoCa
-from ..video.loader import FileIssue, VideoLoader
 from ..paths import Scan, display, scan
+from ..video.loader import FileIssue, VideoLoader
 from ..video.decode import VIDEO_SUFFIXES
 from ..video.reader import Clip
-
 
 
 @dataclass
@@ -26,8 +26,10 @@ class EncodedClip:
     """The frames read, with their timestamps and the file's info."""
     embedding: torch.Tensor
     """(E,) L2-normalised video embedding."""
-    tokens: torch.Tensor | None = None
+    video_tokens: torch.Tensor | None = None
     """(Q-1, E) generative tokens for the text decoder, when asked for."""
+
+    tokens = renamed_attribute("tokens", "video_tokens")
 
 
 def scan_inputs(inputs: Sequence[str | os.PathLike], *, prefer=None) -> Scan:
@@ -56,11 +58,12 @@ def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[F
     return paths, failures + notes
 
 
+@renamed_keywords(frames="num_frames")
 def encode_videos(
     model: VideoCoCa,
     paths: Sequence[str | os.PathLike],
     *,
-    frames: int = 8,
+    num_frames: int = 8,
     batch_size: int = 4,
     workers: int = 2,
     pooling: Pooling = "attentional",
@@ -76,7 +79,7 @@ def encode_videos(
     its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
     keeps them), so holding results costs only their embeddings.
     """
-    loader = VideoLoader(paths, frames, batch_size, workers, preprocess=model.preprocess, segment=segment)
+    loader = VideoLoader(paths, num_frames, batch_size, workers, preprocess=model.preprocess, segment=segment)
     last = None
     with tqdm(total=len(loader.paths), desc=desc, unit="video", disable=not progress, leave=False) as bar:
         for batch in loader:
@@ -86,10 +89,10 @@ def encode_videos(
                 part = clips[i : i + 32]
                 out = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
                                          return_tokens=return_tokens)
-                emb, tok = out if return_tokens else (out, None)
+                emb, video_tokens = out if return_tokens else (out, None)
                 for j, c in enumerate(part):
                     clip = c if keep_frames else dataclasses.replace(c, frames=torch.empty(0))
-                    done[id(c)] = EncodedClip(clip, emb[j], None if tok is None else tok[j])
+                    done[id(c)] = EncodedClip(clip, emb[j], None if video_tokens is None else video_tokens[j])
             for item in batch.items:
                 if item.path != last:
                     bar.update(last is not None)
@@ -98,6 +101,7 @@ def encode_videos(
         bar.update(last is not None)
 
 
+@renamed_keywords(frames="num_frames")
 def encode_files(model: VideoCoCa, paths: Sequence[str | os.PathLike], **kwargs) -> Iterator[list[EncodedClip] | FileIssue]:
     """`encode_videos` grouped by file: each readable file's windows as one list (one item without `segment`),
     in input order, or a FileIssue. A file that fails part-way gives only its FileIssue; a file cut short by

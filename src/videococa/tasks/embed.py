@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..deprecation import renamed_keywords
 from ..files import remove_stale_parts
 from ..paths import display
 from ..models.videococa import Pooling, VideoCoCa
@@ -82,10 +83,11 @@ def _resumable(partial: Path, schema, wanted: set[str], report: EmbedReport):
     return None
 
 
-def _schema(model: VideoCoCa, frames: int, pooling: str, segment: float | None):
+def _schema(model: VideoCoCa, num_frames: int, pooling: str, segment: float | None):
     import pyarrow as pa
 
-    meta = {k: str(v) for k, v in model.provenance(frames=frames, pooling=pooling, segment=segment or 0).items()}
+    # the stored key stays "frames" (files written before the rename keep resuming)
+    meta = {k: str(v) for k, v in model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0).items()}
     return pa.schema([
         ("path", pa.string()), ("path_bytes", pa.binary()), ("start", pa.float64()), ("end", pa.float64()),
         ("duration", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()),
@@ -123,8 +125,9 @@ def _write(writer, rows: list[tuple], schema) -> int:
     return len(rows)
 
 
+@renamed_keywords(frames="num_frames")
 def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
-                     frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
+                     num_frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
                      batch_size: int = 4, workers: int = 2, row_group: int = 256,
                      progress: bool = False) -> EmbedReport:
     """Embed each video (or each `segment`-second window) and write one Parquet row per embedding.
@@ -143,7 +146,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
     if out.is_dir():
         raise OptionError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
-    schema = _schema(model, frames, pooling, segment)
+    schema = _schema(model, num_frames, pooling, segment)
     partial = out.with_name(out.name + ".partial")
     report = EmbedReport(str(out), partial=str(partial))
     _clean_stale_parts(out, report)
@@ -158,7 +161,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
                 writer.write_table(carried)
                 report.rows = carried.num_rows
             try:
-                for item in encode_files(model, [p for p in paths if os.fspath(p) not in done], frames=frames,
+                for item in encode_files(model, [p for p in paths if os.fspath(p) not in done], num_frames=num_frames,
                                          batch_size=batch_size, workers=workers, pooling=pooling, segment=segment,
                                          progress=progress, desc="embed"):
                     if isinstance(item, FileIssue):

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
+from ..deprecation import renamed_attribute, renamed_keywords
 from ..errors import FeatureCacheError, VideoCoCaError
 from ..files import load_tensors, save_tensors_atomic, write_json_atomic
 from ..models.videococa import VideoCoCa
@@ -53,9 +54,10 @@ class CacheReport:
 
 
 class FeatureCache:
-    """Open a feature cache; with `model`/`frames`, check it was made with them."""
+    """Open a feature cache; with `model`/`num_frames`, check it was made with them."""
 
-    def __init__(self, path: str | os.PathLike, model: VideoCoCa | None = None, frames: int | None = None):
+    @renamed_keywords(frames="num_frames")
+    def __init__(self, path: str | os.PathLike, model: VideoCoCa | None = None, num_frames: int | None = None):
         self.path = Path(path)
         mpath = self.path / "manifest.json"
         if not mpath.is_file():
@@ -67,8 +69,8 @@ class FeatureCache:
             problems.append(f"it was made with {self.manifest['model']} [{self.manifest['pretrained'] or 'random'}] "
                             f"(weights {self.manifest['fingerprint']}), not {model.info.name} "
                             f"[{model.info.pretrained or 'random'}] (weights {model.fingerprint()})")
-        if frames is not None and frames != self.manifest["frames"]:
-            problems.append(f"it holds {self.manifest['frames']} frames per clip, not {frames}")
+        if num_frames is not None and num_frames != self.manifest["frames"]:
+            problems.append(f"it holds {self.manifest['frames']} frames per clip, not {num_frames}")
         if problems:
             raise FeatureCacheError(f"feature cache {str(self.path)!r} does not match: " + "; ".join(problems))
         self.db = sqlite3.connect(self.path / "index.sqlite")
@@ -76,8 +78,11 @@ class FeatureCache:
         self._shards: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
-    def frames(self) -> int:
+    def num_frames(self) -> int:
+        """Frames per clip the cache holds (the manifest's "frames")."""
         return int(self.manifest["frames"])
+
+    frames = renamed_attribute("frames", "num_frames")
 
     def __contains__(self, key: str) -> bool:
         return key in self._rows
@@ -106,23 +111,45 @@ class FeatureCache:
         return t
 
 
+@renamed_keywords(frames="num_frames")
 def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, float | None]],
-                   out: str | os.PathLike, *, frames: int = 8, shard_size: int = 256, batch_size: int = 8,
+                   out: str | os.PathLike, *, num_frames: int = 8, shard_size: int = 256, batch_size: int = 8,
                    progress: bool = False) -> CacheReport:
     """Encode each (path, start, end) clip once with the frozen encoder and store its tokens (resumable)."""
     out = Path(out)
+    db = _open_for_writing(out, model, num_frames)
+    report = CacheReport()
+    to_cache = _clips_to_cache(clips, {r[0] for r in db.execute("SELECT key FROM clips")}, report)
+    shards = _ShardWriter(out, db, report)
+    try:
+        for i in tqdm(range(0, len(to_cache), batch_size), desc="cache features", unit="batch", disable=not progress):
+            for key, tokens in _encode_batch(model, to_cache[i : i + batch_size], num_frames, report):
+                shards.add(key, tokens)
+            if len(shards.pending) >= shard_size:
+                shards.flush()
+    finally:
+        shards.flush()  # also on Ctrl-C: what was encoded is kept
+        db.close()
+    return report
+
+
+def _open_for_writing(out: Path, model: VideoCoCa, num_frames: int) -> sqlite3.Connection:
+    """The cache's index database, after writing a new cache's manifest or checking an existing one's."""
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
-    manifest = {"version": FORMAT_VERSION, **model.provenance(frames=frames)}
+    manifest = {"version": FORMAT_VERSION, **model.provenance(frames=num_frames)}  # key "frames" as before
     if mpath.is_file():
-        FeatureCache(out, model, frames).db.close()  # refuses a mismatched cache before any work
+        FeatureCache(out, model, num_frames).db.close()  # refuses a mismatched cache before any work
     else:
         write_json_atomic(mpath, manifest, indent=1)
     db = sqlite3.connect(out / "index.sqlite", isolation_level=None)
     db.execute("CREATE TABLE IF NOT EXISTS clips (key TEXT PRIMARY KEY, shard TEXT NOT NULL, sha256 TEXT NOT NULL)")
-    done = {r[0] for r in db.execute("SELECT key FROM clips")}
-    n_shards = len({r[0] for r in db.execute("SELECT shard FROM clips")})
-    report = CacheReport()
+    return db
+
+
+def _clips_to_cache(clips: Sequence[tuple[str, float | None, float | None]], done: set[str],
+                    report: CacheReport) -> list[tuple[str, str, float | None, float | None]]:
+    """(key, path, start, end) of each clip not yet cached, once each; cached ones are counted as skipped."""
     to_cache, queued = [], set()
     for p, s, e in clips:
         k = clip_key(p, s, e)
@@ -131,43 +158,54 @@ def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, fl
         elif k not in queued:
             queued.add(k)
             to_cache.append((k, p, s, e))
-    pending: dict[str, tuple[str, torch.Tensor]] = {}
+    return to_cache
 
-    def flush() -> None:
-        nonlocal n_shards
-        if not pending:
+
+def _encode_batch(model: VideoCoCa, batch: Sequence[tuple[str, str, float | None, float | None]], num_frames: int,
+                  report: CacheReport) -> list[tuple[str, torch.Tensor]]:
+    """(key, fp16 tokens (T, N, W)) of each readable clip of `batch`; unreadable ones go to report.failed."""
+    keys, frames = [], []
+    for k, p, s, e in batch:
+        try:
+            clip = read_video(p, num_frames, start=s, end=e, preprocess=model.preprocess)
+        except (VideoCoCaError, ValueError) as exc:
+            report.failed.append((p, str(exc)))
+            continue
+        keys.append(k)
+        frames.append(clip.frames)
+    if not keys:
+        return []
+    frame_tokens = model.encode_frames(torch.stack(frames)).to(torch.float16).cpu()  # (b, T, N, W)
+    return list(zip(keys, frame_tokens))
+
+
+class _ShardWriter:
+    """Encoded clips waiting to be written as one shard: the shard file first (atomically), then its rows in
+    one transaction, so a committed row always has its shard."""
+
+    def __init__(self, out: Path, db: sqlite3.Connection, report: CacheReport):
+        self.out, self.db, self.report = out, db, report
+        self.count = len({r[0] for r in db.execute("SELECT shard FROM clips")})
+        self.pending: dict[str, tuple[str, torch.Tensor]] = {}
+        """key -> (sha256, fp16 tokens (T, N, W)) of the clips not yet written."""
+
+    def add(self, key: str, frame_tokens: torch.Tensor) -> None:
+        t = frame_tokens.contiguous()
+        self.pending[key] = (_sha(t), t)
+
+    def flush(self) -> None:
+        if not self.pending:
             return
-        name = f"shard-{n_shards:05d}.safetensors"
-        while (out / name).exists():  # a shard from an interrupted run whose rows never committed
-            n_shards += 1
-            name = f"shard-{n_shards:05d}.safetensors"
-        save_tensors_atomic(out / name, {hashlib.sha1(k.encode()).hexdigest(): t for k, (_, t) in pending.items()})
-        db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO clips VALUES (?, ?, ?)", [(k, name, h) for k, (h, _) in pending.items()])
-        db.execute("COMMIT")
-        report.cached += len(pending)
-        pending.clear()
-        n_shards += 1
-
-    try:
-        for i in tqdm(range(0, len(to_cache), batch_size), desc="cache features", unit="batch", disable=not progress):
-            part, frames_ok = [], []
-            for k, p, s, e in to_cache[i : i + batch_size]:
-                try:
-                    clip = read_video(p, frames, start=s, end=e, preprocess=model.preprocess)
-                except (VideoCoCaError, ValueError) as exc:
-                    report.failed.append((p, str(exc)))
-                    continue
-                part.append(k)
-                frames_ok.append(clip.frames)
-            if part:
-                tokens = model.encode_frames(torch.stack(frames_ok)).to(torch.float16).cpu()  # (b, T, N, W)
-                for k, t in zip(part, tokens):
-                    t = t.contiguous()
-                    pending[k] = (_sha(t), t)
-            if len(pending) >= shard_size:
-                flush()
-    finally:
-        flush()  # also on Ctrl-C: what was encoded is kept
-        db.close()
-    return report
+        name = f"shard-{self.count:05d}.safetensors"
+        while (self.out / name).exists():  # a shard from an interrupted run whose rows never committed
+            self.count += 1
+            name = f"shard-{self.count:05d}.safetensors"
+        save_tensors_atomic(self.out / name, {hashlib.sha1(k.encode()).hexdigest(): t
+                                              for k, (_, t) in self.pending.items()})
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT OR REPLACE INTO clips VALUES (?, ?, ?)",
+                            [(k, name, h) for k, (h, _) in self.pending.items()])
+        self.db.execute("COMMIT")
+        self.report.cached += len(self.pending)
+        self.pending.clear()
+        self.count += 1

@@ -17,7 +17,7 @@ the captioning loss is normalised by the token count of the whole batch, so K pr
 and update as one process with the same global batch.
 
 A run directory (`videococa.models.finetuned.RunDir`, which `load_model(finetuned=)` reads too) holds
-`trained.safetensors` (only the trained parameters), `run.json` (base model and fingerprint, data,
+`trained.safetensors` (only the trained parameters), `run.json` (the base model's provenance, data,
 hyper-parameters, metrics per epoch), `state.pt` (optimizer, step, RNG: exact resume), `log.csv` (step,
 epoch, losses, lr) and, when the `tensorboard` package is installed, TensorBoard event files in `tb/` with
 the same scalars and the validation metrics.
@@ -171,16 +171,16 @@ class _Losses(nn.Module):
         self.con_w, self.cap_w = weights
         self.train_text = train_text
 
-    def forward(self, frame_tokens: torch.Tensor, tok: torch.Tensor, keys: list[str], caption_tokens: int,
+    def forward(self, frame_tokens: torch.Tensor, token_ids: torch.Tensor, keys: list[str], caption_tokens: int,
                 share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """frame_tokens (b, T, N, W), tok (b, L) of this process; `caption_tokens`: target tokens in the whole
-        batch over all processes; `share`: the batch's part of the optimizer step. Returns this process's
+        """frame_tokens (b, T, N, W), text token_ids (b, L) of this process; `caption_tokens`: target tokens in
+        the whole batch over all processes; `share`: the batch's part of the optimizer step. Returns this process's
         loss to backpropagate and the (contrastive, caption) values of the whole batch."""
         coca = self.model.coca
         if not self.con_w:  # drop all-padding columns: exact for the captioning loss (causal attention,
-            tok = tok[:, : int((tok != 0).sum(1).max())]  # padding targets ignored), and 5-7x less work
+            token_ids = token_ids[:, : int((token_ids != 0).sum(1).max())]  # padding targets ignored); 5-7x less work
         with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
-            text_latent, text_embs = coca._encode_text(tok)  # (b, E) normalised, (b, L, W)
+            text_latent, text_embs = coca._encode_text(token_ids)  # (b, E) normalised, (b, L, W)
         pooled, image_embs = self.model.pool(frame_tokens.float())  # (b, E), (b, Q-1, E) with gradients
         video = F.normalize(pooled, dim=-1)
         zero = frame_tokens.new_zeros(())
@@ -196,7 +196,7 @@ class _Losses(nn.Module):
         if self.cap_w:
             hidden = decoder_hidden(coca.text_decoder, image_embs, text_embs[:, :-1])  # (b, L-1, W)
             logits = hidden @ coca.text_decoder.text_projection  # (b, L-1, V)
-            labels = tok[:, 1:]
+            labels = token_ids[:, 1:]
             cap_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                       ignore_index=0, reduction="sum")
         cap = cap_sum / caption_tokens * world  # averaged over processes by DDP: the whole batch's token mean
@@ -206,9 +206,9 @@ class _Losses(nn.Module):
 
 def caption_loss(model: VideoCoCa, frame_tokens: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
     """CoCa's captioning cross-entropy (mean over target tokens) for (B, T, N, W) cached tokens and their texts."""
-    tok = model.tokenize(texts).to(model.device)  # (B, L)
+    token_ids = model.tokenize(texts).to(model.device)  # (B, L)
     losses = _Losses(model, (0.0, 1.0), train_text=False)
-    return losses(frame_tokens, tok, [""] * len(texts), int((tok[:, 1:] != 0).sum()), 1.0)[0]
+    return losses(frame_tokens, token_ids, [""] * len(texts), int((token_ids[:, 1:] != 0).sum()), 1.0)[0]
 
 
 def _lr(step: int, total: int, cfg: FinetuneConfig) -> float:
@@ -250,7 +250,7 @@ class _Session:
     missing: int
     """How many clips of the training pairs the feature cache lacks."""
     base: dict
-    """The base model's name, pretrained tag and weight fingerprint (run.json's `base`)."""
+    """The base model's `provenance()` (name, pretrained tag, precision, weight fingerprint, ...): run.json's `base`."""
     rank: int
     """This process's rank; process 0 writes the run directory."""
     world: int
@@ -312,9 +312,9 @@ def _set_up(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, 
     if not pairs:
         raise FinetuneError(f"none of the {len(train_pairs)} training pairs has its clip in the feature cache "
                             f"{str(cache.path)!r}")
+    base = model.provenance()  # before enable_temporal, whose new modules change the fingerprint
     torch.manual_seed(cfg.seed)
     model.enable_temporal(cfg.temporal, layers=cfg.temporal_layers)  # type: ignore[arg-type]
-    base = {"model": model.info.name, "pretrained": model.info.pretrained, "fingerprint": cache.manifest["fingerprint"]}
     params = trainable_parameters(model, contrastive=cfg.weights()[0] > 0, train_text=cfg.train_text)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -382,14 +382,14 @@ def _backward(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, batch: list
     `step_pairs` pairs; `sync`: all-reduce the gradients now (the step's last batch). Returns the whole batch's
     (contrastive, caption) losses times that share."""
     mine = batch[s.rank :: s.world]
-    tok = s.model.tokenize([s.pairs[i][1] for i in mine]).to(s.model.device)  # (b, L)
-    n_tok = (tok[:, 1:] != 0).sum()
+    token_ids = s.model.tokenize([s.pairs[i][1] for i in mine]).to(s.model.device)  # (b, L)
+    n_targets = (token_ids[:, 1:] != 0).sum()
     if s.world > 1:
-        dist.all_reduce(n_tok)
+        dist.all_reduce(n_targets)
     feats = torch.stack([cache.get(s.pairs[i][0]) for i in mine]).to(s.model.device)  # (b, T, N, W)
     with contextlib.nullcontext() if sync else s.losses.no_sync():
         with torch.autocast(s.model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss, con, cap = s.losses(feats, tok, [s.pairs[i][0] for i in mine], int(n_tok),
+            loss, con, cap = s.losses(feats, token_ids, [s.pairs[i][0] for i in mine], int(n_targets),
                                      len(batch) / step_pairs)
         loss.backward()
     return torch.stack([con.float().cpu(), cap.float().cpu()]) * len(batch) / step_pairs
