@@ -25,7 +25,10 @@ def machine() -> str:
     except OSError:
         isa = []
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores ({', '.join(isa) or 'no bf16 ISA'}), {gpu}; "
+    from videococa.models.precision import cpu_capability, native_bf16
+
+    kind = f"{cpu_capability()}; precision auto = {'bf16' if native_bf16('cpu') else 'fp32'} on CPU"
+    return (f"{cpu}, {os.cpu_count()} cores ({', '.join(isa) or 'no bf16 ISA'}; {kind}), {gpu}; "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 

@@ -103,7 +103,9 @@ def _add_model_options(p: argparse.ArgumentParser, *, num_frames: bool = True) -
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="model name (default: videococa-tiny, the bundled model)")
     g.add_argument("--pretrained", default=None, help="pretrained tag, hf-hub:org/repo, or a weights file")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 where the hardware multiplies it natively (CUDA, AMX, AVX512-BF16), "
+                   "else fp32")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--finetuned", default=None, metavar="RUN_DIR", help="apply a `videococa finetune` run to the model")
     if num_frames:
@@ -402,7 +404,7 @@ def cmd_finetune(args) -> int:
     cache = FeatureCache(args.features, model)
     pairs = training_pairs(train_items, args.task)
     cfg = FinetuneConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, accumulate=args.accumulate,
-                         lr=args.lr, bf16=args.precision == "bf16", temporal=args.temporal,
+                         lr=args.lr, bf16=model.precision == "bf16", temporal=args.temporal,
                          temporal_layers=args.temporal_layers, contrastive_weight=args.contrastive_weight,
                          caption_weight=args.caption_weight, train_text=args.train_text, seed=args.seed,
                          extra={"train": args.train, "val": args.val, "dataset": args.dataset,
@@ -495,7 +497,7 @@ def _add_serve_command(sub) -> None:
                              "videococa-tiny, 8 frames, 5 s segments)")
     g.add_argument("--model", default=_env("model"))
     g.add_argument("--pretrained", default=_env("pretrained"))
-    g.add_argument("--precision", default=None, choices=["fp32", "bf16"])
+    g.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
     g.add_argument("--device", default=_env("device", "cpu"))
     g.add_argument("--frames", "--num-frames", dest="num_frames", type=_num_frames, default=None,
                    help="frames per entry (a new index)")
@@ -545,7 +547,7 @@ def _add_library_commands(sub) -> None:
     g = p.add_argument_group("model (default: the one the index was built with)")
     g.add_argument("--model", default=None)
     g.add_argument("--pretrained", default=None)
-    g.add_argument("--precision", default=None, choices=["fp32", "bf16"])
+    g.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
     g.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
 

@@ -18,6 +18,11 @@ def flags(monkeypatch):
     return set_flags
 
 
+@pytest.fixture(autouse=True)
+def _no_override(monkeypatch):
+    monkeypatch.delenv(P.ENV, raising=False)
+
+
 def test_auto_follows_the_cpu(flags):
     flags("avx2", "fma")
     assert P.resolve_precision("auto", "cpu") == "fp32" and P.cpu_capability() in ("AVX2", "AVX512", "DEFAULT")
@@ -40,3 +45,23 @@ def test_explicit_choices_are_kept(flags):
 
 def test_slowdown_is_a_measured_positive_ratio():
     assert P.bf16_slowdown(64, 2) > 0
+
+
+def test_environment_overrides_auto_only(flags, monkeypatch):
+    flags("amx_bf16")
+    monkeypatch.setenv(P.ENV, "fp32")
+    assert P.resolve_precision("auto", "cpu") == "fp32" and P.resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_load_model_resolves_auto(flags):
+    from videococa import load_model
+
+    flags("avx2")
+    assert load_model("videococa-tiny").precision == "fp32"
+    flags("amx_bf16")
+    model = load_model("videococa-tiny")
+    assert model.precision == "bf16" and model.provenance()["precision"] == "bf16"
+    from videococa.errors import OptionError
+
+    with pytest.raises(OptionError, match="precision"):
+        load_model("videococa-tiny", precision="fp16")

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import warnings
+from typing import Literal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,7 +26,8 @@ from torch import nn
 
 from ..errors import CheckpointError, ModelNotFoundError, OptionError, WeightsUnavailableError
 from .finetuned import apply_finetuned
-from .videococa import PRECISIONS, ModelInfo, Precision, VideoCoCa, check_choice
+from .precision import PRECISION_CHOICES, resolve_precision
+from .videococa import ModelInfo, Precision, VideoCoCa, check_choice
 
 TINY_NAME = "videococa-tiny"
 TINY_DIR = Path(__file__).parent / "tiny"
@@ -231,7 +233,7 @@ def load_model(
     pretrained: str | None = None,
     *,
     device: str | torch.device = "cpu",
-    precision: Precision = "fp32",
+    precision: Precision | Literal["auto"] = "auto",
     finetuned: str | os.PathLike | None = None,
 ) -> VideoCoCa:
     """Load a CoCa checkpoint as a VideoCoCa model (no video training needed).
@@ -244,10 +246,14 @@ def load_model(
     pretrained: an open_clip tag ('laion2b_s13b_b90k', 'mscoco_finetuned_laion2b_s13b_b90k'),
         'hf-hub:org/repo', or a local .safetensors/.bin/.pt file. None gives random weights
         (with a warning) for open_clip configs, and the bundled weights for videococa-tiny.
+    precision: 'auto' (bf16 where the device multiplies it natively: CUDA, or CPUs with AMX / AVX512-BF16;
+        fp32 elsewhere; the environment variable VIDEOCOCA_PRECISION overrides what 'auto' picks), 'fp32' or
+        'bf16' (which warns, with the measured cost, on a CPU that only emulates it).
     """
     name = name or TINY_NAME
-    check_choice(precision, PRECISIONS, "precision")
+    check_choice(precision, PRECISION_CHOICES, "precision")
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
     cfg = _model_config(name)
     weights, pretrained = _weights_file(name, pretrained)
     coca = _build_coca(cfg, weights, precision)

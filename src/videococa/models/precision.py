@@ -10,12 +10,16 @@ AVX512-BF16, and fp32 elsewhere.
 from __future__ import annotations
 
 import functools
+import os
 import time
 import warnings
 
 import torch
 
 AUTO = "auto"
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16")
+ENV = "VIDEOCOCA_PRECISION"
+"""Environment variable that overrides what 'auto' picks (fp32 or bf16); the test suite sets fp32."""
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of native bf16 matrix multiply on x86 CPUs."""
 
@@ -56,7 +60,11 @@ def native_bf16(device: torch.device | str) -> bool:
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """'fp32' or 'bf16': `precision` itself, or for 'auto' the one that pays on `device`."""
     if precision == AUTO:
-        return "bf16" if native_bf16(device) else "fp32"
+        forced = os.environ.get(ENV, "").strip().lower()
+        if forced in ("fp32", "bf16"):
+            precision = forced
+        else:
+            return "bf16" if native_bf16(device) else "fp32"
     if precision == "bf16" and torch.device(device).type == "cpu" and not native_bf16(device):
         warnings.warn(bf16_cost_message(), stacklevel=3)
     return precision

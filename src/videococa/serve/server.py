@@ -57,7 +57,7 @@ def open_library(settings: ServeSettings, choice: ModelChoice) -> tuple[VideoInd
                               "built already (run once without --read-only, or `videococa index`)")
     if not settings.library.is_dir():
         raise OptionError(f"library {display(settings.library)!r} is not a folder")
-    model = load_model(choice.name, choice.pretrained, device=choice.device, precision=choice.precision or "fp32")
+    model = load_model(choice.name, choice.pretrained, device=choice.device, precision=choice.precision or "auto")
     index = VideoIndex(settings.index, model, num_frames=choice.num_frames,
                        segment=choice.segment or DEFAULT_SEGMENT, captions=bool(choice.captions))
     return index, model
