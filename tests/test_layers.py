@@ -15,7 +15,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "videococa"
 
 LAYERS = [
-    ("ground", ["errors", "deprecation", "limits", "paths", "files", "interrupt", "cache", "version", "text"]),
+    ("ground", ["errors", "deprecation", "limits", "paths", "files", "interrupt", "cache", "version", "text",
+                "formats", "lazy"]),
     ("media", ["video", "data.readers", "synthetic.world", "synthetic.benchmark"]),
     ("models", ["models"]),
     ("tasks", ["tasks", "train"]),

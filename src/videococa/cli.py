@@ -21,18 +21,14 @@ import warnings
 from typing import Sequence
 
 from .data.registry import TASKS, dataset_help, finetune_reading, load_datasets, split_help
-from .demo import run_demo
 from .errors import VideoCoCaError, VideoDecodeError
-from .eval.runner import CAPTION_DECODING, evaluate, evaluate_dataset, markdown_row
 from .files import write_json_atomic
-from .index import VideoIndex
 from .interrupt import catching_sigint, check
 from .limits import MAX_BATCH_FRAMES, MAX_FRAMES, MAX_SEGMENT, MIN_SEGMENT
-from .models import list_models, load_model
 from .paths import display, is_utf8, shorten
-from .tasks import ZeroShotClassifier, embed_to_parquet, encode_videos, load_labels, load_templates, scan_report
-from .train import FeatureCache, FinetuneConfig, cache_features, finetune, training_pairs
-from .video import FileIssue
+
+# The commands import what they run (torch, open_clip, PyAV, FAISS) inside their functions, each marked
+# "heavy (see the top)", so `videococa --help` and usage errors answer at once.
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -133,6 +129,8 @@ def _sub(sub, name: str, help: str, example: str, func, *, model: bool = True, r
 
 
 def _load(args, *, name: str | None = None, pretrained: str | None = None, precision: str | None = None):
+    from .models import load_model  # noqa: PLC0415 - heavy (see the top)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning is printed by the caller
         return load_model(name or args.model, pretrained or args.pretrained, device=args.device,
@@ -191,6 +189,9 @@ def _report_failures(failures, notes=()) -> int:
 
 def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     """(encoded clips, failures) for the given inputs; directories are expanded."""
+    from .tasks import encode_videos, scan_report  # noqa: PLC0415 - heavy (see the top)
+    from .video import FileIssue  # noqa: PLC0415 - heavy (see the top)
+
     paths, failures, notes = scan_report(videos)
     _report_failures([], notes)
     done = []
@@ -203,6 +204,8 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
 
 # --------------------------------------------------------------------------- commands
 def cmd_models(args) -> int:
+    from .models import list_models  # noqa: PLC0415 - heavy (see the top)
+
     models = list_models()
     if args.json:
         print(json.dumps(models))
@@ -214,6 +217,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_classify(args) -> int:
+    from .tasks import ZeroShotClassifier, load_labels, load_templates  # noqa: PLC0415 - heavy (see the top)
+
     labels = load_labels(args.labels)  # bad label sets fail before the model loads
     load_templates(args.templates, labels)
     model = _load(args)
@@ -233,6 +238,8 @@ def cmd_classify(args) -> int:
 
 
 def cmd_index(args) -> int:
+    from .index import VideoIndex  # noqa: PLC0415 - heavy (see the top)
+
     if not args.videos and not args.repair:
         raise UsageError("give the video directories or files to index (or --repair)")
     model = _load(args)
@@ -267,6 +274,8 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from .index import VideoIndex  # noqa: PLC0415 - heavy (see the top)
+
     if (args.query is None) == (args.video is None):
         raise UsageError("give a text QUERY or --video VIDEO (one of them)")
     if args.query is not None and not args.query.strip():
@@ -321,6 +330,8 @@ def cmd_ask(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    from .tasks import embed_to_parquet, scan_report  # noqa: PLC0415 - heavy (see the top)
+
     if not args.out.endswith(".parquet"):
         raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
     paths, failures, notes = scan_report(args.videos)
@@ -344,6 +355,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .eval.runner import CAPTION_DECODING, evaluate, markdown_row  # noqa: PLC0415 - heavy (see the top)
+
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
     out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
@@ -378,6 +391,8 @@ def _dataset_items(task: str, args, annotations, *, split: str | None, purpose: 
 
 
 def cmd_cache_features(args) -> int:
+    from .train import cache_features  # noqa: PLC0415 - heavy (see the top)
+
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
@@ -393,6 +408,9 @@ def cmd_cache_features(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from .eval.runner import evaluate_dataset  # noqa: PLC0415 - heavy (see the top)
+    from .train import FeatureCache, FinetuneConfig, finetune, training_pairs  # noqa: PLC0415 - heavy (see the top)
+
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and args.device.startswith("cuda") and ":" not in args.device:
         args.device = f"cuda:{local_rank}"  # one GPU per torchrun process
@@ -449,6 +467,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .demo import run_demo  # noqa: PLC0415 - heavy (see the top)
+
     return run_demo(_load(args), num_frames=args.num_frames)
 
 

@@ -7,11 +7,11 @@ import glob
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+if TYPE_CHECKING:
+    import torch
+
 
 
 @contextlib.contextmanager
@@ -59,12 +59,16 @@ def write_json_atomic(path: str | os.PathLike, obj, **kwargs) -> None:
 
 def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                         metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file  # noqa: PLC0415 - torch is heavy; this module is also used without it
+
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file, copied into memory (not views of a file that may be rewritten)."""
+    from safetensors import safe_open  # noqa: PLC0415 - as above
+
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k).clone() for k in f.keys()}, dict(f.metadata() or {})
 

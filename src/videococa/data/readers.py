@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from ..errors import AnnotationError, OptionError
-from ..video.decode import VIDEO_SUFFIXES
+from ..formats import VIDEO_SUFFIXES
 
 TextTask = Literal["retrieve", "caption"]
 """How a captioned dataset is used: text<->video retrieval or captioning (the caller says which)."""

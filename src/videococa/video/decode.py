@@ -21,14 +21,9 @@ import av
 import numpy as np
 
 from ..errors import VideoDecodeError
+from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES  # noqa: F401 - re-exported: callers import them from here too
 from ..paths import display, regular_file_problem
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp", ".ogv",
-    ".gif",
-})
-"""File endings treated as videos when a directory is searched (batch commands, the index, benchmark readers)."""
 T = TypeVar("T")
 TRUNCATION_TOLERANCE = 0.5
 """Seconds of stated duration that may lack data before a file counts as truncated (2 frames if longer)."""
