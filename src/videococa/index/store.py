@@ -907,14 +907,21 @@ class VideoIndex:
         q /= max(float(np.linalg.norm(q)), 1e-12)
         return q  # (1, E)
 
-    def _allowed(self, where: SearchFilter | None, exclude: Sequence[int]) -> np.ndarray | None:
-        """Entry ids a filtered search may return (None: all of them)."""
-        if (where is None or where.empty) and not exclude:
-            return None
-        cond, args = (where or SearchFilter()).sql("f")
+    def _allowed(self, where: SearchFilter | None, exclude: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
+        """(entry ids a filtered search may return, None for all of them; entry ids it must not return).
+
+        A filter that every file meets (a server's library root, typically) restricts nothing: it costs a count
+        over the files, not a list of every entry id handed to FAISS."""
+        excluded = np.asarray(sorted(set(int(i) for i in exclude)), dtype=np.int64)
+        if where is None or where.empty:
+            return None, excluded
+        cond, args = where.sql("f")
+        matching = self.db.execute(f"SELECT COUNT(*) FROM files f WHERE {cond}", args).fetchone()[0]
+        if matching == self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]:
+            return None, excluded
         ids = np.fromiter((r[0] for r in self.db.execute(
             f"SELECT e.id FROM entries e JOIN files f ON f.id = e.file_id WHERE {cond}", args)), dtype=np.int64)
-        return np.setdiff1d(ids, np.asarray(exclude, dtype=np.int64)) if len(exclude) else ids
+        return (np.setdiff1d(ids, excluded) if len(excluded) else ids), np.zeros(0, dtype=np.int64)
 
     def _entry_rows(self, ids: Sequence[int]) -> dict[int, tuple]:
         """entry id -> (path, start, end, file id, caption), in chunks below SQLite's variable limit."""
@@ -926,14 +933,18 @@ class VideoIndex:
                 f"LEFT JOIN captions c ON c.entry_id = e.id WHERE e.id IN ({','.join('?' * len(part))})", part))
         return rows
 
-    def _ranked(self, q: np.ndarray, allowed: np.ndarray | None) -> Iterator[SearchHit]:
-        """Every allowed entry whose file still exists, best first; FAISS is asked for more as the caller reads on."""
+    def _ranked(self, q: np.ndarray, allowed: np.ndarray | None,
+                excluded: np.ndarray = np.zeros(0, dtype=np.int64)) -> Iterator[SearchHit]:
+        """Every allowed (and not excluded) entry whose file still exists, best first; FAISS is asked for more as
+        the caller reads on."""
         import faiss
 
         n = self._faiss.ntotal if allowed is None else len(allowed)
         params = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
+        if allowed is not None or len(excluded):
+            batch = faiss.IDSelectorBatch(allowed if allowed is not None else excluded)
+            selector = batch if allowed is not None else faiss.IDSelectorNot(batch)
+            selector.referenced = batch  # keep the wrapped selector alive as long as the outer one
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self._faiss.nprobe) \
                 if hasattr(self._faiss, "nprobe") else faiss.SearchParameters(sel=selector)
         exists: dict[str, bool] = {}
@@ -992,7 +1003,7 @@ class VideoIndex:
         self._check_page(top_k, offset, group_by)
         q = self._query_vector(query)
         self._refresh()
-        hits = self._ranked(q, self._allowed(where, exclude))
+        hits = self._ranked(q, *self._allowed(where, exclude))
         return page(self._grouped(hits, group_by, min_score), offset, top_k)
 
     def search(self, query: str | torch.Tensor, *, top_k: int = 10, hybrid: bool = True, **kwargs) -> list[SearchHit]:
@@ -1022,8 +1033,7 @@ class VideoIndex:
         q = self._query_vector(emb)
         self._refresh()
         depth = max(100, 4 * (offset + top_k))  # how far down each ranking the fusion looks
-        allowed = self._allowed(where, exclude)
-        vector = page(self._ranked(q, allowed), 0, depth)
+        vector = page(self._ranked(q, *self._allowed(where, exclude)), 0, depth)
         cond, args = (where or SearchFilter()).sql("f")
         words = [r[0] for r in self.db.execute(
             "SELECT t.rowid FROM captions_fts t JOIN entries e ON e.id = t.rowid JOIN files f ON f.id = e.file_id "
