@@ -48,6 +48,7 @@ class Library:
         self._classifiers: OrderedDict[tuple, ZeroShotClassifier] = OrderedDict()
         self._outside: dict[int, tuple[str, bool]] = {}  # file id -> (path, lies outside the root after links)
         self._outside_gen = -1
+        self._outside_ids: frozenset[int] = frozenset()
 
     def close(self) -> None:
         self.jobs.close()
@@ -85,7 +86,8 @@ class Library:
                 rows = {v.id: v.path for v in index.all_videos()}
                 self._outside = {i: (p, self._outside[i][1] if self._outside.get(i, ("",))[0] == p
                                      else self.served(p) is None) for i, p in rows.items()}
-        return frozenset(i for i, (_, out) in self._outside.items() if out)
+                self._outside_ids = frozenset(i for i, (_, out) in self._outside.items() if out)
+        return self._outside_ids
 
     def root_filter(self, prefix: str | None = None, glob: str | None = None, **ranges) -> SearchFilter:
         """A SearchFilter whose path conditions are relative to the library root (and never leave it)."""

@@ -61,11 +61,11 @@ def _urls(video_id: int, start: float, end: float) -> dict:
             "preview_url": f"/api/videos/{video_id}/preview.webm?start={round(start, 3)}&end={round(end, 3)}"}
 
 
-def _hit(lib: Library, h: SearchHit, real: str) -> dict:
-    st = os.stat(real)
+def _hit(lib: Library, h: SearchHit) -> dict:
+    st = os.stat(h.path)
     return {"entry_id": h.entry_id, "video_id": h.video_id, "path": lib.rel(h.path), "start": round(h.start, 3),
             "end": round(h.end, 3), "score": round(h.score, 6), "caption": h.caption,
-            "caption_match": h.caption_match, "playable": _playable(real, st.st_size, st.st_mtime_ns),
+            "caption_match": h.caption_match, "playable": _playable(h.path, st.st_size, st.st_mtime_ns),
             **_urls(h.video_id, h.start, h.end)}
 
 
@@ -166,8 +166,8 @@ def _run_search(lib: Library, req: SearchRequest, upload: UploadFile | None) -> 
     hits, more = lib.search(q, text=req.text, top_k=req.top_k, offset=offset, group_by=req.group_by,
                             min_score=req.min_score, where=where, hybrid=req.hybrid,
                             exclude=[req.entry_id] if req.entry_id else [])
-    shown = [(h, real) for h in hits if (real := lib.served(h.path))]
-    return {"hits": [_hit(lib, h, real) for h, real in shown],
+    # the filter kept every file outside the library root out (lib.outside), so each hit may be shown
+    return {"hits": [_hit(lib, h) for h in hits],
             "next_cursor": encode_cursor(offset + req.top_k, key) if more else None}
 
 
