@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..deprecation import renamed_attribute, renamed_keywords
+from ..models.decoding import GenerationConfig
 from ..models.videococa import Pooling, VideoCoCa
 from ..paths import Scan, display, scan
 from ..video.loader import FileIssue, VideoLoader
@@ -28,6 +29,8 @@ class EncodedClip:
     """(E,) L2-normalised video embedding."""
     video_tokens: torch.Tensor | None = None
     """(Q-1, E) generative tokens for the text decoder, when asked for."""
+    caption: str | None = None
+    """Its caption, when asked for (`captions=`)."""
 
     tokens = renamed_attribute("tokens", "video_tokens")
 
@@ -58,6 +61,25 @@ def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[F
     return paths, failures + notes
 
 
+def encode_clips(model: VideoCoCa, clips: Sequence[Clip], *, pooling: Pooling = "attentional",
+                 return_tokens: bool = False, captions: GenerationConfig | None = None,
+                 keep_frames: bool = False) -> list[EncodedClip]:
+    """The model's part of batch encoding, for clips read with `model.preprocess`: 32 at a time (bounding the
+    activations), with their generative tokens and/or captions when asked. The per-batch step that both the
+    threaded path here and the Ray backend's model actors run. Frames are released unless `keep_frames`."""
+    done: list[EncodedClip] = []
+    for i in range(0, len(clips), 32):
+        part = clips[i : i + 32]
+        emb, video_tokens = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
+                                               return_tokens=True)  # (b, E), (b, Q-1, E)
+        texts = (model.generate(video_tokens=video_tokens, config=captions) if captions is not None
+                 else [None] * len(part))
+        for j, c in enumerate(part):
+            clip = c if keep_frames else dataclasses.replace(c, frames=torch.empty(0))
+            done.append(EncodedClip(clip, emb[j], video_tokens[j] if return_tokens else None, texts[j]))
+    return done
+
+
 @renamed_keywords(frames="num_frames")
 def encode_videos(
     model: VideoCoCa,
@@ -69,6 +91,7 @@ def encode_videos(
     pooling: Pooling = "attentional",
     segment: float | None = None,
     return_tokens: bool = False,
+    captions: GenerationConfig | None = None,
     keep_frames: bool = False,
     progress: bool = False,
     desc: str = "encode",
@@ -77,22 +100,17 @@ def encode_videos(
 
     A file's windows arrive in order and together; a file that fails part-way ends with a FileIssue for
     its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
-    keeps them), so holding results costs only their embeddings.
+    keeps them), so holding results costs only their embeddings. With `captions` (how to decode), each
+    result carries its caption, decoded batch by batch right after encoding.
     """
     loader = VideoLoader(paths, num_frames, batch_size, workers, preprocess=model.preprocess, segment=segment)
     last = None
     with tqdm(total=len(loader.paths), desc=desc, unit="video", disable=not progress, leave=False) as bar:
         for batch in loader:
             clips = batch.clips
-            done: dict[int, EncodedClip] = {}
-            for i in range(0, len(clips), 32):  # bounds the model's activations
-                part = clips[i : i + 32]
-                out = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
-                                         return_tokens=return_tokens)
-                emb, video_tokens = out if return_tokens else (out, None)
-                for j, c in enumerate(part):
-                    clip = c if keep_frames else dataclasses.replace(c, frames=torch.empty(0))
-                    done[id(c)] = EncodedClip(clip, emb[j], None if video_tokens is None else video_tokens[j])
+            encoded = encode_clips(model, clips, pooling=pooling, return_tokens=return_tokens, captions=captions,
+                                   keep_frames=keep_frames)
+            done = {id(c): e for c, e in zip(clips, encoded)}
             for item in batch.items:
                 if item.path != last:
                     bar.update(last is not None)

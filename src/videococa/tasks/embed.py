@@ -7,6 +7,8 @@ from which the next run with the same settings resumes.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 from ..deprecation import renamed_keywords
 from ..files import remove_stale_parts
 from ..paths import display
+from ..models.decoding import GenerationConfig
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import FileIssue
 from .batch import encode_files
@@ -83,58 +86,79 @@ def _resumable(partial: Path, schema, wanted: set[str], report: EmbedReport):
     return None
 
 
-def _schema(model: VideoCoCa, num_frames: int, pooling: str, segment: float | None):
+def caption_setting(captions: GenerationConfig) -> str:
+    """How captions were decoded, as embedding files record it (`videococa.captions`): the config as JSON."""
+    return json.dumps(dataclasses.asdict(captions), sort_keys=True)
+
+
+def embed_schema(model: VideoCoCa, num_frames: int, pooling: str, segment: float | None,
+                 captions: GenerationConfig | None = None):
+    """The Arrow schema of an embedding file (and of each Parquet shard the Ray backend writes): columns, and the
+    protocol as metadata; with `captions`, a `caption` column and the decoding recorded as `videococa.captions`."""
     import pyarrow as pa
 
     # the stored key stays "frames" (files written before the rename keep resuming)
     meta = {k: str(v) for k, v in model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0).items()}
+    if captions is not None:
+        meta["captions"] = caption_setting(captions)
     return pa.schema([
         ("path", pa.string()), ("path_bytes", pa.binary()), ("start", pa.float64()), ("end", pa.float64()),
         ("duration", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()),
         ("embedding", pa.list_(pa.float32(), model.info.embed_dim)),
+        *([("caption", pa.string())] if captions is not None else []),
     ], metadata={f"videococa.{k}": v for k, v in meta.items()})
 
 
-def _file_rows(items: list, report: EmbedReport) -> list[tuple]:
-    """The rows of one whole file; a cut-off file's rows all carry the duration its data really has."""
+def file_rows(items: list, notes: list[FileIssue]) -> list[tuple]:
+    """The rows of one whole file (its EncodedClips); a cut-off file's rows all carry the duration its data really
+    has, and a note about it goes to `notes`."""
     last = items[-1].clip
     cut = last.truncated_at  # found out only when its last windows were read
     if cut is not None:
-        report.notes.append(FileIssue(last.path, f"{display(last.path)!r}: truncated: its data ends at {cut:.2f} s "
-                                                 f"of a stated {last.info.duration:.2f} s; embedded up to there"))
+        notes.append(FileIssue(last.path, f"{display(last.path)!r}: truncated: its data ends at {cut:.2f} s "
+                                          f"of a stated {last.info.duration:.2f} s; embedded up to there"))
     rows = []
     for it in items:
         c, name = it.clip, os.fsencode(it.clip.path)
         rows.append((name.decode("utf-8", "backslashreplace"), name, c.start, c.end,
                      c.info.duration if cut is None else cut, c.info.width, c.info.height, c.info.fps,
-                     it.embedding.float().cpu().numpy()))
+                     it.embedding.float().cpu().numpy(), it.caption))
     return rows
 
 
-def _write(writer, rows: list[tuple], schema) -> int:
-    """Write `rows` as one row group; returns how many."""
+def rows_table(rows: list[tuple], schema):
+    """`file_rows` output as an Arrow table of `schema` (the caption column only where the schema has one)."""
     import pyarrow as pa
 
     if not rows:
-        return 0
+        return schema.empty_table()
     cols = list(zip(*rows))
     emb = np.stack(cols[8]).astype(np.float32)  # (R, E)
     arrays = [pa.array(c, type=t) for c, t in zip(cols[:8], schema.types[:8])]
     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
-    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+    if "caption" in schema.names:
+        arrays.append(pa.array(cols[9], type=pa.string()))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write(writer, rows: list[tuple], schema) -> int:
+    """Write `rows` as one row group; returns how many."""
+    if rows:
+        writer.write_table(rows_table(rows, schema))
     return len(rows)
 
 
 @renamed_keywords(frames="num_frames")
 def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                      num_frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
-                     batch_size: int = 4, workers: int = 2, row_group: int = 256,
-                     progress: bool = False) -> EmbedReport:
+                     captions: GenerationConfig | None = None, batch_size: int = 4, workers: int = 2,
+                     row_group: int = 256, progress: bool = False) -> EmbedReport:
     """Embed each video (or each `segment`-second window) and write one Parquet row per embedding.
 
     Columns: path (text; bytes of a non-UTF-8 name as \\xNN escapes), path_bytes (the name's raw bytes),
     start, end, duration, width, height, fps, embedding (fixed-size list of float32), plus the protocol as
     file-level metadata (`VideoCoCa.provenance()`: model, pretrained, weights fingerprint, frames, pooling, ...).
+    With `captions` (how to decode), also a `caption` column, and the decoding in the metadata.
 
     OUT is replaced only by a complete run. An interrupted run (Ctrl-C) leaves OUT as it was and keeps
     the videos it finished in OUT.partial; running again with the same settings takes them over and embeds
@@ -146,7 +170,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
     if out.is_dir():
         raise OptionError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
-    schema = _schema(model, num_frames, pooling, segment)
+    schema = embed_schema(model, num_frames, pooling, segment, captions)
     partial = out.with_name(out.name + ".partial")
     report = EmbedReport(str(out), partial=str(partial))
     _clean_stale_parts(out, report)
@@ -163,11 +187,11 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
             try:
                 for item in encode_files(model, [p for p in paths if os.fspath(p) not in done], num_frames=num_frames,
                                          batch_size=batch_size, workers=workers, pooling=pooling, segment=segment,
-                                         progress=progress, desc="embed"):
+                                         captions=captions, progress=progress, desc="embed"):
                     if isinstance(item, FileIssue):
                         report.failed.append(item)
                         continue
-                    rows += _file_rows(item, report)
+                    rows += file_rows(item, report.notes)
                     done.add(item[0].clip.path)
                     if len(rows) >= row_group:
                         report.rows += _write(writer, rows, schema)

@@ -88,6 +88,24 @@ def _chunks(path: str, kwargs: dict) -> Iterator[list[Clip] | FileIssue | object
     yield _END
 
 
+def read_file(path: str | os.PathLike, num_frames: int = 8, *, sampling: Sampling = "uniform",
+              preprocess: Preprocess | None = None, seed: int | None = None,
+              segment: float | None = None) -> list[Clip] | FileIssue:
+    """One whole file as `VideoLoader` reads it (the same steps): its clips (one, or one per `segment`-second
+    window), or the FileIssue saying why it cannot be read; a file failing part-way gives only its FileIssue.
+    The per-file step that the Ray backend's decoding tasks run."""
+    kwargs = dict(num_frames=num_frames, sampling=sampling, preprocess=resolve_preprocess(preprocess), seed=seed,
+                  segment=segment)
+    clips: list[Clip] = []
+    for chunk in _chunks(str(path), kwargs):
+        if chunk is _END:
+            break
+        if isinstance(chunk, FileIssue):
+            return chunk
+        clips.extend(chunk)
+    return clips
+
+
 def _produce(path: str, kwargs: dict, out: queue.Queue, stop: threading.Event) -> None:
     """Worker thread: put the chunks of one file on `out`, where at most one waits; give up once `stop` is set."""
     for item in _chunks(path, kwargs):

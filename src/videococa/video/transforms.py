@@ -78,6 +78,12 @@ class Preprocess:
         """uint8 (..., 3, size, size) -> float32 normalised with this mean and std."""
         return normalize(frames, self.mean, self.std)
 
+    def crop_only(self) -> "Preprocess":
+        """This preprocessing with the normalisation left for later: readers given it return uint8 frames
+        (..., 3, size, size), a quarter of the bytes, for sending to another process, where
+        `self.normalize(frames)` then gives exactly what reading with `self` gives."""
+        return _CropOnly(self.size, self.mean, self.std)
+
     def __call__(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB frames of any size, channels last (..., H, W, 3) or first (..., 3, H, W), -> float32
         (..., 3, size, size) model input. A trailing dimension of 3 is read as channels last."""
@@ -94,6 +100,14 @@ class Preprocess:
         lead = x.shape[:-3]
         out = self.normalize(_resize_crop_chw(x.reshape(-1, *x.shape[-3:]), self.size))  # (N, 3, size, size)
         return out.reshape(*lead, *out.shape[-3:])  # (..., 3, size, size)
+
+
+@dataclass(frozen=True)
+class _CropOnly(Preprocess):
+    """`Preprocess.crop_only()`: resized and cropped, still uint8."""
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames  # (..., 3, size, size) uint8, normalised by the receiver
 
 
 def resolve_preprocess(
