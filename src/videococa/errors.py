@@ -47,6 +47,11 @@ class FinetuneError(VideoCoCaError):
     """A finetuning run that cannot start or resume as asked, or a run directory that cannot be applied."""
 
 
+class BackendError(VideoCoCaError):
+    """A batch backend that cannot run as asked: Ray not installed, a cluster that cannot be reached, an output
+    folder holding another job's shards."""
+
+
 class OptionError(VideoCoCaError, ValueError):
     """An option value a user gave that cannot be used (a mode that does not exist, a number out of range).
 
