@@ -1,8 +1,9 @@
 """The package's import graph: dependencies point down the layers, no cycles, no hidden in-function imports.
 
 Layers (DESIGN.md): ground floor (errors, limits, paths, files, ...) < video, annotation readers and the
-synthetic world < models < tasks and training < index, evaluation and the dataset registry < the apps
-(demo, the synthetic benchmark script) < the CLI and the package root. A module may import its own layer or lower.
+synthetic world < models < tasks and training < index, evaluation and the dataset registry < the batch
+backends (local, ray) < the apps (demo, the synthetic benchmark script) < the CLI and the package root. A module may
+import its own layer or lower.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ LAYERS = [
     ("models", ["models"]),
     ("tasks", ["tasks", "train"]),
     ("services", ["index", "eval", "data.registry", "data"]),
+    ("backends", ["backends"]),
     ("apps", ["demo", "synthetic.evaluate", "testing"]),
     ("serve", ["serve"]),
     ("cli", ["cli", "__main__", ""]),

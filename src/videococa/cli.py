@@ -20,6 +20,7 @@ import time
 import warnings
 from typing import Sequence
 
+from .backends import BACKENDS, RayOptions, get_backend
 from .data.registry import TASKS, dataset_help, finetune_reading, load_datasets, split_help
 from .errors import VideoCoCaError, VideoDecodeError
 from .files import write_json_atomic
@@ -114,6 +115,37 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_batch, default=4, help="videos per model call (default 4)")
     g.add_argument("--workers", type=_workers, default=2, help="threads reading videos (default 2; 0 reads inline)")
     g.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backend (where the videos are read and encoded)")
+    g.add_argument("--backend", default="local", choices=BACKENDS,
+                   help="local: threads in this process (default); ray: a Ray cluster (pip install 'videococa[ray]')")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001; default $RAY_ADDRESS, else a Ray "
+                        "runtime on this machine for this run)")
+    g.add_argument("--ray-actors", type=_positive_int, default=None, metavar="N",
+                   help="model replicas (default: one per GPU, else one per two CPUs)")
+    g.add_argument("--ray-gpus-per-actor", type=_bounded_float(0, 64, "a number of GPUs", open_low=False),
+                   default=None, metavar="G", help="GPUs per replica (default: 1 when the cluster has GPUs, else 0)")
+
+
+def _backend(args):
+    """The backend the command runs on (a context manager: a Ray runtime it starts is stopped at the end)."""
+    if args.backend == "local":
+        if args.ray_address or args.ray_actors or args.ray_gpus_per_actor is not None:
+            raise UsageError("--ray-address, --ray-actors and --ray-gpus-per-actor need --backend ray")
+        return get_backend("local")
+    return get_backend("ray", ray=RayOptions(address=args.ray_address, actors=args.ray_actors,
+                                             gpus_per_actor=args.ray_gpus_per_actor))
+
+
+def _report_run(args, backend) -> None:
+    """The Ray run's summary (items, failures, videos/s per stage, where the time went) on stderr."""
+    summary = getattr(backend, "last_summary", None)
+    if summary is not None and not _json_mode(args):
+        for line in summary.lines():
+            print(f"videococa {args.command}: {line}", file=sys.stderr)
 
 
 def _sub(sub, name: str, help: str, example: str, func, *, model: bool = True, run: bool = True) -> argparse.ArgumentParser:
@@ -237,11 +269,42 @@ def cmd_classify(args) -> int:
     return _report_failures(failures)
 
 
+def _index_from_parquet(args) -> int:
+    """`index --from-parquet SRC`: merge embeddings written by `embed` (the model and protocol are the files')."""
+    from .index import VideoIndex  # noqa: PLC0415 - heavy (see the top)
+    from .tasks.embed import embedding_files, embedding_settings  # noqa: PLC0415 - heavy (see the top)
+
+    if args.videos or args.repair:
+        raise UsageError("--from-parquet merges embeddings already computed; give no videos (and no --repair) with it")
+    files = embedding_files(args.from_parquet)
+    meta = embedding_settings(files[0])
+    model = _load(args, name=args.model or meta["model"], pretrained=args.pretrained or meta["pretrained"] or None,
+                  precision=meta["precision"])
+    new = not os.path.isfile(os.path.join(args.index, "index.sqlite"))
+    opts = dict(num_frames=int(meta["frames"]), pooling=meta["pooling"], segment=float(meta["segment"]) or None,
+                captions=meta.get("captions") is not None) if new else {}
+    with VideoIndex(args.index, model, **opts) as index:
+        report = index.add_parquet(args.from_parquet)
+        summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
+                   "unchanged": len(report.unchanged), "failed": len(report.failed), "entries": len(index),
+                   "files": len(index.files()), "search": index.faiss_kind}
+    if _json_mode(args):
+        print(_json_line(summary))
+    else:
+        print(f"{display(summary['index'])}: {summary['added']} added, {summary['updated']} re-embedded, "
+              f"{summary['unchanged']} unchanged, {summary['failed']} failed (from {len(files)} Parquet files); "
+              f"{summary['entries']} entries from {summary['files']} files ({summary['search']} search)")
+    sys.stdout.flush()
+    return _report_failures(report.failed, report.notes)
+
+
 def cmd_index(args) -> int:
     from .index import VideoIndex  # noqa: PLC0415 - heavy (see the top)
 
+    if args.from_parquet:
+        return _index_from_parquet(args)
     if not args.videos and not args.repair:
-        raise UsageError("give the video directories or files to index (or --repair)")
+        raise UsageError("give the video directories or files to index (or --repair), or --from-parquet SRC")
     model = _load(args)
     if args.repair:
         fixed = VideoIndex.repair(args.index, model)
@@ -255,9 +318,10 @@ def cmd_index(args) -> int:
         if not args.videos:
             return EXIT_OK
     with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment,
-                    captions=args.captions) as index:
+                    captions=args.captions) as index, _backend(args) as backend:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
-                              progress=_progress(args))
+                              progress=_progress(args), encode=backend.encode_files)
+        _report_run(args, backend)
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
                    "unchanged": len(report.unchanged), "moved": len(report.moved), "removed": len(report.removed),
                    "failed": len(report.failed), "entries": len(index), "files": len(index.files()),
@@ -296,16 +360,25 @@ def cmd_search(args) -> int:
 
 
 def cmd_caption(args) -> int:
-    import torch
+    from .models.decoding import GenerationConfig  # noqa: PLC0415 - heavy (see the top)
+    from .tasks import scan_report  # noqa: PLC0415 - heavy (see the top)
+    from .video import FileIssue  # noqa: PLC0415 - heavy (see the top)
 
+    config = GenerationConfig(method=args.method, num_beams=args.num_beams, max_len=args.max_len, seed=args.seed)
+    config.check()
     model = _load(args)
-    done, failures = _encode(args, model, args.videos, return_tokens=True, desc="caption")
+    paths, failures, notes = scan_report(args.videos)
+    _report_failures([], notes)
     rows = []
-    for i in range(0, len(done), args.batch_size):
-        part = done[i : i + args.batch_size]
-        caps = model.generate(video_tokens=torch.stack([d.video_tokens for d in part]), method=args.method,
-                              num_beams=args.num_beams, max_len=args.max_len, prompt=args.prompt, seed=args.seed)
-        rows.extend({"video": d.clip.path, "caption": c} for d, c in zip(part, caps))
+    with _backend(args) as backend:
+        for item in backend.encode_files(model, paths, num_frames=args.num_frames, batch_size=args.batch_size,
+                                         workers=args.workers, captions=config, prompt=args.prompt,
+                                         progress=_progress(args), desc="caption"):
+            if isinstance(item, FileIssue):
+                failures.append(item)
+            else:
+                rows.extend({"video": d.clip.path, "caption": d.caption} for d in item)
+        _report_run(args, backend)
     _emit(args, rows, ["video", "caption"])
     return _report_failures(failures)
 
@@ -330,19 +403,27 @@ def cmd_ask(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .tasks import embed_to_parquet, scan_report  # noqa: PLC0415 - heavy (see the top)
+    from .index.store import INDEX_CAPTIONS  # noqa: PLC0415 - heavy (see the top)
+    from .tasks import scan_report  # noqa: PLC0415 - heavy (see the top)
 
-    if not args.out.endswith(".parquet"):
+    if args.backend == "local" and not args.out.endswith(".parquet"):
         raise UsageError(f"--out {shorten(args.out)!r} should end in .parquet")
     paths, failures, notes = scan_report(args.videos)
     model = _load(args)
-    report = embed_to_parquet(model, paths, args.out, num_frames=args.num_frames, pooling=args.pooling,
-                              segment=args.segment, batch_size=args.batch_size, workers=args.workers,
-                              progress=_progress(args))
+    with _backend(args) as backend:
+        report = backend.embed(model, paths, args.out, num_frames=args.num_frames, pooling=args.pooling,
+                               segment=args.segment, captions=INDEX_CAPTIONS if args.captions else None,
+                               batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
+        _report_run(args, backend)
     summary = {"out": report.out, "rows": report.rows, "videos": report.videos, "resumed": report.resumed,
                "failed": len(failures) + len(report.failed), "interrupted": report.interrupted}
+    if getattr(report, "shards", None) is not None:  # the ray backend's folder of shards
+        summary.update(shards=report.shards, errors=report.errors, run=report.summary.as_dict())
     if _json_mode(args):
         print(_json_line(summary))
+    elif report.interrupted and not report.partial:
+        print(f"{display(report.out)}: interrupted; the shards written so far are kept (run the same command again "
+              "to continue)")
     elif report.interrupted:
         print(f"{display(report.partial)}: {report.rows} rows from {report.videos} videos so far (interrupted; "
               f"{display(report.out)} is untouched; run the same command again to continue)")
@@ -556,6 +637,10 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--captions", action="store_true", default=None,
                    help="also caption every entry (greedy, 20 tokens) when the index is created; text search then "
                    "matches caption words too (hybrid search)")
+    p.add_argument("--from-parquet", default=None, metavar="SRC",
+                   help="merge embeddings `videococa embed` wrote (its .parquet file, or the folder of shards of "
+                        "--backend ray) instead of reading videos; resumable, and merging again adds only what is new")
+    _add_backend_options(p)
 
     p = _sub(sub, "search", "search an index by text or by an example video",
              'videococa search ~/videos.vcindex "a dog catching a frisbee" --top-k 10', cmd_search,
@@ -581,6 +666,7 @@ def _add_text_commands(sub) -> None:
     p.add_argument("--max-len", type=_bounded_int(1, 1024, "a number of tokens"), default=30, help="new tokens at most")
     p.add_argument("--prompt", default=None, help="text the caption continues")
     p.add_argument("--seed", type=int, default=0, help="seed for top_k/top_p sampling")
+    _add_backend_options(p)
 
     p = _sub(sub, "ask", "answer a question about videos", 'videococa ask clip.mp4 "what colour is the car?"', cmd_ask)
     p.add_argument("args", nargs="+", metavar="VIDEO... QUESTION", help="one or more videos, then the question")
@@ -588,9 +674,13 @@ def _add_text_commands(sub) -> None:
     p = _sub(sub, "embed", "write video embeddings and metadata to Parquet",
              "videococa embed videos/ --out embeddings.parquet --segment 10", cmd_embed)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories")
-    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--out", required=True, help="output .parquet file (--backend ray: a folder of Parquet shards, "
+                   "with _errors.parquet and _SUCCESS)")
     p.add_argument("--segment", type=_segment, default=None, help="one row per window of this many seconds")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
+    p.add_argument("--captions", action="store_true", help="also a caption per row (greedy, 20 tokens: as an index "
+                   "made with --captions keeps them, so `index --from-parquet` can use them)")
+    _add_backend_options(p)
 
 
 def _add_benchmark_commands(sub) -> None:

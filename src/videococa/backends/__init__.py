@@ -16,12 +16,19 @@ CLI never load it.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-from .local import LocalBackend
+from ..lazy import lazy_exports
 from .options import BACKENDS, BackendName, RayOptions, check_backend
 
-Backend = Union[LocalBackend, "RayBackend"]
+# the backends themselves load on first use (videococa.lazy): the CLI's parser reads the names above only
+__getattr__, __dir__ = lazy_exports(__name__, {".local": ("LocalBackend",), ".raydata": ("RayBackend",)})
+
+if TYPE_CHECKING:
+    from .local import LocalBackend
+    from .raydata import RayBackend
+
+Backend = Union["LocalBackend", "RayBackend"]
 
 
 def get_backend(name: BackendName = "local", *, ray: RayOptions | None = None, **kwargs) -> Backend:
@@ -30,10 +37,13 @@ def get_backend(name: BackendName = "local", *, ray: RayOptions | None = None, *
     `ray`: the Ray backend's settings (cluster address, replicas, ...); `kwargs` go to its constructor."""
     check_backend(name)
     if name == "local":
+        from .local import LocalBackend  # noqa: PLC0415 - torch and the threaded path load when a command runs
+
         return LocalBackend()
     from .raydata import RayBackend  # noqa: PLC0415 - keeps Ray (and its import time) out of the local path
 
     return RayBackend(ray, **kwargs)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendName", "LocalBackend", "RayOptions", "check_backend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendName", "LocalBackend", "RayBackend", "RayOptions", "check_backend",
+           "get_backend"]

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..deprecation import renamed_keywords
 from ..errors import BackendError, OptionError
 from ..files import FileLock, write_json_atomic
 from ..models.decoding import GenerationConfig
@@ -130,19 +131,19 @@ def _decode(batch: dict, *, reader: Reader, num_frames: int, segment: float | No
 
 def _cpu(e: EncodedClip) -> EncodedClip:
     return dataclasses.replace(e, embedding=e.embedding.float().cpu(),
-                               tokens=None if e.tokens is None else e.tokens.float().cpu())
+                               video_tokens=None if e.video_tokens is None else e.video_tokens.float().cpu())
 
 
 class _Encode:
     """Model actor: one replica of the driver's model (from the object store), on a GPU when it holds one."""
 
     def __init__(self, model_box: list, *, pooling: Pooling, return_tokens: bool,
-                 captions: GenerationConfig | None, device: str, threads: int):
+                 captions: GenerationConfig | None, prompt: str | None, device: str, threads: int):
         torch.set_num_threads(threads)
         model = _ray().get(model_box[0])
         self.model = model.to(device) if device != "cpu" else model
         self.normalize = model.preprocess.normalize
-        self.kwargs = dict(pooling=pooling, return_tokens=return_tokens, captions=captions)
+        self.kwargs = dict(pooling=pooling, return_tokens=return_tokens, captions=captions, prompt=prompt)
         self.node = _node()
 
     def __call__(self, batch: dict) -> dict:
@@ -354,6 +355,8 @@ class RayBackend:
         self._ray = None
         self._joined = False
         self._models: dict[int, tuple[VideoCoCa, object]] = {}
+        self.last_summary: RunSummary | None = None
+        """The summary of the latest run (`embed` or `encode_files`)."""
 
     # ------------------------------------------------------------------ cluster
     def _connect(self):
@@ -408,12 +411,15 @@ class RayBackend:
 
     def _dataset(self, model: VideoCoCa, names: list[bytes], *, files_per_task: int, batch_size: int,
                  num_frames: int, segment: float | None, pooling: Pooling, return_tokens: bool,
-                 captions: GenerationConfig | None, summary: RunSummary):
+                 captions: GenerationConfig | None, summary: RunSummary, prompt: str | None = None):
         """decode -> encode, one row per file (`names`: absolute paths as bytes)."""
         ray = self._connect()
         o = self.options
         actors, gpus, device = self._layout(ray)
         summary.replicas, summary.device = actors, device
+        if device != "cpu" and model.precision == "fp32":
+            _log.warning("the model runs in fp32 on the GPUs; load it with precision='bf16' (--precision bf16) "
+                         "for about twice the throughput")
         box = [self._model_ref(ray, model)]  # in a list: Ray passes it on as a reference, not the model
         ds = ray.data.from_items([{"path_bytes": n} for n in names],
                                  override_num_blocks=max(1, math.ceil(len(names) / files_per_task)))
@@ -427,7 +433,7 @@ class RayBackend:
                                                threads=max(1, math.ceil(o.decode_cpus))),
                                 num_cpus=o.decode_cpus, max_retries=o.task_retries, retry_exceptions=False)
             return ds.map_batches(_Encode, batch_size=batch_size, batch_format="numpy",
-                                  fn_constructor_kwargs=dict(model_box=box, pooling=pooling,
+                                  fn_constructor_kwargs=dict(model_box=box, pooling=pooling, prompt=prompt,
                                                              return_tokens=return_tokens, captions=captions,
                                                              device=device, threads=max(1, math.ceil(o.cpus_per_actor))),
                                   compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=o.cpus_per_actor,
@@ -461,10 +467,12 @@ class RayBackend:
         return [n for n in missing if n not in seen]
 
     # ------------------------------------------------------------------ streaming (index, caption)
-    def encode_files(self, model: VideoCoCa, paths: Sequence[str | os.PathLike], *, frames: int = 8,
+    @renamed_keywords(frames="num_frames")
+    def encode_files(self, model: VideoCoCa, paths: Sequence[str | os.PathLike], *, num_frames: int = 8,
                      batch_size: int = 4, workers: int = 2, pooling: Pooling = "attentional",
                      segment: float | None = None, return_tokens: bool = False,
-                     captions: GenerationConfig | None = None, keep_frames: bool = False, progress: bool = False,
+                     captions: GenerationConfig | None = None, prompt: str | None = None,
+                     keep_frames: bool = False, progress: bool = False,
                      desc: str = "encode") -> Iterator[list[EncodedClip] | FileIssue]:
         """`tasks.batch.encode_files` on the cluster: each file's results (or its FileIssue), in input order
         (files whose batch failed and were retried alone come at the end). `workers` is unused: the cluster's
@@ -477,13 +485,14 @@ class RayBackend:
         names = list(given)
         if not names:
             return
-        summary = RunSummary(items=len(names))
+        summary = self.last_summary = RunSummary(items=len(names))
+        t0 = time.perf_counter()
 
         def run(part: list[bytes], fpt: int, tolerated: int, seen: set[bytes]):
             with _data_context(max_errored_blocks=tolerated, preserve_order=True, enable_progress_bars=False):
-                ds = self._dataset(model, part, files_per_task=fpt, batch_size=batch_size, num_frames=frames,
+                ds = self._dataset(model, part, files_per_task=fpt, batch_size=batch_size, num_frames=num_frames,
                                    segment=segment, pooling=pooling, return_tokens=return_tokens, captions=captions,
-                                   summary=summary)
+                                   prompt=prompt, summary=summary)
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 summary.add(batch)
                 for name, payload, reason in zip(batch["path_bytes"], batch["payload"], batch["reason"]):
@@ -491,10 +500,14 @@ class RayBackend:
                     seen.add(name)
                     path = given[name]
                     if reason:
+                        summary.failed += 1
                         yield FileIssue(path, reason)
                     else:
-                        yield [dataclasses.replace(e, clip=dataclasses.replace(e.clip, path=path))
-                               for e in pickle.loads(payload)]
+                        items = [dataclasses.replace(e, clip=dataclasses.replace(e.clip, path=path))
+                                 for e in pickle.loads(payload)]
+                        summary.done += 1
+                        summary.rows += len(items)
+                        yield items
 
         with tqdm(total=len(names), desc=desc, unit="video", disable=not progress, leave=False) as bar:
             passes = self._passes(names, run, summary)
@@ -506,12 +519,15 @@ class RayBackend:
                     break
                 bar.update()
                 yield item
+        summary.pipeline_s = time.perf_counter() - t0
+        summary.failed += len(lost)
         for name in lost:
             yield FileIssue(given[name], _lost_reason(given[name], self.options.task_retries))
 
     # ------------------------------------------------------------------ embed: shards on disk
+    @renamed_keywords(frames="num_frames")
     def embed(self, model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
-              frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
+              num_frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
               captions: GenerationConfig | None = None, batch_size: int = 4, workers: int = 2,
               row_group: int = 256, progress: bool = False) -> RayEmbedReport:
         """Embed each video (or `segment`-second window) into Parquet shards in the folder `out`: the schema and
@@ -525,14 +541,14 @@ class RayBackend:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise OptionError(f"--out {display(out)!r} is a file; the ray backend writes a folder of Parquet shards")
-        schema = embed_schema(model, frames, pooling, segment, captions)
+        schema = embed_schema(model, num_frames, pooling, segment, captions)
         names = list(dict.fromkeys(os.fsencode(os.path.abspath(p)) for p in paths))
         out.mkdir(parents=True, exist_ok=True)
         lock = FileLock(out / "_job.lock")
         if not lock.acquire(blocking=False):
             raise BackendError(f"another run (pid {lock.holder() or 'unknown'}) is writing {display(out)!r}")
         report = RayEmbedReport(str(out), errors=str(out / ERRORS))
-        summary = report.summary
+        summary = self.last_summary = report.summary
         summary.items = len(names)
         try:
             _check_job(out, schema)
@@ -548,7 +564,7 @@ class RayBackend:
             try:
                 if todo:
                     self._embed_passes(model, todo, out, schema, report, dict(
-                        batch_size=batch_size, num_frames=frames, segment=segment, pooling=pooling,
+                        batch_size=batch_size, num_frames=num_frames, segment=segment, pooling=pooling,
                         return_tokens=False, captions=captions), progress)
             except KeyboardInterrupt:
                 report.interrupted = True

@@ -41,9 +41,11 @@ import torch.nn.functional as F
 from ..deprecation import renamed_attribute, renamed_keywords
 from ..errors import IndexStoreError, OptionError
 from ..files import FileLock, atomic_path, remove_stale_parts, write_json_atomic
+from ..models.decoding import GenerationConfig
 from ..models.videococa import POOLINGS
 from ..paths import display, from_db, to_db
 from ..tasks.batch import encode_files, scan_inputs
+from ..tasks.embed import caption_setting, embedding_files, embedding_settings
 from ..video.loader import FileIssue
 from ..video.reader import read_video
 from ..limits import MAX_FRAMES
@@ -59,6 +61,8 @@ SQL_CHUNK = 900
 """Ids per `IN (...)` query: below SQLite's limit on bound variables (999 in old builds)."""
 CAPTION_SETTING = "greedy:20"
 """How indexing captions each entry (recorded in the index): greedy decoding, at most 20 new tokens."""
+INDEX_CAPTIONS = GenerationConfig(method="greedy", max_len=int(CAPTION_SETTING.split(":")[1]))
+"""CAPTION_SETTING as the decoding config the batch encoders take (and embedding files record)."""
 HEAD_BYTES = 1 << 20
 """Bytes hashed from the start of each file to recognise it when it moves."""
 
@@ -714,7 +718,8 @@ class VideoIndex:
     @_guarded
     def add(self, inputs: Sequence[str | os.PathLike], *, batch_size: int = 4, workers: int = 2,
             progress: bool = False, prune: bool = False,
-            on_progress: Callable[[int, int, str], None] | None = None) -> UpdateReport:
+            on_progress: Callable[[int, int, str], None] | None = None,
+            encode: Callable[..., Iterator] | None = None) -> UpdateReport:
         """Index new files, re-embed changed ones, skip unchanged ones. Directories are searched recursively.
 
         With `prune=True` (what `update` does), indexed files under the given directories (or given by
@@ -723,6 +728,7 @@ class VideoIndex:
         A new file with the size, mtime and first MiB of an indexed file that is gone is that file moved:
         its entries move with it instead of being embedded again. `on_progress(done, total, path)` is called
         after each file to embed (committed or failed); an index made with `captions=True` captions each entry.
+        `encode` is the batch encoder (`tasks.batch.encode_files`, or a backend's `encode_files`).
         """
         model = self._needs_model("adding videos")
         report = UpdateReport()
@@ -737,9 +743,10 @@ class VideoIndex:
             done = 0
             if on_progress:
                 on_progress(0, len(stats), "")
-            for item in encode_files(model, list(stats), num_frames=self.num_frames, batch_size=batch_size,
-                                     workers=workers, pooling=self.pooling, segment=self.segment,
-                                     progress=progress, desc="index", return_tokens=self.captions):
+            for item in (encode or encode_files)(model, list(stats), num_frames=self.num_frames,
+                                                 batch_size=batch_size, workers=workers, pooling=self.pooling,
+                                                 segment=self.segment, progress=progress, desc="index",
+                                                 captions=INDEX_CAPTIONS if self.captions else None):
                 done += 1
                 if isinstance(item, FileIssue):
                     report.failed.append(item)
@@ -747,7 +754,7 @@ class VideoIndex:
                         on_progress(done, len(stats), item.path)
                     continue
                 path = item[0].clip.path
-                self._commit_file(path, *stats[path], item, self._caption(model, item))
+                self._commit_file(path, *stats[path], item, [x.caption for x in item] if self.captions else None)
                 if on_progress:
                     on_progress(done, len(stats), path)
                 (report.updated if path in known else report.added).append(path)
@@ -776,22 +783,16 @@ class VideoIndex:
                 gen = self._bump()
             self._applied(gen)
 
-    def _caption(self, model, items: list) -> list[str] | None:
-        """A caption per entry of one file (greedy, as CAPTION_SETTING records), or None without captions."""
-        if not self.captions:
-            return None
-        method, max_len = CAPTION_SETTING.split(":")
-        out: list[str] = []
-        for lo in range(0, len(items), 32):  # bounds the decoder's batch
-            video_tokens = torch.stack([x.video_tokens for x in items[lo : lo + 32]])  # (b, Q-1, E)
-            out += model.generate(video_tokens=video_tokens, method=method, max_len=int(max_len))
-        return out
-
     def _commit_file(self, path: str, size: int, mtime: int, items: list, captions: list[str] | None = None) -> None:
-        """One whole file in one transaction: its old entries out, the new ones in, the generation bumped."""
+        """One whole file (its EncodedClips) in one transaction: see `_commit_entries`."""
         clip = items[-1].clip
         duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
         vecs = np.stack([F.normalize(x.embedding.float(), dim=-1).cpu().numpy() for x in items]).astype(np.float32)
+        self._commit_entries(path, size, mtime, duration, [(x.clip.start, x.clip.end) for x in items], vecs, captions)
+
+    def _commit_entries(self, path: str, size: int, mtime: int, duration: float, windows: list[tuple[float, float]],
+                        vecs: np.ndarray, captions: list[str] | None = None) -> None:
+        """One whole file in one transaction: its old entries out, the new ones in, the generation bumped."""
         head = head_sha256(path)
         self._alive()
         with self._tx():
@@ -800,8 +801,8 @@ class VideoIndex:
                                   "VALUES (?, ?, ?, ?, ?, ?)",
                                   (to_db(path), size, mtime, duration, time.time(), head)).lastrowid
             new_ids = [self.db.execute("INSERT INTO entries (file_id, start, end, vector) VALUES (?, ?, ?, ?)",
-                                       (fid, x.clip.start, x.clip.end, v.tobytes())).lastrowid
-                       for x, v in zip(items, vecs)]
+                                       (fid, lo, hi, v.tobytes())).lastrowid
+                       for (lo, hi), v in zip(windows, vecs)]
             if captions is not None:
                 self.db.executemany("INSERT INTO captions (entry_id, text) VALUES (?, ?)", zip(new_ids, captions))
             gen = self._bump()
@@ -894,6 +895,75 @@ class VideoIndex:
                 if _gone(k):
                     removed.add(k)
                     report.removed.append(k)
+
+    # ------------------------------------------------------------------ merging embeddings written by `embed`
+    def _check_embeddings(self, path: Path, got: dict[str, str]) -> None:
+        """Refuse an embedding file whose protocol is not this index's (model weights, frames, pooling, segment,
+        captions), naming each difference."""
+        s = self.settings
+        want = {"fingerprint": s["fingerprint"], "frames": s["frames"], "pooling": s["pooling"],
+                "sampling": s.get("sampling", "uniform"), "embed_dim": s["embed_dim"]}
+        problems = [f"{k} {got.get(k)!r} (the index: {v!r})" for k, v in want.items() if got.get(k) != v]
+        if float(got.get("segment") or 0) != float(s["segment"]):
+            problems.append(f"segment {got.get('segment')!r} (the index: {s['segment']!r})")
+        if self.captions and got.get("captions") != caption_setting(INDEX_CAPTIONS):
+            problems.append("no captions decoded as the index does (greedy, 20 tokens: embed with captions)"
+                            if "captions" not in got else "captions decoded otherwise than the index does "
+                            "(greedy, 20 tokens)")
+        if problems:
+            raise IndexStoreError(f"{display(path)!r} does not match the index {display(self.path)!r}: it has "
+                                  + "; ".join(problems) + ". Embed again with the index's settings, or index into "
+                                  "a new path.")
+
+    @_guarded
+    def add_parquet(self, source: str | os.PathLike,
+                    on_progress: Callable[[int, int, str], None] | None = None) -> UpdateReport:
+        """Merge the embeddings `videococa embed` wrote (its .parquet file, or the ray backend's folder of shards):
+        each file's rows become its entries (captions too in an index that keeps them), in one transaction per file.
+
+        Every shard's protocol must be this index's (else IndexStoreError, before anything is written). A file
+        indexed with its current size and mtime is left alone, so merging again (or after an interruption)
+        only adds what is missing. A file that is not on this machine, or that changed after its shard was
+        written, is reported and skipped: its rows no longer describe it. `on_progress(done, total, path)`
+        is called after each shard."""
+        import pyarrow.parquet as pq
+
+        self._needs_model("adding videos")
+        files = embedding_files(source)
+        for f in files:  # every shard checked before any is merged
+            self._check_embeddings(f, embedding_settings(f))
+        report = UpdateReport()
+        with self._writing():
+            known = self._known()
+            for n, f in enumerate(files):
+                written = f.stat().st_mtime_ns
+                for name, rows in _files_in(pq.ParquetFile(f), with_captions=self.captions):
+                    self._merge_file(name, rows, written, known, report)
+                if on_progress:
+                    on_progress(n + 1, len(files), str(f))
+        return report
+
+    def _merge_file(self, name: bytes, rows: dict[str, list], written: int, known: dict, report: UpdateReport) -> None:
+        path = _abspath(os.fsdecode(name))
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            report.failed.append(FileIssue(path, f"{display(path)!r}: {exc.strerror}: its embeddings are not merged "
+                                                 "(the index records files this machine can read)"))
+            return
+        k = known.get(path)
+        if k is not None and (k[1], k[2]) == (st.st_size, st.st_mtime_ns):
+            report.unchanged.append(path)
+            return
+        if st.st_mtime_ns > written:
+            report.failed.append(FileIssue(path, f"{display(path)!r}: changed after its embeddings were written; "
+                                                 "embed it again"))
+            return
+        vecs = np.asarray(rows["embedding"], dtype=np.float32)  # (R, E)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        self._commit_entries(path, st.st_size, st.st_mtime_ns, rows["duration"][-1],
+                             list(zip(rows["start"], rows["end"])), vecs, rows.get("caption"))
+        (report.updated if path in known else report.added).append(path)
 
     def update(self, inputs: Sequence[str | os.PathLike], **kwargs) -> UpdateReport:
         """`add`, and drop indexed files under `inputs` that no longer exist."""
@@ -1188,6 +1258,24 @@ class VideoIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _files_in(parquet, *, with_captions: bool) -> Iterator[tuple[bytes, dict[str, list]]]:
+    """(path_bytes, its columns) per file of an embedding file, whose rows of one file are consecutive (both
+    writers write whole files), read a row group at a time."""
+    cols = ["path_bytes", "start", "end", "duration", "embedding"] + (["caption"] if with_captions else [])
+    name, rows = None, None
+    for batch in parquet.iter_batches(columns=cols):
+        data = batch.to_pydict()
+        for i, b in enumerate(data["path_bytes"]):
+            if b != name:
+                if rows is not None:
+                    yield name, rows
+                name, rows = b, {c: [] for c in cols[1:]}
+            for c in cols[1:]:
+                rows[c].append(data[c][i])
+    if rows is not None:
+        yield name, rows
 
 
 def _salvage(db_path: Path):

@@ -62,17 +62,18 @@ def expand_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[F
 
 
 def encode_clips(model: VideoCoCa, clips: Sequence[Clip], *, pooling: Pooling = "attentional",
-                 return_tokens: bool = False, captions: GenerationConfig | None = None,
+                 return_tokens: bool = False, captions: GenerationConfig | None = None, prompt: str | None = None,
                  keep_frames: bool = False) -> list[EncodedClip]:
     """The model's part of batch encoding, for clips read with `model.preprocess`: 32 at a time (bounding the
-    activations), with their generative tokens and/or captions when asked. The per-batch step that both the
-    threaded path here and the Ray backend's model actors run. Frames are released unless `keep_frames`."""
+    activations), with their generative tokens and/or captions (decoded as `captions` says, continuing `prompt`)
+    when asked. The per-batch step that both the threaded path here and the Ray backend's model actors run.
+    Frames are released unless `keep_frames`."""
     done: list[EncodedClip] = []
     for i in range(0, len(clips), 32):
         part = clips[i : i + 32]
         emb, video_tokens = model.encode_video(torch.stack([c.frames for c in part]), pooling=pooling,
                                                return_tokens=True)  # (b, E), (b, Q-1, E)
-        texts = (model.generate(video_tokens=video_tokens, config=captions) if captions is not None
+        texts = (model.generate(video_tokens=video_tokens, config=captions, prompt=prompt) if captions is not None
                  else [None] * len(part))
         for j, c in enumerate(part):
             clip = c if keep_frames else dataclasses.replace(c, frames=torch.empty(0))
@@ -92,6 +93,7 @@ def encode_videos(
     segment: float | None = None,
     return_tokens: bool = False,
     captions: GenerationConfig | None = None,
+    prompt: str | None = None,
     keep_frames: bool = False,
     progress: bool = False,
     desc: str = "encode",
@@ -101,7 +103,7 @@ def encode_videos(
     A file's windows arrive in order and together; a file that fails part-way ends with a FileIssue for
     its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
     keeps them), so holding results costs only their embeddings. With `captions` (how to decode), each
-    result carries its caption, decoded batch by batch right after encoding.
+    result carries its caption (continuing `prompt`, if given), decoded batch by batch right after encoding.
     """
     loader = VideoLoader(paths, num_frames, batch_size, workers, preprocess=model.preprocess, segment=segment)
     last = None
@@ -109,7 +111,7 @@ def encode_videos(
         for batch in loader:
             clips = batch.clips
             encoded = encode_clips(model, clips, pooling=pooling, return_tokens=return_tokens, captions=captions,
-                                   keep_frames=keep_frames)
+                                   prompt=prompt, keep_frames=keep_frames)
             done = {id(c): e for c, e in zip(clips, encoded)}
             for item in batch.items:
                 if item.path != last:

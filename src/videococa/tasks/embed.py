@@ -148,6 +148,37 @@ def _write(writer, rows: list[tuple], schema) -> int:
     return len(rows)
 
 
+def embedding_files(source: str | os.PathLike) -> list[Path]:
+    """The Parquet files of embeddings at `source`: the file `embed` wrote, or the shards in a folder the ray
+    backend wrote (names starting with '_' or '.', such as the errors table and temp files, left out)."""
+    src = Path(source)
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise OptionError(f"{display(src)!r} does not exist; give the .parquet file or the folder of shards that "
+                          "`videococa embed` wrote")
+    files = sorted(p for p in src.glob("*.parquet") if not p.name.startswith(("_", ".")))
+    if not files:
+        raise OptionError(f"{display(src)!r} holds no Parquet shards of embeddings")
+    return files
+
+
+def embedding_settings(path: str | os.PathLike) -> dict[str, str]:
+    """The protocol an embedding file records (`videococa.*` metadata, prefix removed) plus `embed_dim`."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # noqa: BLE001 - unreadable for any reason: say which file
+        raise OptionError(f"{display(path)!r} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(b"videococa.")}
+    if "embedding" not in schema.names or "videococa.fingerprint" not in meta:
+        raise OptionError(f"{display(path)!r} was not written by `videococa embed` (no embedding column or no protocol)")
+    out = {k[len("videococa."):]: v for k, v in meta.items()}
+    out["embed_dim"] = str(schema.field("embedding").type.list_size)
+    return out
+
+
 @renamed_keywords(frames="num_frames")
 def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                      num_frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
