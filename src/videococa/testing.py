@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import time
+from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -17,6 +21,7 @@ import torch
 from .deprecation import renamed_keywords
 from .synthetic.benchmark import write_mp4
 from .synthetic.world import Obj, VideoSpec
+from .video.loader import read_file
 from .video.samples import sample_videos
 
 
@@ -91,6 +96,64 @@ def write_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> str:
         for packet in stream.encode():
             out.mux(packet)
     return str(path)
+
+
+def write_hostile_files(root: str | os.PathLike) -> dict[str, str]:
+    """Files a video library should survive, written into `root`: name -> path.
+
+    Unreadable: `empty.mp4` (0 bytes), `header_only.mp4` (a video cut to its first 300 bytes: no frame left),
+    `page.mp4` (an HTML page saved as .mp4, as a failed download is), `audio_only.m4a` (no video stream).
+    Readable: `cut.mp4`, a 4 s video (index first) cut to 40% of its bytes: read up to where its data ends."""
+    root = Path(root)
+    with av.open(str(root / ".full.mp4"), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv420p", {"g": "25"}
+        for i in range(100):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(pattern(i, 64, 96), format="rgb24")))
+        out.mux(stream.encode())
+    data = (root / ".full.mp4").read_bytes()
+    (root / ".full.mp4").unlink()
+    files = {"empty.mp4": b"", "header_only.mp4": data[:300], "cut.mp4": data[: len(data) * 4 // 10],
+             "page.mp4": b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n"}
+    out = {}
+    for name, content in files.items():
+        (root / name).write_bytes(content)
+        out[name] = str(root / name)
+    out["audio_only.m4a"] = write_audio_only(root / "audio_only.m4a")
+    return out
+
+
+UNREADABLE = ("empty.mp4", "header_only.mp4", "page.mp4", "audio_only.m4a")
+"""The names `write_hostile_files` gives the files no reader can use."""
+
+
+@dataclass(frozen=True)
+class HostileReader:
+    """`video.loader.read_file` with faults, for the Ray backend's tests (picklable, so Ray workers run it): the
+    worker process kills itself with SIGKILL, as the OOM killer would, when it reads a file named in `crash`
+    (every time) or `crash_once` (the first time only, remembered by a marker file in `state`); `delay` seconds
+    are spent on each file, so a test can act while a run goes on."""
+
+    crash: tuple[str, ...] = ()
+    """File names (not paths) whose reading kills the worker on every attempt: a decoder crash."""
+    crash_once: tuple[str, ...] = ()
+    """File names whose first reading kills the worker: a worker lost mid-run."""
+    state: str = ""
+    """Folder for the crash_once markers."""
+    delay: float = 0.0
+    """Seconds spent per file before reading it."""
+
+    def __call__(self, path: str, *args, **kwargs):
+        name = os.path.basename(path)
+        if name in self.crash:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if name in self.crash_once:
+            marker = os.path.join(self.state, f"{name}.killed")
+            if not os.path.exists(marker):
+                Path(marker).touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(self.delay)
+        return read_file(path, *args, **kwargs)
 
 
 def reference_frame_at(ref: list[tuple[float, np.ndarray]], t: float) -> tuple[float, np.ndarray]:

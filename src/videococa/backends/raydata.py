@@ -461,7 +461,7 @@ class RayBackend:
                                "worker's memory); what was written is kept and a re-run resumes. "
                                f"Last error: {type(exc).__name__}: {str(exc)[:500]}") from None
         missing = [n for n in names if n not in seen]
-        if missing:
+        if missing and fpt > 1:  # (with one file per batch, each was already tried alone)
             summary.retried_alone += len(missing)
             yield from run(missing, 1, len(missing), seen)
         return [n for n in missing if n not in seen]
@@ -619,9 +619,9 @@ class RayBackend:
 
 
 def _lost_reason(path: str, retries: int) -> str:
-    return (f"{display(path)!r}: its batch failed {retries + 1} times, and again when tried alone: the worker died "
-            "reading or encoding it (a decoder crash, or more memory than a worker has) or hit an error the "
-            "driver's log names")
+    return (f"{display(path)!r}: failed {retries + 1} times in a row, the last times alone: the worker died reading "
+            "or encoding it (a decoder crash, or more memory than a worker has) or hit an error the driver's log "
+            "names")
 
 
 def _check_job(out: Path, schema) -> None:
