@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def cluster():
     """A Ray runtime for this module: 2 CPUs, no dashboard; its GCS address for drivers in other processes."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -124,13 +124,22 @@ def test_index_from_ray_shards_searches_like_index(mixed, tiny_model, tmp_path):
         assert len(merged.add_parquet(ray_report.out).unchanged) == 6  # merging again adds nothing
 
 
-def test_caption_on_ray_matches_local(easy_videos, cluster, capsys):
+def test_caption_and_index_commands_on_ray_match_local(easy_videos, cluster, capsys, tmp_path):
     argv = ["caption", *easy_videos, "--frames", "4", "--method", "greedy", "--max-len", "12", "--json"]
     assert main(argv) == 0
     local = capsys.readouterr().out
     assert main([*argv, "--backend", "ray"]) == 0  # joins this module's runtime, and leaves it running
-    out, err = capsys.readouterr()
-    assert out == local and "per worker" not in err  # (the run's summary is for terminals; JSON asked here)
+    assert capsys.readouterr().out == local
+    for backend in ("local", "ray"):
+        assert main(["index", *easy_videos, "--index", str(tmp_path / backend), "--frames", "4", "--segment", "1",
+                     "--backend", backend, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["added"] == 5
+    for query in ("a red circle", "a purple hexagon"):
+        assert main(["search", str(tmp_path / "local"), query, "--json"]) == 0
+        local = capsys.readouterr().out
+        assert main(["search", str(tmp_path / "ray"), query, "--json"]) == 0
+        assert [json.loads(x)["path"] for x in capsys.readouterr().out.splitlines()] == \
+               [json.loads(x)["path"] for x in local.splitlines()]
 
 
 def _encode_actor_pids() -> list[int]:
@@ -145,7 +154,7 @@ def test_killed_workers_are_retried_and_every_file_lands_once(tiny_model, easy_v
     worker on every attempt costs only itself (its batch fails, its neighbour passes alone, it is recorded)."""
     videos = _copies(easy_videos, tmp_path / "lib", 10)
     crash = videos[3]
-    reader = HostileReader(crash=(Path(crash).name,), delay=0.3)
+    reader = HostileReader(crash=(Path(crash).name,), delay=0.2)
     out = tmp_path / "shards"
     killed: list[int] = []
 

@@ -366,14 +366,16 @@ class RayBackend:
         if not ray.is_initialized():
             kwargs: dict = {"address": self.options.address, "logging_level": logging.WARNING}
             if self.options.address is None and not os.environ.get("RAY_ADDRESS"):
-                kwargs["include_dashboard"] = False  # a runtime for this run only
+                # a runtime for this run only, never a cluster Ray happens to find (`ray start` leaves its
+                # address in a file that outlives it): joining one takes --ray-address auto
+                kwargs.update(address="local", include_dashboard=False)
             try:
                 ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.options.address or os.environ.get("RAY_ADDRESS") or "this machine"
                 raise BackendError(f"cannot start or reach the Ray cluster at {where}: {exc}") from None
             self._joined = True
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own progress bar and summary instead
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress bar and summary instead
         self._ray = ray
         return ray
 
