@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/search.py
 	$(PY) bench/finetune.py
 	$(PY) bench/memory.py
+	$(PY) bench/raydata.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info
