@@ -66,7 +66,7 @@ def mixed(tmp_path_factory, easy_videos, tiny_model, cluster):
     good = [shutil.copy2(p, lib / Path(p).name) for p in easy_videos]
     bad = write_hostile_files(lib)
     paths = sorted(map(str, good)) + sorted(bad.values())
-    kw = dict(frames=4, segment=1.0, captions=INDEX_CAPTIONS)
+    kw = dict(num_frames=4, segment=1.0, captions=INDEX_CAPTIONS)
     with RayBackend(RayOptions(files_per_task=2, files_per_shard=3)) as backend:
         ray_report = backend.embed(tiny_model, paths, root / "shards", **kw)
     local_report = embed_to_parquet(tiny_model, paths, root / "local.parquet", **kw)
@@ -106,11 +106,11 @@ def test_the_errors_table_names_every_bad_file(mixed):
 
 def test_index_from_ray_shards_searches_like_index(mixed, tiny_model, tmp_path):
     ray_report, _, paths = mixed
-    with VideoIndex(tmp_path / "direct", tiny_model, frames=4, segment=1.0, captions=True) as direct:
+    with VideoIndex(tmp_path / "direct", tiny_model, num_frames=4, segment=1.0, captions=True) as direct:
         direct.update(paths)
         queries = ("a red circle", "a green triangle moving left", "a yellow star")
         want = {(q, hybrid): direct.search(q, top_k=10, hybrid=hybrid) for q in queries for hybrid in (False, True)}
-    with VideoIndex(tmp_path / "merged", tiny_model, frames=4, segment=1.0, captions=True) as merged:
+    with VideoIndex(tmp_path / "merged", tiny_model, num_frames=4, segment=1.0, captions=True) as merged:
         r = merged.add_parquet(ray_report.out)
         assert len(r.added) == 6 and not r.failed
         for (q, hybrid), expected in want.items():
@@ -170,7 +170,7 @@ def test_killed_workers_are_retried_and_every_file_lands_once(tiny_model, easy_v
     killer = threading.Thread(target=kill_an_actor_mid_run, daemon=True)
     killer.start()
     with RayBackend(RayOptions(files_per_task=2, files_per_shard=2, task_retries=1), reader=reader) as backend:
-        report = backend.embed(tiny_model, videos, out, frames=4)
+        report = backend.embed(tiny_model, videos, out, num_frames=4)
     killer.join()
     assert killed, "no model actor was alive to kill after the first shard"
     counts = _shard_paths(out)
@@ -192,7 +192,7 @@ def test_a_killed_driver_is_resumed_without_duplicates(tiny_model, easy_videos, 
         from videococa.testing import HostileReader
         ray.init(address=sys.argv[1], logging_level="ERROR")
         with RayBackend(RayOptions(files_per_task=1, files_per_shard=1), reader=HostileReader(delay=0.6)) as b:
-            b.embed(load_model("videococa-tiny"), sys.argv[3:], sys.argv[2], frames=4)
+            b.embed(load_model("videococa-tiny"), sys.argv[3:], sys.argv[2], num_frames=4)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     driver = subprocess.Popen([sys.executable, "-c", script, cluster, str(out), *videos], env=env,
@@ -209,12 +209,12 @@ def test_a_killed_driver_is_resumed_without_duplicates(tiny_model, easy_videos, 
     before = {s.name: s.stat().st_mtime_ns for s in out.glob("part-*.parquet")}
     assert 3 <= len(before) < 10 and not (out / SUCCESS).exists()
     with RayBackend(RayOptions(files_per_task=2)) as backend:
-        report = backend.embed(tiny_model, videos, out, frames=4)
+        report = backend.embed(tiny_model, videos, out, num_frames=4)
     assert report.resumed >= len(before) and report.summary.done == 10 - report.resumed
     assert {s: out.joinpath(s).stat().st_mtime_ns for s in before} == before  # the shards written are kept as they are
     counts = _shard_paths(out)
     assert set(counts) == set(videos) and set(counts.values()) == {1} and pq.read_table(out).num_rows == 10
     assert (out / SUCCESS).is_file() and not report.failed
     with RayBackend() as backend:
-        again = backend.embed(tiny_model, videos, out, frames=4)  # all done: nothing to run
+        again = backend.embed(tiny_model, videos, out, num_frames=4)  # all done: nothing to run
     assert again.resumed == 10 and again.summary.done == 0 and _shard_paths(out) == counts

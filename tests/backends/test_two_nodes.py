@@ -100,7 +100,7 @@ def test_embed_spreads_over_two_nodes_and_equals_local(two_nodes, tiny_model, ea
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads(proc.stdout)["run"]
     assert run["nodes"] == 2 and run["done"] == 5, run  # the replica holds one node's CPU: the other decodes
-    embed_to_parquet(tiny_model, easy_videos, tmp_path / "local.parquet", frames=4)
+    embed_to_parquet(tiny_model, easy_videos, tmp_path / "local.parquet", num_frames=4)
     got = pq.read_table(tmp_path / "shards").sort_by("path")
     want = pq.read_table(tmp_path / "local.parquet").sort_by("path")
     assert got.drop(["embedding"]).equals(want.drop(["embedding"]))
