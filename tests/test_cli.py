@@ -128,7 +128,7 @@ def test_subprocess_pipes_json_and_exit_codes(easy_videos, labels_file):
 
 def test_parser_defaults():
     args = build_parser().parse_args(["classify", "a.mp4", "--labels", "ucf101"])
-    assert (args.num_frames, args.templates, args.top_k, args.batch_size, args.precision) == (8, "clip", 5, 4, "fp32")
+    assert (args.num_frames, args.templates, args.top_k, args.batch_size, args.precision) == (8, "clip", 5, 4, "auto")
 
 
 def test_retrieve_and_retrieval_are_one_task_name_everywhere():
