@@ -199,14 +199,16 @@ def test_a_killed_driver_is_resumed_without_duplicates(tiny_model, easy_videos, 
     try:
         deadline = time.monotonic() + 180
         while len(list(out.glob("part-*.parquet"))) < 3 and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.1)
+            time.sleep(0.02)
         assert driver.poll() is None, "the driver finished before it could be killed"
         driver.send_signal(signal.SIGKILL)
     finally:
         driver.kill()
         driver.wait()
     before = {s.name: s.stat().st_mtime_ns for s in out.glob("part-*.parquet")}
-    assert 3 <= len(before) < 10 and not (out / SUCCESS).exists()
+    # Ray writes shards as model batches finish, sometimes all the rest at once: killed after the 3rd, the driver
+    # may have written up to all 10, but never the completion marker
+    assert 3 <= len(before) <= 10 and not (out / SUCCESS).exists()
     with RayBackend(RayOptions(files_per_task=2)) as backend:
         report = backend.embed(tiny_model, videos, out, num_frames=4)
     assert report.resumed >= len(before) and report.summary.done == 10 - report.resumed

@@ -80,7 +80,7 @@ def test_unknown_names_list_what_is_known():
 
 
 def test_bad_precision_and_device():
-    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose one of: fp32, bf16"):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose one of: auto, fp32, bf16"):
         load_model("coca_ViT-B-32", precision="fp16")
     with pytest.raises(ValueError, match="unknown device 'gpu'; choose one of: cpu, cuda, cuda:N"):
         load_model("coca_ViT-B-32", device="gpu")
