@@ -731,9 +731,10 @@ def _add_benchmark_commands(sub) -> None:
     p.add_argument("--epochs", type=_positive_int, default=3)
     p.add_argument("--lr", type=_lr, default=1e-4)
     p.add_argument("--accumulate", type=_positive_int, default=1)
-    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer"],
+    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer", "divided"],
                    help="embedding: a learned per-frame embedding; transformer: that plus a factorised temporal "
-                        "self-attention (both leave the model unchanged at step 0)")
+                        "self-attention; divided: that plus a spatial block after each temporal one, both given "
+                        "each token's spatial position (all leave the model unchanged at step 0)")
     p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
     p.add_argument("--contrastive-weight", type=_weight, default=None,
                    help="weight of the contrastive loss (default: 1 for retrieval tasks, else 0)")

@@ -34,7 +34,7 @@ def cache8(tiny_model, easy_videos, tmp_path):
     return FeatureCache(tmp_path / "fc8", tiny_model, 4)
 
 
-@pytest.mark.parametrize("variant", ["embedding", "transformer"])
+@pytest.mark.parametrize("variant", ["embedding", "transformer", "divided"])
 def test_every_variant_starts_at_the_zero_shot_model(variant, cache8, easy_videos):
     m = videococa.load_model("videococa-tiny")
     tokens = torch.stack([cache8.get(k) for k, _ in training_pairs(_items(easy_videos), "caption")]).float()
@@ -47,20 +47,22 @@ def test_every_variant_starts_at_the_zero_shot_model(variant, cache8, easy_video
     e2 = F.normalize(e2, dim=-1)
     torch.testing.assert_close(e2, emb0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g2, gen0, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="unknown temporal variant 'lstm'; choose one of: none, embedding, transformer"):
+    with pytest.raises(ValueError, match="unknown temporal variant 'lstm'; choose one of: none, embedding, transformer, divided"):
         m.enable_temporal("lstm")
 
 
-def test_only_temporal_modules_see_frame_order(cache8, easy_videos):
+@pytest.mark.parametrize("variant", ["transformer", "divided"])
+def test_only_temporal_modules_see_frame_order(variant, cache8, easy_videos):
     """Flattened pooling is blind to frame order (a set of tokens); a trained temporal transformer is not."""
     m = videococa.load_model("videococa-tiny")
     # four clearly different frames (the first frame of four videos) as one clip: (1, T=4, N, W)
     tokens = torch.stack([cache8.lookup((p, None, None))[0] for p in easy_videos[:4]]).float()[None]
     backwards = tokens.flip(1)
     torch.testing.assert_close(m.pool_frame_tokens(backwards)[0], m.pool_frame_tokens(tokens)[0], atol=1e-5, rtol=1e-4)
-    m.enable_temporal("transformer")
+    m.enable_temporal(variant)
+    mixer = m.temporal_mixer
     with torch.no_grad():
-        for block in m.temporal_mixer.blocks:  # as if trained: non-zero output layers
+        for block in [*mixer.blocks, *getattr(mixer, "space_blocks", [])]:  # as if trained: non-zero output layers
             torch.nn.init.normal_(block.attn.out_proj.weight, std=0.5)
             torch.nn.init.normal_(block.mlp[2].weight, std=0.5)
     a, b = m.pool_frame_tokens(tokens)[0], m.pool_frame_tokens(backwards)[0]

@@ -37,8 +37,8 @@ Pooling = Literal["attentional", "mean"]
 POOLINGS: tuple[str, ...] = ("attentional", "mean")
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-Temporal = Literal["none", "embedding", "transformer"]
-TEMPORALS: tuple[str, ...] = ("none", "embedding", "transformer")
+Temporal = Literal["none", "embedding", "transformer", "divided"]
+TEMPORALS: tuple[str, ...] = ("none", "embedding", "transformer", "divided")
 
 
 @dataclass(frozen=True)
@@ -99,18 +99,35 @@ class TemporalMixer(nn.Module):
     Output layers start at zero, so a new mixer is exactly the identity (finetuning starts at zero-shot).
     """
 
-    def __init__(self, width: int, *, layers: int = 1, heads: int | None = None):
+    def __init__(self, width: int, *, layers: int = 1, heads: int | None = None,
+                 space_pos: torch.Tensor | None = None):
         super().__init__()
         heads = heads or max(1, width // 64)
         self.layers = layers
         self.pos = nn.Parameter(_sincos(MAX_FRAMES, width))  # (MAX_FRAMES, W) frame positions, learned from sin-cos
         self.blocks = nn.ModuleList(_TemporalBlock(width, heads) for _ in range(layers))
+        self.spatial = space_pos is not None
+        """Divided space-time attention (TimeSformer, Bertasius et al., 2021): after each temporal block a spatial
+        one (each token attends to the others of its frame), and both see every token's spatial position, so the
+        blocks can relate where the object is to when: what motion is."""
+        if self.spatial:
+            self.space_pos = nn.Parameter(space_pos.detach().clone().float())  # (N, W) the image encoder's own
+            self.space_blocks = nn.ModuleList(_TemporalBlock(width, heads) for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, n, w = x.shape
+        pos_t = self.pos[:t]  # (T, W)
+        if self.spatial:
+            pos_t = (pos_t[None] + self.space_pos[:, None]).repeat(b, 1, 1)  # (B*N, T, W): when and where
+            pos_s = self.space_pos[None] + self.pos[:t, None]  # (T, N, W)
+            pos_s = pos_s.repeat(b, 1, 1)  # (B*T, N, W)
         h = x.transpose(1, 2).reshape(b * n, t, w)  # (B*N, T, W): one sequence over time per spatial token
-        for block in self.blocks:
-            h = block(h, self.pos[:t])
+        for i, block in enumerate(self.blocks):
+            h = block(h, pos_t)
+            if self.spatial:
+                h = h.reshape(b, n, t, w).transpose(1, 2).reshape(b * t, n, w)  # (B*T, N, W): one frame each
+                h = self.space_blocks[i](h, pos_s)
+                h = h.reshape(b, t, n, w).transpose(1, 2).reshape(b * n, t, w)  # (B*N, T, W)
         return h.reshape(b, n, t, w).transpose(1, 2)  # (B, T, N, W)
 
 
@@ -219,21 +236,24 @@ class VideoCoCa(nn.Module):
     def temporal(self) -> str:
         """Which temporal modules the model has: none, embedding or transformer (see `enable_temporal`)."""
         if self.temporal_mixer is not None:
-            return "transformer"
+            return "divided" if self.temporal_mixer.spatial else "transformer"
         return "none" if self.temporal_embedding is None else "embedding"
 
     def enable_temporal(self, kind: Temporal, *, layers: int = 1) -> None:
         """Add new temporal modules that leave every output unchanged until trained.
 
         embedding: a per-frame embedding (MAX_FRAMES, W) at zero. transformer: the same plus a `TemporalMixer`
-        of `layers` blocks whose output layers are zero. none: nothing.
+        of `layers` blocks whose output layers are zero. divided: the same mixer with a spatial block after each
+        temporal one, both given each token's spatial position (the image encoder's positional embedding).
+        none: nothing.
         """
         check_choice(kind, TEMPORALS, "temporal variant")
         width = self.coca.visual.transformer.width
-        if kind in ("embedding", "transformer") and self.temporal_embedding is None:
+        if kind != "none" and self.temporal_embedding is None:
             self.temporal_embedding = nn.Parameter(torch.zeros(MAX_FRAMES, width, device=self.device))
-        if kind == "transformer" and self.temporal_mixer is None:
-            self.temporal_mixer = TemporalMixer(width, layers=layers).to(self.device)
+        if kind in ("transformer", "divided") and self.temporal_mixer is None:
+            space = self.coca.visual.positional_embedding if kind == "divided" else None  # (N, W)
+            self.temporal_mixer = TemporalMixer(width, layers=layers, space_pos=space).to(self.device)
         self.refresh_fingerprint()
 
     def add_temporal(self, frame_tokens: torch.Tensor) -> torch.Tensor:
