@@ -344,9 +344,7 @@ def cmd_search(args) -> int:
         raise UsageError("give a text QUERY or --video VIDEO (one of them)")
     if args.query is not None and not args.query.strip():
         raise UsageError("the search query is empty")
-    probe = VideoIndex(args.index, create=False)  # a missing index fails before any model loads
-    s = dict(probe.settings)
-    probe.close()
+    s = VideoIndex.recorded_settings(args.index)  # a missing index fails before any model loads
     model = _load(args, name=args.model or s["model"], pretrained=args.pretrained or s["pretrained"] or None,
                   precision=args.precision or s["precision"])
     with VideoIndex(args.index, model, create=False) as index:

@@ -1250,6 +1250,12 @@ class VideoIndex:
             pass
         return report
 
+    @classmethod
+    def recorded_settings(cls, path: str | os.PathLike) -> dict[str, str]:
+        """The settings an existing index records (which model to load for it); IndexStoreError if there is none."""
+        with cls(path, create=False) as probe:
+            return dict(probe.settings)
+
     def close(self) -> None:
         self.db.close()
 

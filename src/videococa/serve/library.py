@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import IndexStoreError, OptionError, VideoCoCaError
 from ..index import SearchFilter, SearchHit, VideoIndex, VideoRecord
@@ -145,8 +146,6 @@ class Library:
                 clf = self._classifiers[key] = ZeroShotClassifier(model, labels)
                 while len(self._classifiers) > 16:
                     self._classifiers.popitem(last=False)
-            import torch  # noqa: PLC0415 - torch is loaded already; kept local to this one conversion
-
             preds = clf.classify(torch.from_numpy(np.asarray(q, dtype=np.float32))[None], top_k=top_k)[0]
             return [{"label": p.label, "score": round(float(p.score), 6)} for p in preds]
 

@@ -43,9 +43,7 @@ def open_library(settings: ServeSettings, choice: ModelChoice) -> tuple[VideoInd
     assert settings.index is not None
     existing = (settings.index / "index.sqlite").is_file()
     if existing:
-        probe = VideoIndex(settings.index, create=False)
-        s = dict(probe.settings)
-        probe.close()
+        s = VideoIndex.recorded_settings(settings.index)
         model = load_model(choice.name or s["model"], choice.pretrained or s["pretrained"] or None,
                            device=choice.device, precision=choice.precision or s["precision"])
         return VideoIndex(settings.index, model, create=False, num_frames=choice.num_frames,
