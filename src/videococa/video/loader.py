@@ -17,7 +17,7 @@ from ..errors import OptionError, VideoDecodeError
 from ..paths import display
 from ..limits import CHUNK_FRAMES
 from .reader import Clip, _check_num_frames, iter_clips, read_video
-from .sampling import SAMPLINGS, Sampling, check_segment
+from .sampling import Sampling, check_sampling, check_segment
 from .transforms import Preprocess, resolve_preprocess
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _read_one(path: str, kwargs: dict) -> Iterator[list[Clip]]:
     """The clips of one file, in chunks (one chunk of one clip without `segment`)."""
     if kwargs.get("segment"):
         kw = {k: v for k, v in kwargs.items() if k not in ("sampling", "seed")}
-        yield from iter_clips(path, **kw)
+        yield from iter_clips(path, **kw, sampling="keyframes" if kwargs.get("sampling") == "keyframes" else "uniform")
     else:
         yield [read_video(path, **{k: v for k, v in kwargs.items() if k != "segment"})]
 
@@ -151,8 +151,7 @@ class VideoLoader:
         prefetch: int = 2,
         segment: float | None = None,
     ):
-        if sampling not in SAMPLINGS:
-            raise OptionError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+        check_sampling(sampling)
         if batch_size < 1:
             raise OptionError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
