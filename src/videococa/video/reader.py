@@ -141,16 +141,14 @@ def iter_clips(
     size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    chunk_frames: int | None = None,
-    sampling: Literal["uniform", "keyframes"] = "uniform",
+    chunk_frames: int | None = None, sampling: Literal["uniform", "keyframes"] = "uniform",
 ) -> Iterator[list[Clip]]:
     """The windows of one long video as lists of Clips, about `chunk_frames` frames at a time, from one open file.
 
     Memory stays bounded however long the video is. When the file turns out to be cut off (its data ends
     before its stated duration), the window that reaches past the end is shortened to it, later windows are
     not made, and every clip from then on carries `truncated_at`. `preprocess` (or the older size/mean/std)
-    as in `read_video`. `sampling`: uniform (exact frames) or keyframes, as in `read_video`.
-    """
+    and `sampling` (uniform: exact frames, or keyframes) as in `read_video`."""
     _check_num_frames(num_frames)
     check_sampling(sampling, WINDOW_SAMPLINGS)
     preprocess = resolve_preprocess(preprocess, size, mean, std)
