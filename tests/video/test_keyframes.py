@@ -159,3 +159,21 @@ def test_still_image_in_keyframes_mode(tmp_path):
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
     clip = read_video(tmp_path / "a.png", 3, sampling="keyframes")
     assert clip.timestamps == [0.0, 0.0, 0.0] and clip.frames.shape == (3, 3, 224, 224)
+
+
+def test_reading_threads_use_one_thread_each_and_change_nothing_else(long_gop):
+    """VideoLoader's threads resize on one torch thread and decode on one FFmpeg thread: the frames are the ones
+    read in this thread, and threads started afterwards (a model's) keep torch's thread count."""
+    import threading
+
+    paths = [long_gop, sample_video("bikes.mp4")]
+    before = torch.get_num_threads()
+    loaded = [c for b in VideoLoader(paths, 8, batch_size=1, workers=2) for c in b.clips]
+    for clip, path in zip(loaded, paths):
+        direct = read_video(path, 8)
+        assert torch.equal(clip.frames, direct.frames) and clip.timestamps == direct.timestamps
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [before] and torch.get_num_threads() == before

@@ -17,6 +17,7 @@ import bisect
 import errno
 import math
 import os
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +33,18 @@ from ..paths import display, regular_file_problem
 T = TypeVar("T")
 TRUNCATION_TOLERANCE = 0.5
 """Seconds of stated duration that may lack data before a file counts as truncated (2 frames if longer)."""
+_here = threading.local()  # per calling thread: `one_decoder_thread_here`
+
+
+def one_decoder_thread_here() -> None:
+    """Files opened from now on in the calling thread decode on one FFmpeg thread instead of FFmpeg's choice.
+
+    For threads that each read their own files next to a model using every core (VideoLoader's): there the
+    parallelism is across files, and more decoder threads than cores only preempt the model's threads. The
+    frames are the same (FFmpeg's threaded decoding is bit-exact)."""
+    _here.one_thread = True
+
+
 NONREF_SKIP_CODECS = frozenset({"h264"})
 """Codecs whose decoder may skip non-reference frames shown before a target (FFmpeg's skip_frame=NONREF): no other
 frame is predicted from them, so skipping leaves every decoded frame bit for bit as it was (tested against a
@@ -197,6 +210,8 @@ class _AVSource:
             raise VideoDecodeError(f"{self.shown!r}: has no video stream ({what})")
         s = self.stream = c.streams.video[0]
         s.thread_type = "AUTO"  # frame+slice threads inside FFmpeg
+        if getattr(_here, "one_thread", False):
+            s.codec_context.thread_count = 1
         cc = s.codec_context
         if cc is None or cc.name in (None, "", "none"):
             raise VideoDecodeError(f"{self.shown!r}: unsupported video codec (FFmpeg has no decoder for it)")
@@ -216,6 +231,7 @@ class _AVSource:
         self._keys_only = False  # keyframes_at: the decoder drops every frame but keyframes
         self._skip_mode = "DEFAULT"  # the decoder's skip_frame setting now
         self._key_shift = 0  # display time of the first keyframe minus its time in the index
+        self._last_key: tuple[int, av.VideoFrame] | None = None  # keyframes_at: the keyframe decoded last
         self._iter: Iterator[av.VideoFrame] | None = None  # decoded frames from the demux position
         self._last: av.VideoFrame | None = None  # last frame consumed (pts <= the current target)
         self._pending: av.VideoFrame | None = None  # one frame decoded past the current target
@@ -398,12 +414,15 @@ class _AVSource:
             shown = target - self._key_shift  # on the index's clock
             j = bisect.bisect_right(self.keyframes, shown)
             key = min(self.keyframes[max(j - 1, 0) : j + 1], key=lambda k: (abs(k - shown), k)) + self._key_shift
+            if self._last_key is not None and self._last_key[0] == key:
+                return self._last_key[1]  # times in order: neighbours share a keyframe, decoded once
         self._keys_only = True
         try:
             for start in (key, self.start):  # from the start when the seek lands in a cut-off tail
                 self._seek(start)
                 frame = next(self._iter, None)
                 if frame is not None:
+                    self._last_key = (key, frame)
                     return frame
             return None
         finally:
