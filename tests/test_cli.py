@@ -47,6 +47,21 @@ def test_classify_easy_videos_and_a_corrupt_one_in_the_batch(capsys, easy_videos
     assert f"skipped {bad}" in err and "Traceback" not in err
 
 
+def test_keyframes_sampling_reports_the_frame_times_used(capsys, easy_videos, labels_file):
+    from videococa import read_video
+
+    code, rows, _ = run(capsys, "classify", easy_videos[0], "--labels", labels_file, "--templates", "single",
+                        "--top-k", "1", "--frames", "4", "--sampling", "keyframes")
+    clip = read_video(easy_videos[0], 4, sampling="keyframes")
+    assert code == 0 and rows[0]["frame_times"] == [round(t, 3) for t in clip.timestamps]
+    assert rows[0]["predictions"][0]["label"] == "red circle"
+    code, rows, _ = run(capsys, "caption", easy_videos[0], "--method", "greedy", "--max-len", "8", "--frames", "4",
+                        "--sampling", "keyframes")
+    assert code == 0 and rows[0]["frame_times"] == [round(t, 3) for t in clip.timestamps]
+    code, rows, _ = run(capsys, "caption", easy_videos[0], "--method", "greedy", "--max-len", "8", "--frames", "4")
+    assert code == 0 and "frame_times" not in rows[0]
+
+
 def test_classify_table_on_a_terminal(capsys, easy_videos, labels_file, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code = main(["classify", easy_videos[2], "--labels", labels_file, "--templates", "single", "--top-k", "2"])
@@ -69,6 +84,9 @@ def test_classify_table_on_a_terminal(capsys, easy_videos, labels_file, monkeypa
     (["ask", "{v}"], 2, "give at least one VIDEO and then the QUESTION"),
     (["embed", "{v}", "--out", "{tmp}/e.csv"], 2, "should end in .parquet"),
     (["caption", "{v}", "--method", "nucleus"], 2, "invalid choice: 'nucleus'"),
+    (["caption", "{v}", "--sampling", "keyframes", "--backend", "ray"], 2, "--sampling keyframes needs --backend local"),
+    (["classify", "{v}", "--labels", "kinetics400", "--sampling", "dense"], 2,
+     "invalid choice: 'dense' (choose from 'uniform', 'keyframes')"),
 ])
 def test_bad_input_gives_one_clear_message(capsys, easy_videos, tmp_path, argv, code, message):
     (tmp_path / "empty.txt").write_text("")

@@ -219,6 +219,27 @@ def _report_failures(failures, notes=()) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def _add_sampling_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampling", default="uniform", choices=["uniform", "keyframes"],
+                   help="uniform (default): the exact frame shown at each of T evenly spaced times; keyframes: the "
+                   "keyframe nearest each time, decoding nothing else (much faster on long files; the times of the "
+                   "frames used are printed in a frame_times column)")
+
+
+def _sampling(args) -> dict:
+    """The encode keyword for --sampling (none for the default, so every backend takes it)."""
+    if getattr(args, "sampling", "uniform") == "uniform":
+        return {}
+    if getattr(args, "backend", "local") != "local":
+        raise UsageError(f"--sampling {args.sampling} needs --backend local")
+    return {"sampling": args.sampling}
+
+
+def _frame_times(args, clip) -> dict:
+    """The frame_times column in keyframes mode: the times (s) of the keyframes that stood in for the samples."""
+    return {"frame_times": [round(t, 3) for t in clip.timestamps]} if _sampling(args) else {}
+
+
 def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     """(encoded clips, failures) for the given inputs; directories are expanded."""
     from .tasks import encode_videos, scan_report  # noqa: PLC0415 - heavy (see the top)
@@ -229,7 +250,7 @@ def _encode(args, model, videos, *, return_tokens=False, desc="encode"):
     done = []
     for item in encode_videos(model, paths, num_frames=args.num_frames, batch_size=args.batch_size,
                               workers=args.workers, pooling=getattr(args, "pooling", "attentional"), return_tokens=return_tokens,
-                              progress=_progress(args), desc=desc):
+                              progress=_progress(args), desc=desc, **_sampling(args)):
         (failures if isinstance(item, FileIssue) else done).append(item)
     return done, failures
 
@@ -261,11 +282,12 @@ def cmd_classify(args) -> int:
         preds = clf.classify(item.embedding[None], top_k=args.top_k)[0]
         if _json_mode(args):
             rows.append({"video": item.clip.path, "predictions": [{"label": p.label, "score": round(p.score, 6)}
-                                                                  for p in preds]})
+                                                                  for p in preds], **_frame_times(args, item.clip)})
         else:
             rows.extend({"video": item.clip.path if r == 0 else "", "rank": r + 1, "label": p.label,
-                         "score": p.score} for r, p in enumerate(preds))
-    _emit(args, rows, ["video", "rank", "label", "score"])
+                         "score": p.score, **(_frame_times(args, item.clip) if r == 0 else {"frame_times": ""})}
+                        for r, p in enumerate(preds))
+    _emit(args, rows, ["video", "rank", "label", "score"] + (["frame_times"] if _sampling(args) else []))
     return _report_failures(failures)
 
 
@@ -364,6 +386,7 @@ def cmd_caption(args) -> int:
 
     config = GenerationConfig(method=args.method, num_beams=args.num_beams, max_len=args.max_len, seed=args.seed)
     config.check()
+    _sampling(args)  # --sampling keyframes with --backend ray fails before the model loads
     model = _load(args)
     paths, failures, notes = scan_report(args.videos)
     _report_failures([], notes)
@@ -371,13 +394,13 @@ def cmd_caption(args) -> int:
     with _backend(args) as backend:
         for item in backend.encode_files(model, paths, num_frames=args.num_frames, batch_size=args.batch_size,
                                          workers=args.workers, captions=config, prompt=args.prompt,
-                                         progress=_progress(args), desc="caption"):
+                                         progress=_progress(args), desc="caption", **_sampling(args)):
             if isinstance(item, FileIssue):
                 failures.append(item)
             else:
-                rows.extend({"video": d.clip.path, "caption": d.caption} for d in item)
+                rows.extend({"video": d.clip.path, "caption": d.caption, **_frame_times(args, d.clip)} for d in item)
         _report_run(args, backend)
-    _emit(args, rows, ["video", "caption"])
+    _emit(args, rows, ["video", "caption"] + (["frame_times"] if _sampling(args) else []))
     return _report_failures(failures)
 
 
@@ -622,6 +645,7 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--top-k", type=_top_k, default=5)
     p.add_argument("--multi-label", action="store_true", help="score classes independently (cosine similarity)")
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
+    _add_sampling_option(p)
 
     p = _sub(sub, "index", "build or update a searchable index of a video library",
              "videococa index ~/videos --index ~/videos.vcindex --segment 10", cmd_index)
@@ -664,6 +688,7 @@ def _add_text_commands(sub) -> None:
     p.add_argument("--max-len", type=_bounded_int(1, 1024, "a number of tokens"), default=30, help="new tokens at most")
     p.add_argument("--prompt", default=None, help="text the caption continues")
     p.add_argument("--seed", type=int, default=0, help="seed for top_k/top_p sampling")
+    _add_sampling_option(p)
     _add_backend_options(p)
 
     p = _sub(sub, "ask", "answer a question about videos", 'videococa ask clip.mp4 "what colour is the car?"', cmd_ask)

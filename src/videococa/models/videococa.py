@@ -20,6 +20,7 @@ from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from ..deprecation import renamed_keywords
@@ -131,6 +132,38 @@ class TemporalMixer(nn.Module):
         return h.reshape(b, n, t, w).transpose(1, 2)  # (B, T, N, W)
 
 
+def _plain_block(block: nn.Module) -> bool:
+    """An open_clip self-attention block whose attention `_self_attention` can run on its own weights."""
+    attn = getattr(block, "attn", None)
+    return (isinstance(block, ResidualAttentionBlock) and not hasattr(block, "ln_1_kv")
+            and isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim)
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """`attn(x, x, x)[0]` without a mask, as one qkv linear, fused scaled-dot-product attention and the out
+    projection, on the module's own weights. (B, S, W) -> (B, S, W)."""
+    b, s, w = x.shape
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, S, 3W)
+    q, k, v = qkv.view(b, s, 3, attn.num_heads, w // attn.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, W/H)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, w)  # (B, S, W)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def run_transformer(transformer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's vision Transformer over tokens (B, N, W), each block's attention fused (`_self_attention`).
+
+    The same blocks, weights and order as `transformer(x)`; only the attention kernel differs: nn.MultiheadAttention's
+    inference fast path runs softmax and two batched matmuls apart, which on ViT-L/14's 257 tokens made the encoder
+    1.1-1.5x slower on an AMX CPU (bench/RESULTS.md, encode). Any other kind of block runs open_clip's forward."""
+    blocks = transformer.resblocks
+    if not getattr(transformer, "batch_first", False) or not all(_plain_block(b) for b in blocks):
+        return transformer(x)
+    for blk in blocks:
+        x = x + blk.ls_1(_self_attention(blk.attn, blk.ln_1(x)))  # (B, N, W)
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+    return x
+
+
 class VideoCoCa(nn.Module):
     """A video-text model over an open_clip CoCa; every weight is the image model's."""
 
@@ -229,7 +262,7 @@ class VideoCoCa(nn.Module):
         with self.autocast():
             for chunk in flat.split(self.frame_batch_size):
                 x = visual._embeds(chunk)  # (b*t, N, W)
-                outs.append(visual.transformer(x))  # (b*t, N, W)
+                outs.append(run_transformer(visual.transformer, x))  # (b*t, N, W)
         return torch.cat(outs).unflatten(0, (b, t))  # (B, T, N, W)
 
     @property

@@ -17,6 +17,7 @@ from ..paths import Scan, display, scan
 from ..video.loader import FileIssue, VideoLoader
 from ..video.decode import VIDEO_SUFFIXES
 from ..video.reader import Clip
+from ..video.sampling import Sampling
 
 
 @dataclass
@@ -97,6 +98,7 @@ def encode_videos(
     keep_frames: bool = False,
     progress: bool = False,
     desc: str = "encode",
+    sampling: Sampling = "uniform",
 ) -> Iterator[EncodedClip | FileIssue]:
     """Read and encode each path (one result per file, or per window with `segment`), in input order.
 
@@ -104,8 +106,10 @@ def encode_videos(
     its path after some of its windows (drop those). Frames are released once encoded (`keep_frames`
     keeps them), so holding results costs only their embeddings. With `captions` (how to decode), each
     result carries its caption (continuing `prompt`, if given), decoded batch by batch right after encoding.
+    `sampling` as in `read_video` (`keyframes`: each result's `clip.timestamps` are the keyframes used).
     """
-    loader = VideoLoader(paths, num_frames, batch_size, workers, preprocess=model.preprocess, segment=segment)
+    loader = VideoLoader(paths, num_frames, batch_size, workers, preprocess=model.preprocess, segment=segment,
+                         sampling=sampling)
     last = None
     with tqdm(total=len(loader.paths), desc=desc, unit="video", disable=not progress, leave=False) as bar:
         for batch in loader:

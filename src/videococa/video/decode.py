@@ -3,7 +3,12 @@
 The frame returned for time t is the one a player shows at t: the last frame whose
 presentation time is <= t (the first frame for t before it). Times are seconds from the
 stream's start. Only the GOPs that hold the targets are decoded: before a target whose
-keyframe lies ahead of the decoding position we seek, otherwise we decode on.
+keyframe lies ahead of the decoding position we seek, otherwise we decode on. In H.264, frames that no other
+frame references and that are replaced on screen before the target are not decoded at all (skip_frame=NONREF);
+when a skipped frame could have been the one shown, the target is decoded again without skipping.
+
+`keyframes_at` is the opt-in fast mode for very large libraries: for each time it decodes only the keyframe
+nearest to it (skip_frame=NONKEY) and returns that keyframe's own time, which can be seconds away.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import bisect
 import errno
 import math
 import os
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +33,22 @@ from ..paths import display, regular_file_problem
 T = TypeVar("T")
 TRUNCATION_TOLERANCE = 0.5
 """Seconds of stated duration that may lack data before a file counts as truncated (2 frames if longer)."""
+_here = threading.local()  # per calling thread: `one_decoder_thread_here`
+
+
+def one_decoder_thread_here() -> None:
+    """Files opened from now on in the calling thread decode on one FFmpeg thread instead of FFmpeg's choice.
+
+    For threads that each read their own files next to a model using every core (VideoLoader's): there the
+    parallelism is across files, and more decoder threads than cores only preempt the model's threads. The
+    frames are the same (FFmpeg's threaded decoding is bit-exact)."""
+    _here.one_thread = True
+
+
+NONREF_SKIP_CODECS = frozenset({"h264"})
+"""Codecs whose decoder may skip non-reference frames shown before a target (FFmpeg's skip_frame=NONREF): no other
+frame is predicted from them, so skipping leaves every decoded frame bit for bit as it was (tested against a
+full decode). Other codecs decode every frame."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +176,8 @@ class _ImageSource:
         out = transform(self._rgb)
         return [out] * len(times), [0.0] * len(times)
 
+    keyframes_at = frames_at  # a still image is its own keyframe
+
     def iter_frames(self) -> Iterator[tuple[float, np.ndarray]]:
         yield 0.0, self._rgb
 
@@ -186,6 +210,8 @@ class _AVSource:
             raise VideoDecodeError(f"{self.shown!r}: has no video stream ({what})")
         s = self.stream = c.streams.video[0]
         s.thread_type = "AUTO"  # frame+slice threads inside FFmpeg
+        if getattr(_here, "one_thread", False):
+            s.codec_context.thread_count = 1
         cc = s.codec_context
         if cc is None or cc.name in (None, "", "none"):
             raise VideoDecodeError(f"{self.shown!r}: unsupported video codec (FFmpeg has no decoder for it)")
@@ -199,11 +225,21 @@ class _AVSource:
             duration = self._scan_duration()
         fps = float(s.average_rate) if s.average_rate else None
         self.keyframes = sorted(e.timestamp for e in s.index_entries if e.is_keyframe) if s.index_entries else []
+        self._skip_nonref = cc.name in NONREF_SKIP_CODECS
+        self._skip_below: int | None = None  # packets shown only before this pts may be skipped if non-reference
+        self._skipped_max: int | None = None  # largest pts of a packet decoded with skipping on, since the last seek
+        self._keys_only = False  # keyframes_at: the decoder drops every frame but keyframes
+        self._skip_mode = "DEFAULT"  # the decoder's skip_frame setting now
+        self._key_shift = 0  # display time of the first keyframe minus its time in the index
+        self._last_key: tuple[int, av.VideoFrame] | None = None  # keyframes_at: the keyframe decoded last
         self._iter: Iterator[av.VideoFrame] | None = None  # decoded frames from the demux position
         self._last: av.VideoFrame | None = None  # last frame consumed (pts <= the current target)
         self._pending: av.VideoFrame | None = None  # one frame decoded past the current target
         self.data_end: float | None = None  # end of the last packet, once demuxing has reached the end of the data
         first = self._first_frame()
+        if self.keyframes and first.pts is not None and first.key_frame:
+            # the index holds decoding times (mp4 with B-frames: ahead of display), seeking takes display times
+            self._key_shift = first.pts - self.keyframes[0]
         self.rotation = (round((first.rotation or 0) / 90) * 90) % 360  # 0, 90, 180 or 270
         w, h = first.width, first.height
         if round(self.rotation / 90) % 2:
@@ -245,6 +281,7 @@ class _AVSource:
                 if packet.pts is not None and packet.size:
                     stop = packet.pts + (packet.duration or 0)
                     end = stop if end is None else max(end, stop)
+                self._set_skip(packet)
                 try:
                     yield from packet.decode()
                 except (av.error.InvalidDataError, av.error.EOFError):
@@ -253,6 +290,20 @@ class _AVSource:
             pass  # demuxing ran into a cut-off file: keep what decoded
         if end is not None:
             self.data_end = float((end - self.start) * self.stream.time_base)
+
+    def _set_skip(self, packet: av.Packet) -> None:
+        """Tell the decoder whether it may drop `packet`'s frame: all but keyframes in keyframes mode; a
+        non-reference frame whose display ends at or before the current target (a later frame replaces it)."""
+        mode = "DEFAULT"
+        if self._keys_only:
+            mode = "NONKEY"
+        elif (self._skip_below is not None and packet.pts is not None and packet.duration
+              and packet.pts + packet.duration <= self._skip_below):
+            mode = "NONREF"
+            self._skipped_max = packet.pts if self._skipped_max is None else max(self._skipped_max, packet.pts)
+        if mode != self._skip_mode:
+            self.stream.codec_context.skip_frame = mode  # read by FFmpeg for each packet sent
+            self._skip_mode = mode
 
     @property
     def truncated_at(self) -> float | None:
@@ -284,6 +335,7 @@ class _AVSource:
             pass  # a seek into a cut-off tail: decoding goes on from wherever the demuxer is
         self._iter = self._decode_iter()
         self._last = self._pending = None
+        self._skipped_max = None
 
     def _seek_to(self, target: int) -> None:
         """Seek so that decoding starts at a frame with pts <= target, stepping back when the demuxer lands late."""
@@ -330,28 +382,79 @@ class _AVSource:
                 return
             self._last, frame = frame, None
 
+    def _target(self, seconds: float) -> int:
+        """A time in seconds from the start as a pts (rounded down to the stream's time base)."""
+        return self.start + math.floor(Fraction(seconds).limit_denominator(10**6) / self.stream.time_base)
+
+    def _shown_at(self, target: int) -> av.VideoFrame | None:
+        """The frame shown at `target` (the first frame before it), None if nothing decodes."""
+        self._skip_below = target if self._skip_nonref else None
+        if self._needs_seek(target):
+            self._seek_to(target)
+        self._advance(target)
+        frame = self._last or self._pending
+        if (frame is not None and frame.pts is not None and self._skipped_max is not None
+                and frame.pts < self._skipped_max):  # a skipped frame may be the one shown: decode all again
+            self._skip_below = None
+            self._seek_to(target)
+            self._advance(target)
+            frame = self._last or self._pending
+        self._skip_below = None
+        if frame is None:  # decoding from the seek point failed (cut-off tail): read on from the start
+            self._seek(self.start)
+            self._advance(target)
+            frame = self._last or self._pending
+        return frame
+
+    def _keyframe_near(self, target: int) -> av.VideoFrame | None:
+        """The keyframe nearest to `target` by the file's index (the earlier one of two equally near; without an
+        index, the one the demuxer seeks to: at or before `target`), decoding nothing else."""
+        key = target
+        if self.keyframes:
+            shown = target - self._key_shift  # on the index's clock
+            j = bisect.bisect_right(self.keyframes, shown)
+            key = min(self.keyframes[max(j - 1, 0) : j + 1], key=lambda k: (abs(k - shown), k)) + self._key_shift
+            if self._last_key is not None and self._last_key[0] == key:
+                return self._last_key[1]  # times in order: neighbours share a keyframe, decoded once
+        self._keys_only = True
+        try:
+            for start in (key, self.start):  # from the start when the seek lands in a cut-off tail
+                self._seek(start)
+                frame = next(self._iter, None)
+                if frame is not None:
+                    self._last_key = (key, frame)
+                    return frame
+            return None
+        finally:
+            self._keys_only = False
+            self._iter = self._last = self._pending = None  # the next exact read seeks afresh
+
     def frames_at(self, times: Sequence[float], transform: Callable[[np.ndarray], T]) -> tuple[list[T], list[float]]:
         """The frames displayed at `times` (seconds), each distinct frame passed through `transform` once.
 
         Returns the transformed frames in the order of `times` and each frame's own time (seconds).
         Only a couple of full-resolution frames are alive at a time.
         """
+        return self._collect(times, transform, self._shown_at)
+
+    def keyframes_at(self, times: Sequence[float], transform: Callable[[np.ndarray], T]) -> tuple[list[T], list[float]]:
+        """Like `frames_at`, but each time gets the keyframe nearest to it, and only keyframes are decoded.
+
+        The returned times are the keyframes' own, which can lie seconds from the times asked for: the caller
+        reports them. Much faster on files with long GOPs; a file with one keyframe gives it for every time.
+        """
+        return self._collect(times, transform, self._keyframe_near)
+
+    def _collect(self, times: Sequence[float], transform: Callable[[np.ndarray], T],
+                 pick: Callable[[int], av.VideoFrame | None]) -> tuple[list[T], list[float]]:
+        """`pick(target pts)` for each of `times` in time order; each distinct frame transformed once."""
         tb = self.stream.time_base
         results: list = [None] * len(times)
         stamps: list[float] = [0.0] * len(times)
         done: dict[int, tuple[float, T]] = {}  # pts -> (seconds, transformed)
         last_good: tuple[float, T] | None = None
         for i in sorted(range(len(times)), key=lambda k: times[k]):
-            target = self.start + math.floor(Fraction(times[i]).limit_denominator(10**6) / tb)
-            if self._needs_seek(target):
-                self._seek_to(target)
-            self._advance(target)
-            # the frame shown at target; before the first frame, the first frame is shown
-            frame = self._last or self._pending
-            if frame is None:  # decoding from the seek point failed (cut-off tail): read on from the start
-                self._seek(self.start)
-                self._advance(target)
-                frame = self._last or self._pending
+            frame = pick(self._target(times[i]))
             if frame is None:
                 if last_good is None:
                     raise VideoDecodeError(f"{self.shown!r}: truncated or corrupt video (no frame could be decoded)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import threading
@@ -16,8 +17,9 @@ from .. import interrupt
 from ..errors import OptionError, VideoDecodeError
 from ..paths import display
 from ..limits import CHUNK_FRAMES
+from .decode import one_decoder_thread_here
 from .reader import Clip, _check_num_frames, iter_clips, read_video
-from .sampling import SAMPLINGS, Sampling, check_segment
+from .sampling import Sampling, check_sampling, check_segment
 from .transforms import Preprocess, resolve_preprocess
 
 @dataclass(frozen=True)
@@ -68,11 +70,32 @@ class VideoBatch:
 _END = object()  # a producer's last message: the file is done
 
 
+def _reader_thread_init() -> None:
+    """Each reading thread resizes and normalises with one torch thread and decodes with one FFmpeg thread.
+
+    The model in the consuming thread already uses every core. A reading thread's small torch ops otherwise open
+    OpenMP teams of their own that wait on cores the model holds: stacking and normalising 8 frames took 40-70 ms
+    instead of 0.1-4 ms on 2 busy cores (bench/RESULTS.md, decode). Outputs are the same (elementwise kernels)."""
+    _one_torch_thread_here()
+    one_decoder_thread_here()
+
+
+def _one_torch_thread_here() -> None:
+    """torch ops in the calling thread run on one OpenMP thread; other threads keep their own count.
+
+    Not `torch.set_num_threads(1)`: that also sets the default every thread started later takes (a model's)."""
+    torch.get_num_threads()  # torch sizes this thread's OpenMP team on first use: let it, then shrink it
+    try:
+        ctypes.CDLL(None).omp_set_num_threads(1)  # OpenMP's setting for the calling thread only
+    except (AttributeError, OSError):
+        pass  # no OpenMP in the process: torch keeps its thread count here
+
+
 def _read_one(path: str, kwargs: dict) -> Iterator[list[Clip]]:
     """The clips of one file, in chunks (one chunk of one clip without `segment`)."""
     if kwargs.get("segment"):
         kw = {k: v for k, v in kwargs.items() if k not in ("sampling", "seed")}
-        yield from iter_clips(path, **kw)
+        yield from iter_clips(path, **kw, sampling="keyframes" if kwargs.get("sampling") == "keyframes" else "uniform")
     else:
         yield [read_video(path, **{k: v for k, v in kwargs.items() if k != "segment"})]
 
@@ -151,8 +174,7 @@ class VideoLoader:
         prefetch: int = 2,
         segment: float | None = None,
     ):
-        if sampling not in SAMPLINGS:
-            raise OptionError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+        check_sampling(sampling)
         if batch_size < 1:
             raise OptionError(f"batch_size must be at least 1, got {batch_size}")
         if workers < 0:
@@ -181,7 +203,8 @@ class VideoLoader:
             return
         ahead = self.workers + self.prefetch * self.batch_size  # files being read or waiting to be consumed
         stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read")
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read",
+                                  initializer=_reader_thread_init)
         pending: deque[tuple[str, queue.Queue]] = deque()
         todo = iter(self.paths)
         try:

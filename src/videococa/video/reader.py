@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 
@@ -12,7 +12,7 @@ from ..errors import OptionError, VideoDecodeError
 from ..limits import CHUNK_FRAMES, MAX_READ_FRAMES
 from ..paths import display
 from .decode import VideoInfo, open_video
-from .sampling import SAMPLINGS, Sampling, clip_windows, random_times, uniform_times
+from .sampling import WINDOW_SAMPLINGS, Sampling, check_sampling, clip_windows, random_times, uniform_times
 from .transforms import Preprocess, resolve_preprocess
 
 
@@ -37,6 +37,9 @@ class Clip:
     truncated_at: float | None = None
     """Where the file's decodable data ends (seconds) when it is cut off before its stated duration, else None;
     the window then ends there (`end`), and windows past it are not made."""
+    sampling: str = "uniform"
+    """How the frames were chosen (see `SAMPLINGS`). With `keyframes`, each frame is the keyframe nearest its
+    requested time, and `timestamps` are the keyframes' own times, which may differ from `requested_times`."""
 
 
 
@@ -63,9 +66,11 @@ def _window(info: VideoInfo, start: float | None, end: float | None) -> tuple[fl
     return lo, hi
 
 
-def _read(windows_times, info_src, preprocess: Preprocess) -> list[tuple[torch.Tensor, list[float]]]:
+def _read(windows_times, info_src, preprocess: Preprocess, sampling: str = "uniform"
+          ) -> list[tuple[torch.Tensor, list[float]]]:
     flat = [t for times in windows_times for t in times]
-    frames, stamps = info_src.frames_at(flat, preprocess.crop)  # each (3, size, size) uint8, cropped as decoded
+    pick = info_src.keyframes_at if sampling == "keyframes" else info_src.frames_at
+    frames, stamps = pick(flat, preprocess.crop)  # each (3, size, size) uint8, cropped as decoded
     out, i = [], 0
     for times in windows_times:
         n = len(times)
@@ -92,6 +97,8 @@ def read_video(
     sampling: `uniform` takes the centre of each of T equal segments of [start, end];
     `random` one random time in each segment (seeded by `seed`). Each frame is the one
     displayed at its time, found by seeking (the whole file is not decoded).
+    `keyframes` (opt-in, for very large libraries) takes the uniform times but answers each with the keyframe
+    nearest to it, decoding nothing else; `Clip.timestamps` then reports the keyframes' own times.
     end past the duration is clamped to it. Raises VideoDecodeError for unreadable files.
 
     preprocess: how frames become model input; give the model's own (`preprocess=model.preprocess`, or call
@@ -100,17 +107,16 @@ def read_video(
     """
     _check_num_frames(num_frames)
     preprocess = resolve_preprocess(preprocess, size, mean, std)
-    if sampling not in SAMPLINGS:
-        raise OptionError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+    check_sampling(sampling)
     src = open_video(path)
     try:
         lo, hi = _window(src.info, start, end)
 
         def sample(lo: float, hi: float) -> list[float]:
-            return uniform_times(num_frames, lo, hi) if sampling == "uniform" else random_times(num_frames, lo, hi, seed)
+            return random_times(num_frames, lo, hi, seed) if sampling == "random" else uniform_times(num_frames, lo, hi)
 
         times = sample(lo, hi)
-        ((frames, stamps),) = _read([times], src, preprocess)
+        ((frames, stamps),) = _read([times], src, preprocess, sampling)
         cut = src.truncated_at
         if cut is not None and hi > cut:  # the file ends early: sample only what is really there
             if lo >= cut:
@@ -118,8 +124,8 @@ def read_video(
                                        f"{src.info.duration:.2f} s, before the requested start {lo:.2f} s")
             hi = cut
             times = sample(lo, hi)
-            ((frames, stamps),) = _read([times], src, preprocess)
-        return Clip(str(path), frames, stamps, src.info, lo, hi, times, truncated_at=cut)
+            ((frames, stamps),) = _read([times], src, preprocess, sampling)
+        return Clip(str(path), frames, stamps, src.info, lo, hi, times, truncated_at=cut, sampling=sampling)
     finally:
         src.close()
 
@@ -135,16 +141,16 @@ def iter_clips(
     size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    chunk_frames: int | None = None,
+    chunk_frames: int | None = None, sampling: Literal["uniform", "keyframes"] = "uniform",
 ) -> Iterator[list[Clip]]:
     """The windows of one long video as lists of Clips, about `chunk_frames` frames at a time, from one open file.
 
     Memory stays bounded however long the video is. When the file turns out to be cut off (its data ends
     before its stated duration), the window that reaches past the end is shortened to it, later windows are
     not made, and every clip from then on carries `truncated_at`. `preprocess` (or the older size/mean/std)
-    as in `read_video`.
-    """
+    and `sampling` (uniform: exact frames, or keyframes) as in `read_video`."""
     _check_num_frames(num_frames)
+    check_sampling(sampling, WINDOW_SAMPLINGS)
     preprocess = resolve_preprocess(preprocess, size, mean, std)
     if windows is not None and (num_clips is not None or segment is not None):
         raise OptionError("give exactly one of num_clips, segment and windows")
@@ -166,12 +172,12 @@ def iter_clips(
             part = planned[i : i + per] if cut is None else clamp(planned[i : i + per])
             if not part:
                 break
-            read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, preprocess)
+            read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, preprocess, sampling)
             if cut is None and src.truncated_at is not None and max(hi for _, hi in part) > src.truncated_at:
                 cut = src.truncated_at  # the file ends early: re-plan the windows that reach past its data
                 part = clamp(part)
-                read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, preprocess)
-            clips = [Clip(str(path), frames, stamps, src.info, lo, hi, uniform_times(num_frames, lo, hi), cut)
+                read = _read([uniform_times(num_frames, lo, hi) for lo, hi in part], src, preprocess, sampling)
+            clips = [Clip(str(path), frames, stamps, src.info, lo, hi, uniform_times(num_frames, lo, hi), cut, sampling)
                      for (frames, stamps), (lo, hi) in zip(read, part)]
             if clips:
                 if held:
@@ -197,16 +203,18 @@ def read_clips(
     size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    sampling: Literal["uniform", "keyframes"] = "uniform",
 ) -> list[Clip]:
     """Several windows of one long video, T uniform frames each, read in one pass.
 
     Give `num_clips` (equal windows over the whole video), `segment` (windows of that many seconds) or
     `windows` (a function of the duration in seconds giving (start, end) windows, e.g. `sliding_windows`).
     A truncated file gives only the windows its data covers (see `iter_clips`). `preprocess` (or the older
-    size/mean/std) as in `read_video`.
+    size/mean/std) as in `read_video`; `sampling` uniform or keyframes.
     """
     return [c for chunk in iter_clips(path, num_frames, num_clips=num_clips, segment=segment, windows=windows,
-                                      preprocess=preprocess, size=size, mean=mean, std=std) for c in chunk]
+                                      preprocess=preprocess, size=size, mean=mean, std=std, sampling=sampling)
+            for c in chunk]
 
 
 __all__ = ["Clip", "VideoDecodeError", "iter_clips", "read_clips", "read_video"]

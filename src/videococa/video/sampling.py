@@ -9,10 +9,22 @@ from typing import Literal, Sequence
 from ..limits import MAX_SEGMENT, MAX_WINDOWS, MIN_SEGMENT
 from ..errors import OptionError
 
-Sampling = Literal["uniform", "random"]
-SAMPLINGS: tuple[str, ...] = ("uniform", "random")
+Sampling = Literal["uniform", "random", "keyframes"]
+SAMPLINGS: tuple[str, ...] = ("uniform", "random", "keyframes")
+"""uniform: the centre of each of T equal segments (the default; exact frames). random: one random time in each
+segment (training). keyframes: the uniform times, each answered by the keyframe nearest to it (only keyframes are
+decoded: fast on long-GOP files, but the frames' times, which the Clip reports, can be seconds off)."""
 
 
+WINDOW_SAMPLINGS: tuple[str, ...] = ("uniform", "keyframes")
+"""The samplings of windows cut from a long video (`segment`, `num_clips`): random takes a single clip."""
+
+
+def check_sampling(sampling: str, allowed: tuple[str, ...] = SAMPLINGS) -> str:
+    """`sampling` if it is one of `allowed`, else an OptionError listing them."""
+    if sampling not in allowed:
+        raise OptionError(f"unknown sampling {sampling!r}; choose one of: {', '.join(allowed)}")
+    return sampling
 
 
 def check_segment(segment: float | None) -> None:
