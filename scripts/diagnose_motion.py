@@ -1,0 +1,199 @@
+"""Issue 24 diagnostics: why finetuning does not learn motion.  Minutes each on 2 CPU cores, from the feature cache.
+
+Trains the temporal modules + attentional pooler (+ ln_post, + the text decoder for the QA modes) for --steps
+AdamW steps (warmup 20, cosine) with either
+  --mode head       a 4-way linear direction head on the pooled embedding (--readout pooled) or on the mean of
+                    the generative tokens (--readout tokens), cross-entropy: can the architecture learn direction?
+  --mode qa-motion  the decoder's captioning loss on the motion question-answer pairs only
+  --mode qa-all     the decoder's captioning loss on every question-answer pair (what `finetune --task qa` does)
+and reports train / validation direction accuracy (QA modes: the direction word the decoder scores highest) and
+the gradient and weight norms of the zero-initialised output layers. --inject adds a feature through a
+zero-initialised linear layer to every frame token (--where tokens) or to the generative tokens (--where gen):
+  oracle    the true direction, one-hot (an upper bound: can the decoder read a clean motion feature?)
+  centroid  the per-frame centroid of the saliency |token - median token| over the patch grid (T x 2)
+  maps      the per-frame saliency maps, centred over time (T x patches)
+--new-lr sets the learning rate of the temporal modules and the injected layer (default --lr).
+Run (paths of the cached 600-video train and 500-video validation sets, see bench/RESULTS.md, issue 24):
+  PYTHONPATH=src .venv/bin/python scripts/diagnose_motion.py --features feats --mode qa-motion --inject oracle
+"""
+import argparse, json, math, time, random
+import torch, torch.nn.functional as F
+import videococa
+from videococa.synthetic.benchmark import load_benchmark, make_benchmark
+from videococa.train import FeatureCache, clip_key
+from videococa.train.finetune import trainable_parameters
+from videococa.text import qa_text
+from videococa.models.decoding import decoder_hidden
+
+DIRS = ["left", "right", "up", "down"]
+
+def load(path, cache):
+    items, _ = load_benchmark(path)
+    X, Y, Q, QA = [], [], [], []
+    for it in items:
+        x = cache.get(clip_key(it.path)).float()
+        for q, a, k in it.questions:
+            if k == "motion":
+                X.append(x); Y.append(DIRS.index(a)); Q.append(q)
+        QA.append([(q, a) for q, a, k in it.questions])
+    return torch.stack(X), torch.tensor(Y), Q, QA
+
+def seq_logprob(m, gen, texts):
+    ids = m.tokenize(texts)
+    ids = ids[:, : int((ids != 0).sum(1).max())]
+    _, te = m.coca._encode_text(ids)
+    h = decoder_hidden(m.coca.text_decoder, gen, te[:, :-1])
+    lp = torch.log_softmax((h @ m.coca.text_decoder.text_projection).float(), -1)
+    lab = ids[:, 1:]
+    tok = lp.gather(-1, lab.unsqueeze(-1)).squeeze(-1) * (lab != 0)
+    return tok.sum(1)
+
+def qa_dir_acc(m, X, Q, Y, bs=100):
+    """accuracy of choosing the direction with highest decoder log-prob among the 4 words."""
+    correct, preds = 0, []
+    with torch.no_grad():
+        for i in range(0, len(Y), bs):
+            _, gen = pool(m, INJ, X[i:i+bs], Y[i:i+bs])
+            s = torch.stack([seq_logprob(m, gen, [qa_text(q, d) for q in Q[i:i+bs]]) for d in DIRS], 1)
+            preds.append(s.argmax(1))
+    p = torch.cat(preds)
+    return float((p == Y).float().mean()), torch.bincount(p, minlength=4).tolist()
+
+def saliency(x):
+    """(B, T, N, W) -> (B, T, N-1) softmax over patches of |token - median token|."""
+    sal = (x[:, :, 1:] - x[:, :, 1:].median(2, keepdim=True).values).norm(dim=-1)
+    return torch.softmax(sal * 3, -1)
+
+WHERE = "tokens"
+def pool(m, inj, X, Y):
+    pooled, gen = m.pool(inj(X, Y))
+    if WHERE == "gen" and inj.kind != "none":
+        gen = gen + inj.proj(inj.f)[:, None, :]
+    return pooled, gen
+
+class Inject(torch.nn.Module):
+    def __init__(self, kind, W):
+        super().__init__()
+        self.kind = kind
+        d = {"none": 0, "oracle": 4, "centroid": 16, "maps": 8 * 64}[kind]
+        if d:
+            self.proj = torch.nn.Linear(d, W)
+            torch.nn.init.zeros_(self.proj.weight); torch.nn.init.zeros_(self.proj.bias)
+    def forward(self, x, y):
+        if self.kind == "none":
+            return x
+        if self.kind == "oracle":
+            f = F.one_hot(y, 4).float()
+        else:
+            w = saliency(x)  # (B, T, 64)
+            if self.kind == "maps":
+                f = (w - w.mean(1, keepdim=True)).flatten(1) * 10
+            else:
+                g = int(w.shape[-1] ** 0.5); grid = torch.arange(g).float() / (g - 1)
+                w = w.reshape(*w.shape[:2], g, g)
+                c = torch.stack([(w.sum(2) * grid).sum(-1), (w.sum(3) * grid).sum(-1)], -1)  # (B, T, 2)
+                f = ((c - c.mean(1, keepdim=True)) * 10).flatten(1)
+        self.f = f
+        return x + self.proj(f)[:, None, None, :] if WHERE == "tokens" else x
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--features", required=True, help="feature cache of videococa-tiny, 8 frames")
+    ap.add_argument("--train", default=None, help="synthetic benchmark folder (default: 600 videos, seed 7)")
+    ap.add_argument("--val", default=None, help="synthetic benchmark folder (default: 500 videos, seed 2022)")
+    ap.add_argument("--variant", default="transformer")
+    ap.add_argument("--mode", default="head", choices=["head", "qa-motion", "qa-all"])
+    ap.add_argument("--readout", default="pooled", choices=["pooled", "tokens"])
+    ap.add_argument("--steps", type=int, default=376)
+    ap.add_argument("--bs", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--new-lr", type=float, default=None, help="lr of the temporal modules (default --lr)")
+    ap.add_argument("--freeze-decoder", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--where", default="tokens", choices=["tokens", "gen"])
+    ap.add_argument("--inject", default="none", choices=["none", "oracle", "centroid", "maps"])
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    global WHERE; WHERE = args.where
+    cache = FeatureCache(args.features)
+    Xtr, Ytr, Qtr, QAtr = load(args.train or make_benchmark(None, num_videos=600, seed=7), cache)
+    Xva, Yva, Qva, _ = load(args.val or make_benchmark(None, num_videos=500), cache)
+    m = videococa.load_model("videococa-tiny", precision="fp32")
+    m.enable_temporal(args.variant)
+    params = trainable_parameters(m)
+    if args.freeze_decoder or args.mode == "head":
+        params = {k: p for k, p in params.items() if not k.startswith("coca.text_decoder.")}
+    for p in m.parameters(): p.requires_grad_(False)
+    for p in params.values(): p.requires_grad_(True)
+    W = m.coca.visual.transformer.width
+    inj = Inject(args.inject, W)
+    for k, p in inj.named_parameters(): params["motion." + k] = p; p.requires_grad_(True)
+    E = m.coca.visual.proj.shape[1] if m.coca.visual.proj is not None else 128
+    head = torch.nn.Linear(E, 4)
+    new = [p for k, p in params.items() if k.startswith(("temporal", "motion"))]
+    old = [p for k, p in params.items() if not k.startswith(("temporal", "motion"))]
+    groups = [{"params": old + list(head.parameters()), "lr": args.lr},
+              {"params": new, "lr": args.new_lr or args.lr}]
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
+    base = [g["lr"] for g in groups]
+    # training texts
+    if args.mode == "qa-all":
+        pairs = [(i, q, a) for i, qa in enumerate(QAtr) for q, a in qa]
+    m.train()
+    zero_init = {k: p for k, p in params.items() if (k.startswith("temporal_mixer") or k == "motion.proj.weight") and ("out_proj.weight" in k or "mlp.2.weight" in k)}
+    t0 = time.time()
+    n = len(Ytr)
+    order = []
+    log = []
+    for step in range(args.steps):
+        lr_f = min(1, (step + 1) / 20) if step < 20 else 0.5 * (1 + math.cos(math.pi * (step - 20) / (args.steps - 20)))
+        for g, b in zip(groups, base): g["lr"] = b * lr_f
+        if args.mode == "qa-all":
+            if len(order) < args.bs: order += random.Random(args.seed * 1000 + step).sample(range(len(pairs)), len(pairs))
+            idx, order = order[: args.bs], order[args.bs:]
+            X = torch.stack([Xtr[pairs[j][0]] for j in idx]); Y = torch.stack([Ytr[pairs[j][0]] for j in idx])
+            texts = [qa_text(pairs[j][1], pairs[j][2]) for j in idx]
+        else:
+            if len(order) < args.bs: order += random.Random(args.seed * 1000 + step).sample(range(n), n)
+            idx, order = order[: args.bs], order[args.bs:]
+            X, Y = Xtr[idx], Ytr[idx]
+            texts = [qa_text(Qtr[j], DIRS[Ytr[j]]) for j in idx]
+        pooled, gen = pool(m, inj, X, Y)
+        if args.mode == "head":
+            feat = pooled if args.readout == "pooled" else gen.mean(1)
+            loss = F.cross_entropy(head(feat), Y)
+        else:
+            ids = m.tokenize(texts)
+            ids = ids[:, : int((ids != 0).sum(1).max())]
+            _, te = m.coca._encode_text(ids)
+            h = decoder_hidden(m.coca.text_decoder, gen, te[:, :-1])
+            logits = h @ m.coca.text_decoder.text_projection
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=0)
+        opt.zero_grad()
+        loss.backward()
+        gn = {k.replace("temporal_mixer.", "").replace(".weight", ""): float(p.grad.norm()) for k, p in zero_init.items() if p.grad is not None}
+        wn = {k.replace("temporal_mixer.", "").replace(".weight", ""): float(p.detach().norm()) for k, p in zero_init.items()}
+        torch.nn.utils.clip_grad_norm_(list(params.values()) + list(head.parameters()), 1.0)
+        opt.step()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            rec = {"step": step, "loss": round(float(loss), 4), "grad": {k: f"{v:.2e}" for k, v in gn.items()},
+                   "wnorm": {k: round(v, 3) for k, v in wn.items()}, "s": round(time.time() - t0)}
+            print(json.dumps(rec), flush=True)
+    global INJ; INJ = inj
+    m.eval()
+    with torch.no_grad():
+        if args.mode == "head":
+            def acc(X, Y):
+                ps = []
+                for i in range(0, len(Y), 100):
+                    pooled, gen = pool(m, INJ, X[i:i+100], Y[i:i+100])
+                    ps.append(head(pooled if args.readout == "pooled" else gen.mean(1)).argmax(1))
+                p = torch.cat(ps); return float((p == Y).float().mean()), torch.bincount(p, minlength=4).tolist()
+            tr, va = acc(Xtr, Ytr), acc(Xva, Yva)
+        else:
+            tr, va = qa_dir_acc(m, Xtr, Qtr, Ytr), qa_dir_acc(m, Xva, Qva, Yva)
+    print(json.dumps({"args": vars(args), "train_acc": tr, "val_acc": va, "seconds": round(time.time() - t0)}))
+
+if __name__ == "__main__":
+    main()
