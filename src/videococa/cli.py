@@ -438,10 +438,13 @@ def cmd_eval(args) -> int:
 
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
-    out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
-                   templates=args.templates, limit=args.limit,
-                   generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size,
-                   workers=args.workers, progress=_progress(args))
+    with _backend(args) as backend:
+        out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
+                       templates=args.templates, limit=args.limit,
+                       generation=dataclasses.replace(CAPTION_DECODING, method=args.method),
+                       batch_size=args.batch_size, workers=args.workers, progress=_progress(args),
+                       encode=backend.encode_clip_keys)
+        _report_run(args, backend)
     if args.out:
 
         write_json_atomic(args.out, out, indent=1)
@@ -475,8 +478,10 @@ def cmd_cache_features(args) -> int:
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
-    report = cache_features(model, clips, args.out, num_frames=args.num_frames, batch_size=args.batch_size,
-                            progress=_progress(args))
+    with _backend(args) as backend:
+        report = cache_features(model, clips, args.out, num_frames=args.num_frames, batch_size=args.batch_size,
+                                workers=args.workers, progress=_progress(args), encode=backend.encode_clip_keys)
+        _report_run(args, backend)
     summary = {"out": args.out, "cached": report.cached, "already_cached": report.skipped,
                "failed": len(report.failed)}
     print(json.dumps(summary) if _json_mode(args) else
@@ -700,6 +705,7 @@ def _add_benchmark_commands(sub) -> None:
     p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")
     p.add_argument("--method", default="beam", choices=["beam", "greedy"], help="caption decoding")
     p.add_argument("--out", default=None, help="also write the results JSON here")
+    _add_backend_options(p)
     p = _sub(sub, "cache-features", "run the frozen encoder once per video and store its frame tokens",
              "videococa cache-features train.json --dataset msrvtt --videos MSRVTT/videos --out feats/",
              cmd_cache_features)
@@ -710,7 +716,11 @@ def _add_benchmark_commands(sub) -> None:
     p.add_argument("--videos", default=None, help="root of the videos")
     p.add_argument("--split", default=None, help=f"{splits}; default: every split in the files")
     p.add_argument("--out", required=True, help="cache directory (resumable)")
+    _add_backend_options(p)
+    _add_finetune_command(sub, splits)
 
+
+def _add_finetune_command(sub, splits: str) -> None:
     p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
              "videococa finetune --task qa --dataset msrvtt-qa --train train.json --val val.json "
              "--videos MSRVTT/videos --features feats/ --out run/", cmd_finetune)
