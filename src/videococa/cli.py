@@ -283,7 +283,7 @@ def _index_from_parquet(args) -> int:
     new = not os.path.isfile(os.path.join(args.index, "index.sqlite"))
     opts = dict(num_frames=int(meta["frames"]), pooling=meta["pooling"], segment=float(meta["segment"]) or None,
                 captions=meta.get("captions") is not None) if new else {}
-    with VideoIndex(args.index, model, **opts) as index:
+    with VideoIndex(args.index, model, faiss=args.faiss, **opts) as index:
         report = index.add_parquet(args.from_parquet)
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
                    "unchanged": len(report.unchanged), "failed": len(report.failed), "entries": len(index),
@@ -317,8 +317,8 @@ def cmd_index(args) -> int:
         print(f"videococa index: repaired {display(args.index)}: {msg}{where}", file=sys.stderr)
         if not args.videos:
             return EXIT_OK
-    with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment,
-                    captions=args.captions) as index, _backend(args) as backend:
+    with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment, captions=args.captions,
+                    faiss=args.faiss) as index, _backend(args) as backend:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args), encode=backend.encode_files)
         _report_run(args, backend)
@@ -643,6 +643,10 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--from-parquet", default=None, metavar="SRC",
                    help="merge embeddings `videococa embed` wrote (its .parquet file, or the folder of shards of "
                         "--backend ray) instead of reading videos; resumable, and merging again adds only what is new")
+    p.add_argument("--faiss", default=None, choices=["ivf", "ivfpq"],  # index.store.FAISS_KINDS (heavy to import)
+                   help="search structure from 100k entries on: ivf (full vectors, the default) or ivfpq (16x smaller "
+                        "codes, re-ranked exactly; for libraries past ~10M entries); recorded in the index, and "
+                        "changing it rebuilds the FAISS file")
     _add_backend_options(p)
 
     p = _sub(sub, "search", "search an index by text or by an example video",
