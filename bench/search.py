@@ -157,6 +157,47 @@ def _queries(index, q: np.ndarray, truth: np.ndarray, nprobe: int) -> dict:
                 raw=recall(raw.tolist()))
 
 
+def rerank_sweep(kind: str, n: int, queries: int, nprobe: int = store.DEFAULT_NPROBE) -> list[str]:
+    """Recall@10 of IVF-PQ (as the index builds it) after exactly re-scoring its best R candidates, for several R and
+    two code sizes (FAISS and numpy only: no SQLite), to choose store.RERANK and store.PQ_DIMS_PER_CODE_BYTE."""
+    import faiss
+
+    x = data(kind, n, np.random.default_rng(n))
+    q = data(kind, queries, np.random.default_rng(7))
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    _, truth = flat.search(q, 10)
+    del flat
+    out = []
+    for per_byte in (store.PQ_DIMS_PER_CODE_BYTE, store.PQ_DIMS_PER_CODE_BYTE // 2):
+        if per_byte == store.PQ_DIMS_PER_CODE_BYTE:  # what the index builds
+            index, _ = store.build_faiss(x, np.arange(n), x.shape[1], exact_limit=0, approximate="ivfpq")
+        else:
+            index = _ivfpq(x, x.shape[1] // per_byte)
+        index.nprobe = nprobe
+        for r in (256, 512, 1024, 2048):
+            t = time.perf_counter()
+            _, cand = index.search(q, r)
+            ms = (time.perf_counter() - t) / len(q) * 1000
+            top = [c[c >= 0][np.argsort(-(x[c[c >= 0]] @ v))[:10]] for c, v in zip(cand, q)]
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, truth)]))
+            out.append(f"| {kind} | {x.shape[1]} | {n:,} | {index.pq.M} | {nprobe} | {r} | {recall:.3f} | {ms:.2f} |")
+            print(out[-1], file=sys.stderr, flush=True)
+    return out
+
+
+def _ivfpq(x: np.ndarray, code_bytes: int):
+    """build_faiss's IVF-PQ with another code size (the sweep's second column)."""
+    import faiss
+
+    n, dim = x.shape
+    nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, code_bytes, 8, faiss.METRIC_INNER_PRODUCT)
+    index.train(x[np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)])
+    index.add(x)
+    return index
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -165,6 +206,8 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=["clustered", "random"], choices=["clustered", "random", "ours"])
     ap.add_argument("--faiss", nargs="+", default=["ivf"], choices=list(store.FAISS_KINDS),
                     help="approximate kinds measured side by side from 100k entries")
+    ap.add_argument("--rerank-sweep", action="store_true",
+                    help="also: IVF-PQ recall@10 by re-ranked candidates and code size, at the largest size")
     args = ap.parse_args()
     CACHE.mkdir(exist_ok=True)
     import faiss
@@ -182,6 +225,12 @@ def main() -> None:
         print(f"| {r['data']} | {r['dim']} | {r['n']:,} | {r['kind']} | {r['nlist'] or '-'} | {r['nprobe']} | "
               f"{r['p50']:.2f} | {r['p99']:.2f} | {r['recall']:.3f} | {r['raw']:.3f} | {r['bytes']:.1f} | "
               f"{r['build']:.1f} | {r['sqlite']:.1f} |")
+    if args.rerank_sweep:
+        sweep = [line for kind in args.data for line in rerank_sweep(kind, max(args.sizes), args.queries)]
+        print("\nIVF-PQ re-ranking sweep (FAISS search for R candidates, exact re-scoring in numpy; no SQLite):\n")
+        print("| data | dim | entries | code bytes | nprobe | R re-ranked | recall@10 | FAISS ms/query |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(sweep))
     pq = [r for r in rows if r["kind"] == "ivfpq" and r["nprobe"] == store.DEFAULT_NPROBE]
     for r in pq:
         met = r["recall"] >= 0.95 and r["p50"] < 20

@@ -285,3 +285,16 @@ def test_ctrl_c_through_the_cli_keeps_what_was_committed(tiny_model, library, tm
         assert f'"generation": {index.generation}' in meta
         assert len(index.files()) == 3 == len(index) == index._faiss.ntotal
     _rerun_completes(idx, tiny_model, library, committed=3)
+
+
+def test_index_command_records_the_faiss_choice(easy_videos, tmp_path, capsys):
+    from videococa.cli import main  # noqa: PLC0415 - only this test runs the CLI
+
+    idx = tmp_path / "idx"
+    assert main(["index", *easy_videos[:2], "--index", str(idx), "--frames", "2", "--faiss", "ivfpq", "--json"]) == 0
+    assert VideoIndex.recorded_settings(idx)["faiss"] == "ivfpq"  # exact below 100k entries; ivfpq from there on
+    assert main(["index", easy_videos[2], "--index", str(idx), "--frames", "2", "--json"]) == 0  # kept when not given
+    assert VideoIndex.recorded_settings(idx)["faiss"] == "ivfpq"
+    assert main(["index", "--index", str(idx), "--frames", "2", "--faiss", "ivf", easy_videos[3], "--json"]) == 0
+    assert VideoIndex.recorded_settings(idx)["faiss"] == "ivf"
+    capsys.readouterr()
