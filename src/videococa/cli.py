@@ -305,7 +305,7 @@ def _index_from_parquet(args) -> int:
     new = not os.path.isfile(os.path.join(args.index, "index.sqlite"))
     opts = dict(num_frames=int(meta["frames"]), pooling=meta["pooling"], segment=float(meta["segment"]) or None,
                 captions=meta.get("captions") is not None) if new else {}
-    with VideoIndex(args.index, model, **opts) as index:
+    with VideoIndex(args.index, model, faiss=args.faiss, **opts) as index:
         report = index.add_parquet(args.from_parquet)
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
                    "unchanged": len(report.unchanged), "failed": len(report.failed), "entries": len(index),
@@ -339,8 +339,8 @@ def cmd_index(args) -> int:
         print(f"videococa index: repaired {display(args.index)}: {msg}{where}", file=sys.stderr)
         if not args.videos:
             return EXIT_OK
-    with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment,
-                    captions=args.captions) as index, _backend(args) as backend:
+    with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment, captions=args.captions,
+                    faiss=args.faiss) as index, _backend(args) as backend:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args), encode=backend.encode_files)
         _report_run(args, backend)
@@ -461,10 +461,13 @@ def cmd_eval(args) -> int:
 
     datasets = load_datasets(args.task, args.dataset, args.annotations, args.videos, args.split)
     model = _load(args)
-    out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
-                   templates=args.templates, limit=args.limit,
-                   generation=dataclasses.replace(CAPTION_DECODING, method=args.method), batch_size=args.batch_size,
-                   workers=args.workers, progress=_progress(args))
+    with _backend(args) as backend:
+        out = evaluate(model, args.task, datasets, num_frames=args.num_frames, pooling=args.pooling,
+                       templates=args.templates, limit=args.limit,
+                       generation=dataclasses.replace(CAPTION_DECODING, method=args.method),
+                       batch_size=args.batch_size, workers=args.workers, progress=_progress(args),
+                       encode=backend.encode_clip_keys)
+        _report_run(args, backend)
     if args.out:
 
         write_json_atomic(args.out, out, indent=1)
@@ -498,8 +501,10 @@ def cmd_cache_features(args) -> int:
     items, _ = _dataset_items(args.task, args, args.annotations, split=args.split, purpose="cache")
     model = _load(args)
     clips = list(dict.fromkeys((it.path, it.start, it.end) for it in items))
-    report = cache_features(model, clips, args.out, num_frames=args.num_frames, batch_size=args.batch_size,
-                            progress=_progress(args))
+    with _backend(args) as backend:
+        report = cache_features(model, clips, args.out, num_frames=args.num_frames, batch_size=args.batch_size,
+                                workers=args.workers, progress=_progress(args), encode=backend.encode_clip_keys)
+        _report_run(args, backend)
     summary = {"out": args.out, "cached": report.cached, "already_cached": report.skipped,
                "failed": len(report.failed)}
     print(json.dumps(summary) if _json_mode(args) else
@@ -662,6 +667,10 @@ def _add_library_commands(sub) -> None:
     p.add_argument("--from-parquet", default=None, metavar="SRC",
                    help="merge embeddings `videococa embed` wrote (its .parquet file, or the folder of shards of "
                         "--backend ray) instead of reading videos; resumable, and merging again adds only what is new")
+    p.add_argument("--faiss", default=None, choices=["ivf", "ivfpq"],  # index.store.FAISS_KINDS (heavy to import)
+                   help="search structure from 100k entries on: ivf (full vectors, the default) or ivfpq (16x smaller "
+                        "codes, re-ranked exactly; for libraries past ~10M entries); recorded in the index, and "
+                        "changing it rebuilds the FAISS file")
     _add_backend_options(p)
 
     p = _sub(sub, "search", "search an index by text or by an example video",
@@ -725,6 +734,7 @@ def _add_benchmark_commands(sub) -> None:
     p.add_argument("--templates", default=None, help="classification prompt templates (default: the dataset's CLIP set)")
     p.add_argument("--method", default="beam", choices=["beam", "greedy"], help="caption decoding")
     p.add_argument("--out", default=None, help="also write the results JSON here")
+    _add_backend_options(p)
     p = _sub(sub, "cache-features", "run the frozen encoder once per video and store its frame tokens",
              "videococa cache-features train.json --dataset msrvtt --videos MSRVTT/videos --out feats/",
              cmd_cache_features)
@@ -735,7 +745,11 @@ def _add_benchmark_commands(sub) -> None:
     p.add_argument("--videos", default=None, help="root of the videos")
     p.add_argument("--split", default=None, help=f"{splits}; default: every split in the files")
     p.add_argument("--out", required=True, help="cache directory (resumable)")
+    _add_backend_options(p)
+    _add_finetune_command(sub, splits)
 
+
+def _add_finetune_command(sub, splits: str) -> None:
     p = _sub(sub, "finetune", "finetune the poolers and text decoder on cached features (encoder frozen)",
              "videococa finetune --task qa --dataset msrvtt-qa --train train.json --val val.json "
              "--videos MSRVTT/videos --features feats/ --out run/", cmd_finetune)

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 ray = pytest.importorskip("ray", reason="the ray backend's tests need Ray Data: pip install 'videococa[ray]' "
@@ -219,3 +220,99 @@ def test_a_killed_driver_is_resumed_without_duplicates(tiny_model, easy_videos, 
     with RayBackend() as backend:
         again = backend.embed(tiny_model, videos, out, num_frames=4)  # all done: nothing to run
     assert again.resumed == 10 and again.summary.done == 0 and _shard_paths(out) == counts
+
+
+# --------------------------------------------------------------------------- clips of annotation items
+@pytest.fixture(scope="module")
+def small_benchmark(tmp_path_factory):
+    """Six synthetic benchmark videos (videococa.synthetic.benchmark), one of them overwritten with HTML: a bad item."""
+    from videococa.synthetic.benchmark import make_benchmark  # noqa: PLC0415 - PyAV; only these tests need it
+
+    root = make_benchmark(tmp_path_factory.mktemp("bench"), num_videos=6, num_frames=8, size=64)
+    bad = root / "videos" / "0002.mp4"
+    bad.write_text("<!doctype html><html><body>not a video</body></html>")
+    return root / "annotations.json", str(bad)
+
+
+def _skipped(err: str) -> list[str]:
+    return sorted(line for line in err.splitlines() if line.startswith("videococa: skipped"))
+
+
+def _spy_on_ray(monkeypatch) -> list[int]:
+    """Counts the Ray backend's clip runs (so a test knows the command ran on Ray, not on the local path)."""
+    calls: list[int] = []
+    real = RayBackend.encode_clip_keys
+
+    def spy(self, model, keys, **kwargs):
+        calls.append(len(keys))
+        yield from real(self, model, keys, **kwargs)
+
+    monkeypatch.setattr(RayBackend, "encode_clip_keys", spy)
+    return calls
+
+
+def test_cache_features_on_ray_equals_the_local_cache(small_benchmark, tiny_model, cluster, capsys, tmp_path,
+                                                      monkeypatch):
+    from videococa.train import FeatureCache  # noqa: PLC0415 - as above
+
+    ann, bad = small_benchmark
+    ray_runs = _spy_on_ray(monkeypatch)
+    argv = ["cache-features", str(ann), "--dataset", "synthetic", "--frames", "4", "--batch-size", "2", "--json"]
+    runs = {}
+    for backend in ("local", "ray"):
+        code = main([*argv, "--out", str(tmp_path / backend), "--backend", backend])
+        out, err = capsys.readouterr()
+        summary = json.loads(out.splitlines()[-1])
+        assert summary.pop("out") == str(tmp_path / backend)
+        runs[backend] = (code, summary, _skipped(err))
+    assert runs["ray"] == runs["local"] and ray_runs == [6]
+    code, summary, skipped = runs["local"]
+    assert code == 1 and summary["cached"] == 5 and summary["failed"] == 1
+    assert len(skipped) == 1 and bad in skipped[0] and "HTML" in skipped[0]  # the bad item, in the same words
+    local, remote = FeatureCache(tmp_path / "local", tiny_model, 4), FeatureCache(tmp_path / "ray", tiny_model, 4)
+    assert remote.manifest == local.manifest and sorted(remote._rows) == sorted(local._rows) and len(local) == 5
+    for key in local._rows:
+        a, b = local.get(key), remote.get(key)
+        assert a.dtype == b.dtype == torch.float16 and a.shape == b.shape == (4, *a.shape[1:])
+        torch.testing.assert_close(b.float(), a.float(), atol=2e-3, rtol=2e-3)  # fp16: one rounding step
+
+
+def test_eval_on_ray_gives_the_local_metrics(small_benchmark, cluster, capsys, tmp_path, monkeypatch):
+    ann, _ = small_benchmark
+    ray_runs = _spy_on_ray(monkeypatch)
+    for task, extra in (("classify", []), ("caption", ["--method", "greedy"])):
+        results = {}
+        for backend in ("local", "ray"):
+            monkeypatch.setenv("VIDEOCOCA_CACHE", str(tmp_path / backend))  # nothing reused from the other run
+            code = main(["eval", task, "--dataset", "synthetic", "--annotations", str(ann), "--frames", "4",
+                         "--json", "--backend", backend, *extra])
+            out, err = capsys.readouterr()
+            (r,) = json.loads(out)["results"]
+            r["protocol"].pop("seconds")
+            results[backend] = (code, r, "1 listed videos were missing or unreadable" in err)
+        assert results["ray"] == results["local"] and ray_runs.pop() >= 5, task
+        code, r, said = results["local"]
+        assert code == 0 and said and r["protocol"]["videos_unreadable"] == 1 and r["protocol"]["items"] >= 5
+
+
+def test_clip_keys_on_ray_name_bad_items_as_given_and_cover_every_clip(easy_videos, tiny_model, cluster, tmp_path,
+                                                                       monkeypatch):
+    from videococa.tasks.clipkeys import encode_clip_keys  # noqa: PLC0415 - as above
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    keys = [(easy_videos[0], 0.5, 1.5), ("empty.mp4", None, None), (easy_videos[1], None, None),
+            ("missing.mp4", 0.0, 1.0), (easy_videos[0], None, 2.0)]
+    kw = dict(num_frames=4, return_tokens=True, batch_size=2)
+    local = list(encode_clip_keys(tiny_model, keys, **kw))
+    with RayBackend(RayOptions(files_per_task=2)) as backend:
+        remote = list(backend.encode_clip_keys(tiny_model, keys, **kw))
+    for name in ("ix", "failed"):
+        assert sorted(x for b in remote for x in getattr(b, name)) == sorted(x for b in local for x in getattr(b, name))
+    failed = dict(x for b in local for x in b.failed)
+    assert sorted(failed) == [1, 3] and "'empty.mp4'" in failed[1] and str(tmp_path) not in failed[1]
+    for name in ("embeddings", "video_tokens"):
+        got, want = ({i: t for b in run for i, t in zip(b.ix, getattr(b, name))} for run in (remote, local))
+        assert sorted(got) == [0, 2, 4]
+        for i in got:
+            torch.testing.assert_close(got[i].float(), want[i].float(), atol=1e-5, rtol=1e-4)

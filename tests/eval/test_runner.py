@@ -161,3 +161,19 @@ def test_split_requests_are_checked(tmp_path, tiny_model):
     (ds,) = load_datasets("retrieve", "msrvtt", [info], tmp_path / "v")
     with pytest.raises(EvalError, match="msrvtt-test was read for retrieve, not caption"):
         evaluate(tiny_model, "caption", [ds])
+
+
+def test_moments_refuse_another_clip_encoder(tiny_model, easy_videos):
+    """Moment retrieval encodes sliding windows of whole videos itself: an `encode` from a backend is refused, not
+    silently ignored; the local encoder is accepted."""
+    from videococa.data.readers import Dataset, Item  # noqa: PLC0415 - only this test builds a Dataset by hand
+    from videococa.tasks.clipkeys import encode_clip_keys  # noqa: PLC0415 - as above
+
+    ds = Dataset("charades-sta", "moments", [Item("v", easy_videos[0], 0.0, 1.0, captions=["a red circle"])], [])
+
+    def elsewhere(model, keys, **kwargs):
+        raise AssertionError("never called")
+
+    with pytest.raises(EvalError, match="moment retrieval runs on the local backend only"):
+        evaluate_dataset(tiny_model, ds, num_frames=2, encode=elsewhere)
+    assert evaluate_dataset(tiny_model, ds, num_frames=2, encode=encode_clip_keys)["protocol"]["items"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import sqlite3
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 
 from videococa import IndexStoreError, VideoIndex
-from videococa.index import build_faiss
+from videococa.errors import OptionError
+from videococa.index import build_faiss, store
+from videococa.paths import to_db
 from videococa.testing import EASY_VIDEOS
 
 
@@ -226,6 +229,49 @@ def test_ivf_index_above_the_exact_limit_finds_neighbours_and_removes():
     assert 100 not in ia and 101 not in ia and approx.ntotal == 4998
 
 
+def _bulk_entries(idx: Path, vectors: np.ndarray, video: str) -> None:
+    """`vectors` as entries of one file (`video`), written straight into an empty index's SQLite record."""
+    db = sqlite3.connect(idx / "index.sqlite", isolation_level=None)
+    db.execute("BEGIN")
+    db.execute("INSERT INTO files (id, path, size, mtime_ns, duration, indexed_at) VALUES (1, ?, 0, 0, 1.0, 0)",
+               (to_db(video),))
+    db.executemany("INSERT INTO entries (file_id, start, end, vector) VALUES (1, ?, ?, ?)",
+                   ((i / 1000, (i + 1) / 1000, v.tobytes()) for i, v in enumerate(vectors)))
+    db.execute("UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_ivfpq_is_recorded_and_its_candidates_reranked_exactly(tiny_model, easy_videos, tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "EXACT_LIMIT", 5000)  # 12k entries, not 100k: the approximate kinds at test size
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 128))
+    x = (centres[rng.integers(0, 100, 12_000)] + 0.5 * rng.normal(size=(12_000, 128))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = tmp_path / "idx"
+    with VideoIndex(idx, tiny_model) as index:
+        assert index.approximate == "ivf" and index.faiss_kind == "exact"
+    _bulk_entries(idx, x, easy_videos[0])
+    with VideoIndex(idx, tiny_model, faiss="ivfpq") as index:
+        assert (index.faiss_kind, index._faiss.code_size, index.stats()["faiss"]) == ("ivfpq", 16, "ivfpq")
+        recalls = []
+        for q in x[:40]:
+            truth = np.argsort(-(x @ q))[:10] + 1  # entry ids start at 1
+            hits = index.search_embedding(q, top_k=10)
+            ids = np.array([h.entry_id for h in hits])
+            np.testing.assert_allclose([h.score for h in hits], x[ids - 1] @ q, atol=1e-5)  # exact, not PQ scores
+            assert all(a.score >= b.score for a, b in zip(hits, hits[1:])) and ids[0] == truth[0]
+            recalls.append(len(set(ids) & set(truth)) / 10)
+        assert np.mean(recalls) >= 0.9
+    with VideoIndex(idx) as index:  # the setting is recorded: it reopens the same way, from the saved file
+        assert index.faiss_kind == "ivfpq" and index.settings["faiss"] == "ivfpq"
+    with VideoIndex(idx, faiss="ivf") as index:  # another setting rebuilds the derived FAISS file
+        assert index.faiss_kind == "ivf" and not hasattr(index._faiss, "pq")
+        assert [h.entry_id for h in index.search_embedding(x[7], top_k=1)] == [8]
+    with pytest.raises(OptionError, match="ivf, ivfpq"):
+        VideoIndex(idx, faiss="hnsw")
+
+
 def test_ctrl_c_through_the_cli_keeps_what_was_committed(tiny_model, library, tmp_path):
     idx = tmp_path / "idx"
     cli = "from videococa.cli import run\nrun()\n"  # what `python -m videococa` runs
@@ -239,3 +285,16 @@ def test_ctrl_c_through_the_cli_keeps_what_was_committed(tiny_model, library, tm
         assert f'"generation": {index.generation}' in meta
         assert len(index.files()) == 3 == len(index) == index._faiss.ntotal
     _rerun_completes(idx, tiny_model, library, committed=3)
+
+
+def test_index_command_records_the_faiss_choice(easy_videos, tmp_path, capsys):
+    from videococa.cli import main  # noqa: PLC0415 - only this test runs the CLI
+
+    idx = tmp_path / "idx"
+    assert main(["index", *easy_videos[:2], "--index", str(idx), "--frames", "2", "--faiss", "ivfpq", "--json"]) == 0
+    assert VideoIndex.recorded_settings(idx)["faiss"] == "ivfpq"  # exact below 100k entries; ivfpq from there on
+    assert main(["index", easy_videos[2], "--index", str(idx), "--frames", "2", "--json"]) == 0  # kept when not given
+    assert VideoIndex.recorded_settings(idx)["faiss"] == "ivfpq"
+    assert main(["index", "--index", str(idx), "--frames", "2", "--faiss", "ivf", easy_videos[3], "--json"]) == 0
+    assert VideoIndex.recorded_settings(idx)["faiss"] == "ivf"
+    capsys.readouterr()

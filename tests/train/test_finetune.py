@@ -15,7 +15,7 @@ from videococa.limits import MAX_FRAMES
 from videococa.models.finetuned import RunDir
 from videococa.train import (FeatureCache, FeatureCacheError, FinetuneConfig, FinetuneError, cache_features,
                              clip_key, finetune, training_pairs)
-from videococa.train import features as features_mod
+from videococa.tasks import clipkeys  # where cache_features reads its clips (tasks.clipkeys.read_clip_key)
 from videococa.train.finetune import caption_loss
 from videococa.testing import EASY_VIDEOS
 
@@ -49,7 +49,7 @@ def test_cache_holds_the_encoder_tokens_and_resumes(tiny_model, easy_videos, cac
 
 
 def test_an_interrupted_cache_keeps_committed_clips(tiny_model, easy_videos, tmp_path, monkeypatch):
-    real, calls = features_mod.read_video, []
+    real, calls = clipkeys.read_video, []
 
     def flaky(*a, **k):
         calls.append(a[0])
@@ -57,12 +57,12 @@ def test_an_interrupted_cache_keeps_committed_clips(tiny_model, easy_videos, tmp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(features_mod, "read_video", flaky)
+    monkeypatch.setattr(clipkeys, "read_video", flaky)
     with pytest.raises(KeyboardInterrupt):
         cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", num_frames=2, batch_size=1,
                        shard_size=2)
     assert len(FeatureCache(tmp_path / "fc")) == 3
-    monkeypatch.setattr(features_mod, "read_video", real)
+    monkeypatch.setattr(clipkeys, "read_video", real)
     rest = cache_features(tiny_model, [(p, None, None) for p in easy_videos], tmp_path / "fc", num_frames=2)
     assert (rest.cached, rest.skipped) == (2, 3) and len(FeatureCache(tmp_path / "fc")) == 5
 

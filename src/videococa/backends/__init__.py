@@ -4,11 +4,18 @@
 `ray` runs the same per-file steps (read, encode, caption) as Ray Data stages on a cluster; only the
 scheduling differs, and so its outputs equal the local ones (tests/backends compares them).
 
-Both offer the same two calls:
+Both offer the same three calls:
     backend.encode_files(model, paths, **options)  each file's EncodedClips (or its FileIssue), as
                                                    `tasks.batch.encode_files` yields them: index, caption
+    backend.encode_clip_keys(model, keys, **opts)  (path, start, end) clips of annotation items, as
+                                                   `tasks.clipkeys.encode_clip_keys` yields them: eval,
+                                                   cache-features
     backend.embed(model, paths, out, **options)    embeddings to Parquet: one file (local) or a folder
                                                    of shards with an errors table (ray)
+
+The commands below the backends in the layering (`VideoIndex.update`, `train.cache_features`,
+`eval.runner.evaluate`) never import them: they take the backend's function as `encode=` and default to the
+local one, so the CLI (above both) is the one place that picks a backend.
 
 Ray is imported only by `backends.raydata`, when a ray backend is first used: `import videococa` and the
 CLI never load it.

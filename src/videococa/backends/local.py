@@ -7,6 +7,7 @@ from typing import Iterator, Sequence
 
 from ..models.videococa import VideoCoCa
 from ..tasks.batch import EncodedClip, encode_files
+from ..tasks.clipkeys import encode_clip_keys
 from ..tasks.embed import EmbedReport, embed_to_parquet
 from ..video.loader import FileIssue
 
@@ -20,6 +21,9 @@ class LocalBackend:
                      **kwargs) -> Iterator[list[EncodedClip] | FileIssue]:
         """`tasks.batch.encode_files`: each file's results (or its FileIssue), in input order."""
         return encode_files(model, paths, **kwargs)
+
+    encode_clip_keys = staticmethod(encode_clip_keys)
+    """`tasks.clipkeys.encode_clip_keys`: clips of annotation items (eval, cache-features), reading threads here."""
 
     def embed(self, model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike,
               **kwargs) -> EmbedReport:

@@ -14,6 +14,12 @@ Only scheduling differs from the local path: the per-file functions are the same
 (tests/backends compare them). Every row of every stage is one whole file (its windows travel together), so
 no batch boundary ever splits a file, and a shard holds whole files only.
 
+The items of an annotation file (`eval`, `cache-features`: (path, start, end) clips) take the same two stages
+with one row per clip (`encode_clip_keys`): `tasks.clipkeys.read_clip_key` in the decoding tasks,
+`tasks.clipkeys.encode_read` in the model actors (embeddings and generative tokens, or the frozen encoder's
+per-frame tokens), and the results stream back to the driver, which writes the feature cache or scores the
+benchmark exactly as the local path does. Faults are handled as for files (a clip's position is its id).
+
 Why not `ray.data.read_videos`: it decodes every frame of every file (decord) into one row per frame, at
 the file's own resolution. VideoCoCa needs 8 frames per clip; our reader seeks to them (bench/RESULTS.md:
 up to 4x less decoding than a full pass), crops them to the model's size in the decoding task, and keeps
@@ -68,6 +74,7 @@ from ..models.decoding import GenerationConfig
 from ..models.videococa import Pooling, VideoCoCa
 from ..paths import display
 from ..tasks.batch import EncodedClip, encode_clips
+from ..tasks.clipkeys import ClipKey, ClipOutput, KeyedBatch, check_output, encode_read, read_clip_key
 from ..tasks.embed import EmbedReport, embed_schema, file_rows, rows_table
 from ..video.loader import FileIssue, read_file
 from ..video.transforms import Preprocess
@@ -134,17 +141,21 @@ def _cpu(e: EncodedClip) -> EncodedClip:
                                video_tokens=None if e.video_tokens is None else e.video_tokens.float().cpu())
 
 
-class _Encode:
-    """Model actor: one replica of the driver's model (from the object store), on a GPU when it holds one."""
+class _Replica:
+    """Model actor: one replica of the driver's model (from the object store), on a GPU when it holds one;
+    `kwargs` are what its per-batch step takes besides the model."""
 
-    def __init__(self, model_box: list, *, pooling: Pooling, return_tokens: bool,
-                 captions: GenerationConfig | None, prompt: str | None, device: str, threads: int):
+    def __init__(self, model_box: list, *, device: str, threads: int, **kwargs):
         torch.set_num_threads(threads)
         model = _ray().get(model_box[0])
         self.model = model.to(device) if device != "cpu" else model
         self.normalize = model.preprocess.normalize
-        self.kwargs = dict(pooling=pooling, return_tokens=return_tokens, captions=captions, prompt=prompt)
+        self.kwargs = kwargs
         self.node = _node()
+
+
+class _Encode(_Replica):
+    """Model actor for whole files: `tasks.batch.encode_clips` (kwargs: pooling, return_tokens, captions, prompt)."""
 
     def __call__(self, batch: dict) -> dict:
         t0 = time.perf_counter()
@@ -164,6 +175,54 @@ class _Encode:
         return {**batch, "payload": _objects([pickle.dumps(p, protocol=5) if p else b"" for p in per_file]),
                 "encode_s": np.asarray([secs * len(p) / n for p in per_file], dtype=np.float64),
                 "encode_node": _objects([self.node] * len(per_file))}
+
+
+def _decode_keys(batch: dict, *, num_frames: int, preprocess: Preprocess, threads: int) -> dict:
+    """Decoding task for clips of annotation items: `tasks.clipkeys.read_clip_key` on each (path, start, end) key,
+    uint8 frames at the model's size, one row per clip (`payload` empty where the clip could not be read)."""
+    torch.set_num_threads(threads)
+    node = _node()
+    payload, reason, secs = [], [], []
+    for key in batch["key"]:
+        t = time.perf_counter()
+        got = read_clip_key(pickle.loads(key), num_frames, preprocess)
+        read = isinstance(got, torch.Tensor)
+        payload.append(pickle.dumps(got.numpy(), protocol=5) if read else b"")  # (T, 3, S, S) uint8
+        reason.append("" if read else got)
+        secs.append(time.perf_counter() - t)
+    return {"pos": batch["pos"], "key": batch["key"], "payload": _objects(payload), "reason": _objects(reason),
+            "decode_s": np.asarray(secs, dtype=np.float64), "decode_node": _objects([node] * len(secs))}
+
+
+class _EncodeKeys(_Replica):
+    """Model actor for clips of annotation items: `tasks.clipkeys.encode_read` over the batch's read clips (kwargs:
+    output, pooling, return_tokens); each row's results as a dict of CPU tensors."""
+
+    def __call__(self, batch: dict) -> dict:
+        t0 = time.perf_counter()
+        n = len(batch["pos"])
+        got = [self.normalize(torch.from_numpy(pickle.loads(p))) if len(p) else r  # as read with model.preprocess
+               for p, r in zip(batch["payload"], batch["reason"])]
+        done = encode_read(self.model, range(n), got, **self.kwargs)
+        per_row: list[bytes] = [b""] * n
+        for j, k in enumerate(done.ix):
+            row = {name: None if t is None else t[j].clone() for name, t in (
+                ("embedding", done.embeddings), ("video_tokens", done.video_tokens), ("frame_tokens", done.frame_tokens))}
+            per_row[k] = pickle.dumps(row, protocol=5)
+        secs = time.perf_counter() - t0
+        return {**batch, "payload": _objects(per_row), "encode_s": np.full(n, secs / max(1, n)),
+                "encode_node": _objects([self.node] * n)}
+
+
+def _keyed_batch(batch: dict) -> KeyedBatch:
+    """The driver's view of a batch of `_EncodeKeys` rows: results stacked in row order, failures with reasons."""
+    out = KeyedBatch([int(i) for i, p in zip(batch["pos"], batch["payload"]) if len(p)])
+    out.failed = [(int(i), str(r)) for i, p, r in zip(batch["pos"], batch["payload"], batch["reason"]) if not len(p)]
+    rows = [pickle.loads(p) for p in batch["payload"] if len(p)]
+    for name, attr in (("embedding", "embeddings"), ("video_tokens", "video_tokens"), ("frame_tokens", "frame_tokens")):
+        if rows and rows[0][name] is not None:
+            setattr(out, attr, torch.stack([r[name] for r in rows]))
+    return out
 
 
 def _write_atomic(table, path: Path) -> None:
@@ -272,7 +331,7 @@ class RunSummary:
     """Where the actors run the model."""
 
     def add(self, batch: dict) -> None:
-        n = len(batch["path_bytes"])
+        n = len(batch["reason"])
         for s in _STAGES:
             if f"{s}_s" in batch:
                 st = self.stages[s]
@@ -411,10 +470,10 @@ class RayBackend:
             self._models[id(model)] = (model, ray.put(ship))
         return self._models[id(model)][1]
 
-    def _dataset(self, model: VideoCoCa, names: list[bytes], *, files_per_task: int, batch_size: int,
-                 num_frames: int, segment: float | None, pooling: Pooling, return_tokens: bool,
-                 captions: GenerationConfig | None, summary: RunSummary, prompt: str | None = None):
-        """decode -> encode, one row per file (`names`: absolute paths as bytes)."""
+    def _pipeline(self, model: VideoCoCa, rows: list[dict], *, per_task: int, batch_size: int, summary: RunSummary,
+                  decode: Callable, decode_kwargs: dict, actor: type, actor_kwargs: dict):
+        """decode -> encode over `rows`: `decode` in CPU tasks of `per_task` rows (frames cropped to the model's
+        size), then the `actor` class holding the model, `batch_size` rows per call."""
         ray = self._connect()
         o = self.options
         actors, gpus, device = self._layout(ray)
@@ -423,23 +482,30 @@ class RayBackend:
             _log.warning("the model runs in fp32 on the GPUs; load it with precision='bf16' (--precision bf16) "
                          "for about twice the throughput")
         box = [self._model_ref(ray, model)]  # in a list: Ray passes it on as a reference, not the model
-        ds = ray.data.from_items([{"path_bytes": n} for n in names],
-                                 override_num_blocks=max(1, math.ceil(len(names) / files_per_task)))
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / per_task)))
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing task options (max_retries, max_restarts, ...) through map_batches'
             # **ray_remote_args but names no replacement for them yet; they still apply (revisit with Ray 2.64)
             warnings.simplefilter("ignore", DeprecationWarning)
-            ds = ds.map_batches(_decode, batch_size=files_per_task, batch_format="numpy",
-                                fn_kwargs=dict(reader=self.reader, num_frames=num_frames, segment=segment,
-                                               preprocess=model.preprocess.crop_only(),
+            ds = ds.map_batches(decode, batch_size=per_task, batch_format="numpy",
+                                fn_kwargs=dict(decode_kwargs, preprocess=model.preprocess.crop_only(),
                                                threads=max(1, math.ceil(o.decode_cpus))),
                                 num_cpus=o.decode_cpus, max_retries=o.task_retries, retry_exceptions=False)
-            return ds.map_batches(_Encode, batch_size=batch_size, batch_format="numpy",
-                                  fn_constructor_kwargs=dict(model_box=box, pooling=pooling, prompt=prompt,
-                                                             return_tokens=return_tokens, captions=captions,
-                                                             device=device, threads=max(1, math.ceil(o.cpus_per_actor))),
+            return ds.map_batches(actor, batch_size=batch_size, batch_format="numpy",
+                                  fn_constructor_kwargs=dict(actor_kwargs, model_box=box, device=device,
+                                                             threads=max(1, math.ceil(o.cpus_per_actor))),
                                   compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=o.cpus_per_actor,
                                   num_gpus=gpus or None, max_restarts=-1, max_task_retries=o.task_retries)
+
+    def _dataset(self, model: VideoCoCa, names: list[bytes], *, files_per_task: int, batch_size: int,
+                 num_frames: int, segment: float | None, pooling: Pooling, return_tokens: bool,
+                 captions: GenerationConfig | None, summary: RunSummary, prompt: str | None = None):
+        """decode -> encode, one row per file (`names`: absolute paths as bytes)."""
+        return self._pipeline(model, [{"path_bytes": n} for n in names], per_task=files_per_task,
+                              batch_size=batch_size, summary=summary, decode=_decode,
+                              decode_kwargs=dict(reader=self.reader, num_frames=num_frames, segment=segment),
+                              actor=_Encode, actor_kwargs=dict(pooling=pooling, return_tokens=return_tokens,
+                                                               captions=captions, prompt=prompt))
 
     @staticmethod
     def _tolerated(names: list[bytes], files_per_task: int) -> int:
@@ -525,6 +591,48 @@ class RayBackend:
         summary.failed += len(lost)
         for name in lost:
             yield FileIssue(given[name], _lost_reason(given[name], self.options.task_retries))
+
+    # ------------------------------------------------------------------ clips of annotation items (eval, cache-features)
+    def encode_clip_keys(self, model: VideoCoCa, keys: Sequence[ClipKey], *, num_frames: int = 8,
+                         output: ClipOutput = "video", pooling: Pooling = "attentional", return_tokens: bool = False,
+                         batch_size: int = 8, workers: int = 2, progress: bool = False) -> Iterator[KeyedBatch]:
+        """`tasks.clipkeys.encode_clip_keys` on the cluster: the same per-clip steps (`read_clip_key` in CPU tasks,
+        `encode_read` in the model actors), one KeyedBatch per batch that comes back, in input order (clips whose
+        batch failed and were retried alone come at the end). Every position comes back once, encoded or failed;
+        a reason names the path as given. `workers` is unused: the cluster's CPUs decode."""
+        check_output(output)
+        if not keys:
+            return
+        given = [str(k[0]) for k in keys]
+        absolute = [os.path.abspath(p) for p in given]  # workers do not share our working directory
+        summary = self.last_summary = RunSummary(items=len(keys))
+        t0 = time.perf_counter()
+
+        def as_given(pos: int, reason: str) -> str:
+            return reason if absolute[pos] == given[pos] else reason.replace(display(absolute[pos]), display(given[pos]))
+
+        def run(part: list[int], per_task: int, tolerated: int, seen: set[int]):
+            rows = [{"pos": i, "key": pickle.dumps((absolute[i], *keys[i][1:]))} for i in part]
+            with _data_context(max_errored_blocks=tolerated, preserve_order=True, enable_progress_bars=False):
+                ds = self._pipeline(model, rows, per_task=per_task, batch_size=batch_size, summary=summary,
+                                    decode=_decode_keys, decode_kwargs=dict(num_frames=num_frames), actor=_EncodeKeys,
+                                    actor_kwargs=dict(output=output, pooling=pooling, return_tokens=return_tokens))
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                summary.add(batch)
+                out = _keyed_batch(batch)
+                out.failed = [(i, as_given(i, r)) for i, r in out.failed]
+                seen.update(out.ix, (i for i, _ in out.failed))
+                summary.done, summary.failed = summary.done + len(out.ix), summary.failed + len(out.failed)
+                summary.rows += len(out.ix)
+                bar.update(len(batch["pos"]))
+                yield out
+
+        with tqdm(total=len(keys), desc="encode", unit="clip", disable=not progress, leave=False) as bar:
+            lost = yield from self._passes(list(range(len(keys))), run, summary)
+        summary.pipeline_s = time.perf_counter() - t0
+        if lost:
+            summary.failed += len(lost)
+            yield KeyedBatch([], failed=[(i, _lost_reason(given[i], self.options.task_retries)) for i in lost])
 
     # ------------------------------------------------------------------ embed: shards on disk
     @renamed_keywords(frames="num_frames")

@@ -12,28 +12,25 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..cache import cache_root
 from ..files import load_tensors, save_tensors_atomic
 from ..data.readers import Dataset, Item
 from ..deprecation import renamed_keywords
 from ..data.registry import REGISTRY, TASKS, DatasetRequestError, load_datasets, read_synthetic  # noqa: F401
-from ..errors import VideoCoCaError
 from ..models.decoding import GenerationConfig
 from ..models.videococa import VideoCoCa
 from ..synthetic.world import CLASS_TEMPLATES
 from ..text import QA_TEMPLATE
 from ..tasks.classify import ensemble_text_embeddings
+from ..tasks.clipkeys import ClipKeyEncoder, encode_clip_keys
 from ..tasks.labels import BUNDLED_LABELS, load_labels, load_templates
-from ..video.reader import read_video
 from . import metrics as M
 from .moments import MOMENT_NMS, MOMENT_SCALES, MOMENT_STRIDE, MOMENT_UNIT, rank_moments
 
@@ -49,12 +46,15 @@ CAPTION_DECODING = GenerationConfig(method="beam", num_beams=3, max_len=20, min_
 def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, pooling: str, return_tokens: bool,
                  batch_size: int = 8, workers: int = 2, progress: bool = False, cache: bool = True,
                  frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None,
+                 encode: ClipKeyEncoder = encode_clip_keys,
                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[str, str]]]:
     """(embeddings (U, E), video tokens (U, Q-1, E) or None, item -> row, unreadable (path, reason)) over unique
     clips.
 
     `frame_tokens((path, start, end))` may return a clip's stored encoder tokens (T, N, W) (a finetuning
     feature cache); such clips are pooled from them without decoding or encoding (attentional pooling only).
+    `encode`: where the other clips are read and encoded (`tasks.clipkeys`): this process's threads by default, or
+    a backend's `encode_clip_keys` (`videococa.backends`: a Ray cluster's), with the same results.
     """
     clips: dict[tuple, int] = {}
     rows = [clips.setdefault((it.path, it.start, it.end), len(clips)) for it in items]
@@ -74,7 +74,8 @@ def encode_items(model: VideoCoCa, items: Sequence[Item], *, num_frames: int, po
         out.put(part, e, t if return_tokens else None)
     to_encode = [i for i in range(len(keys)) if i not in stored]
     unreadable = _encode_clips(model, keys, to_encode, out, num_frames=num_frames, pooling=pooling,
-                               return_tokens=return_tokens, batch_size=batch_size, workers=workers, progress=progress)
+                               return_tokens=return_tokens, batch_size=batch_size, workers=workers, progress=progress,
+                               encode=encode)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         d = {"embeddings": out.emb} if out.video_tokens is None else {"embeddings": out.emb, "tokens": out.video_tokens}
@@ -120,33 +121,17 @@ class _Encodings:
 
 
 def _encode_clips(model: VideoCoCa, keys: list[tuple], to_encode: list[int], out: _Encodings, *, num_frames: int,
-                  pooling: str, return_tokens: bool, batch_size: int, workers: int,
-                  progress: bool) -> list[tuple[str, str]]:
-    """Read (in `workers` threads) and encode the clips `keys[i]` for i in `to_encode` into `out`; returns the
-    unreadable ones as (path, reason)."""
-
-    def read(key):
-        p, s, e = key
-        try:
-            return read_video(p, num_frames, start=s, end=e, preprocess=model.preprocess).frames
-        except (VideoCoCaError, ValueError) as exc:
-            return str(exc)
-
-    unreadable: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(to_encode), desc="encode", unit="clip",
-                                                         disable=not progress, leave=False) as bar:
-        for start in range(0, len(to_encode), batch_size):
-            part = to_encode[start : start + batch_size]
-            got = list(pool.map(read, [keys[i] for i in part]))
-            ok = [i for i, g in zip(part, got) if isinstance(g, torch.Tensor)]
-            unreadable += [(keys[i][0], g) for i, g in zip(part, got) if not isinstance(g, torch.Tensor)]
-            if ok:
-                enc = model.encode_video(torch.stack([got[part.index(i)] for i in ok]), pooling=pooling,
-                                         return_tokens=return_tokens)
-                e, t = enc if return_tokens else (enc, None)
-                out.put(ok, e, t)
-            bar.update(len(part))
-    return unreadable
+                  pooling: str, return_tokens: bool, batch_size: int, workers: int, progress: bool,
+                  encode: ClipKeyEncoder) -> list[tuple[str, str]]:
+    """Read and encode the clips `keys[i]` for i in `to_encode` into `out` (with `encode`: this process's threads,
+    or a backend's); returns the unreadable ones as (path, reason), in the order of `to_encode`."""
+    unreadable: list[tuple[int, str]] = []
+    for batch in encode(model, [keys[i] for i in to_encode], num_frames=num_frames, output="video", pooling=pooling,
+                        return_tokens=return_tokens, batch_size=batch_size, workers=workers, progress=progress):
+        unreadable += batch.failed
+        if batch.ix:
+            out.put([to_encode[j] for j in batch.ix], batch.embeddings, batch.video_tokens)
+    return [(keys[to_encode[j]][0], reason) for j, reason in sorted(unreadable)]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -164,10 +149,13 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, num_frames: int = 8, pool
                      templates: str | Sequence[str] | None = None, limit: int | None = None,
                      generation: GenerationConfig = CAPTION_DECODING, batch_size: int = 8,
                      workers: int = 2, progress: bool = False, cache: bool = True, meteor: bool = True,
-                     frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None) -> dict:
+                     frame_tokens: Callable[[tuple], torch.Tensor | None] | None = None,
+                     encode: ClipKeyEncoder | None = None) -> dict:
     """Metrics of one dataset for its task, with the protocol. `meteor`: also METEOR for captions (Java).
 
     `frame_tokens`: stored encoder tokens per clip, as in `encode_items` (validation during finetuning).
+    `encode`: where clips are read and encoded, as in `encode_items` (default: this process). Moment retrieval
+    encodes its sliding windows in this process only, and refuses another `encode`.
     """
 
     items = ds.items[:limit] if limit else list(ds.items)
@@ -175,12 +163,15 @@ def evaluate_dataset(model: VideoCoCa, ds: Dataset, *, num_frames: int = 8, pool
         raise EvalError(f"{ds.name}: no videos to evaluate ({len(ds.missing)} listed videos are missing under --videos)")
     t0 = time.perf_counter()
     if ds.task == "moments":
+        if encode not in (None, encode_clip_keys):
+            raise EvalError(f"{ds.name}: moment retrieval runs on the local backend only (it encodes sliding windows "
+                            "of whole videos, not the items of the annotation file)")
         return _evaluate_moments(model, ds, items, num_frames=num_frames, pooling=pooling, batch_size=batch_size,
                                  progress=progress, t0=t0)
     need_tokens = ds.task in ("caption", "qa")
     emb, video_tokens, rows, unreadable = encode_items(model, items, num_frames=num_frames, pooling=pooling,
                                              return_tokens=need_tokens,
-                                             frame_tokens=frame_tokens,
+                                             frame_tokens=frame_tokens, encode=encode or encode_clip_keys,
                                              batch_size=batch_size, workers=workers, progress=progress, cache=cache)
     bad = {p for p, _ in unreadable}
     keep = [i for i, it in enumerate(items) if it.path not in bad]

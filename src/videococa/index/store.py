@@ -12,8 +12,16 @@ committed before it and never leaves half a file. The FAISS file is derived data
 atomically after a run, and rebuilt from SQLite when its generation does not match (after a crash).
 
 FAISS kind, chosen by size and recorded: below `EXACT_LIMIT` entries, exact inner-product search
-(IndexFlatIP); at or above, an inverted-file index (IndexIVFFlat, nlist ~ 4*sqrt(n), `nprobe` probed
-lists), which supports removal by id, so deleted and re-embedded files never force a rebuild.
+(IndexFlatIP); at or above, an inverted-file index (nlist ~ 4*sqrt(n), `nprobe` probed lists), which supports
+removal by id, so deleted and re-embedded files never force a rebuild. Which inverted-file index is a setting
+of the index (`faiss=`, recorded in SQLite, so it reopens the same way):
+    ivf     IndexIVFFlat (the default): full float32 vectors, 4 bytes per dimension per entry in memory.
+    ivfpq   IndexIVFPQ, for libraries past ~10M entries: each vector as a product-quantisation code of
+            dim/8 bytes (`PQ_DIMS_PER_CODE_BYTE`: 64 bytes at 512 dimensions, 16x smaller) plus its 8-byte
+            id, with the coarse centroids and PQ codebook trained on a sample of the stored vectors. The
+            `RERANK` best candidates are re-scored exactly from the float32 vectors SQLite keeps, so scores are
+            true inner products and the order within them is exact (bench/search.py measures the recall).
+Either way the FAISS file is derived: changing the setting rebuilds it from the SQLite record.
 """
 
 from __future__ import annotations
@@ -54,6 +62,13 @@ from .query import GroupBy, SearchFilter, check_group_by, fts_query, page, rrf
 
 EXACT_LIMIT = 100_000
 """Entries below which search is exact."""
+FAISS_KINDS: tuple[str, ...] = ("ivf", "ivfpq")
+"""Inverted-file indexes an index may use at or above EXACT_LIMIT entries (the `faiss` setting)."""
+PQ_DIMS_PER_CODE_BYTE = 8
+"""ivfpq: dimensions per byte of product-quantisation code (8-bit sub-quantisers of 8 dimensions each)."""
+RERANK = 1024
+"""ivfpq: candidates re-scored exactly from SQLite's float32 vectors before the first hit is returned (recall@10 at
+1M: 0.89 with 256, 0.98 with 1024 on our model's embeddings; bench/search.py --rerank-sweep)."""
 DEFAULT_NPROBE = 64
 """Inverted lists probed per query in the approximate index (see bench/search.py)."""
 SCHEMA_VERSION = 3
@@ -277,12 +292,14 @@ class VideoIndex:
     @renamed_keywords(frames="num_frames")
     def __init__(self, path: str | os.PathLike, model=None, *, num_frames: int | None = None,
                  pooling: str | None = None, segment: float | None = None, create: bool = True, on_wait=None,
-                 captions: bool | None = None):
+                 captions: bool | None = None, faiss: str | None = None):
         if num_frames is not None and (not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_FRAMES):
             raise OptionError(f"num_frames must be an integer from 1 to {MAX_FRAMES}, got {num_frames!r}")
         if pooling is not None and pooling not in POOLINGS:
             raise OptionError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         check_segment(segment)
+        if faiss is not None and faiss not in FAISS_KINDS:
+            raise OptionError(f"unknown FAISS index kind {faiss!r}; choose one of: {', '.join(FAISS_KINDS)}")
         self.path = Path(path)
         self.db_path = self.path / "index.sqlite"
         self.model = model
@@ -313,6 +330,8 @@ class VideoIndex:
         else:
             self._create(model, num_frames, pooling, segment, create, bool(captions))
         self._check(model, num_frames, pooling, segment, captions)
+        if faiss is not None and faiss != self.approximate:
+            self._record_faiss(faiss)
         self.dim = int(self.settings["embed_dim"])
         try:
             self._open_faiss()
@@ -466,6 +485,26 @@ class VideoIndex:
         return bool(self.settings.get("captions"))
 
     @property
+    def approximate(self) -> str:
+        """The inverted-file index used at or above EXACT_LIMIT entries: `ivf` or `ivfpq` (see the module docstring)."""
+        return self.settings.get("faiss") or "ivf"
+
+    def _wanted_kind(self, entries: int) -> str:
+        return "exact" if entries < EXACT_LIMIT else self.approximate
+
+    def _record_faiss(self, kind: str) -> None:
+        """Record another `faiss` setting; the FAISS file made with the old one is rebuilt when it is opened."""
+        try:
+            with self._locked(), self._tx():
+                self.db.execute("INSERT OR REPLACE INTO settings VALUES ('faiss', ?)", (kind,))
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(exc) from None
+        except OSError as exc:
+            raise IndexStoreError(f"cannot change the FAISS index kind of {display(self.path)!r}: "
+                                  f"{exc.strerror or exc}") from None
+        self.settings = self._settings()
+
+    @property
     def generation(self) -> int:
         return int(self.db.execute("SELECT value FROM settings WHERE key='generation'").fetchone()[0])
 
@@ -529,6 +568,8 @@ class VideoIndex:
             meta = json.loads((self.path / "vectors.json").read_text())
             if meta.get("index_id") != self.settings.get("index_id"):
                 raise OptionError("made for another record at this path")
+            if meta["kind"] not in ("exact", self.approximate):
+                raise OptionError("made with another `faiss` setting")
             index = faiss.read_index(str(self.path / "vectors.faiss"))
             if index.d != self.dim:
                 raise OptionError("dimension")
@@ -542,6 +583,8 @@ class VideoIndex:
             changed = True
         else:
             changed = self._sync()
+            if self.faiss_kind != self._wanted_kind(self._faiss.ntotal):  # grown or shrunk past the limit meanwhile
+                self._rebuild_in_memory()
         try:
             can_save = changed and self._lock.acquire(blocking=False)  # unless a writer is at work
         except OSError:
@@ -595,7 +638,8 @@ class VideoIndex:
 
     def _rebuild_in_memory(self) -> None:
         gen, ids, _, vecs = self._snapshot_ids(np.zeros(0, dtype=np.int64))
-        self._faiss, self.faiss_kind = build_faiss(vecs, ids, self.dim)
+        self._faiss, self.faiss_kind = build_faiss(vecs, ids, self.dim, exact_limit=EXACT_LIMIT,
+                                                   approximate=self.approximate)
         self._ids, self._synced = ids, gen
         self._apply_nprobe()
 
@@ -630,7 +674,7 @@ class VideoIndex:
 
     def _settle(self) -> None:
         """After a write session: switch exact <-> approximate if the size crossed the limit, then save."""
-        if (self.faiss_kind == "exact") != (self._faiss.ntotal < EXACT_LIMIT):
+        if self.faiss_kind != self._wanted_kind(self._faiss.ntotal):
             self._rebuild_in_memory()
             self._save_faiss()
         elif self._synced != self._saved_generation:
@@ -1018,12 +1062,15 @@ class VideoIndex:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self._faiss.nprobe) \
                 if hasattr(self._faiss, "nprobe") else faiss.SearchParameters(sel=selector)
         exists: dict[str, bool] = {}
-        k, seen = min(n, 64), 0
+        k, seen = min(n, RERANK if self.faiss_kind == "ivfpq" else 64), 0
         while k:
             scores, ids = self._faiss.search(q, k, params=params)
             found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-            rows = self._entry_rows([i for i, _ in found[seen:]])
-            for i, score in found[seen:]:
+            new = found[seen:]
+            if self.faiss_kind == "ivfpq":  # codes give approximate scores: the new candidates re-scored exactly
+                new = self._rescored(q[0], [i for i, _ in new])
+            rows = self._entry_rows([i for i, _ in new])
+            for i, score in new:
                 row = rows.get(i)
                 if row is None:
                     continue  # removed since the FAISS index was synced
@@ -1035,6 +1082,15 @@ class VideoIndex:
             if k >= n or len(found) < k:  # all of them, or all an approximate index reaches
                 return
             k = min(n, k * 4)
+
+    def _rescored(self, q: np.ndarray, ids: list[int]) -> list[tuple[int, float]]:
+        """(id, exact inner product with `q`) of the entries `ids`, best first, from SQLite's float32 vectors."""
+        scored = []
+        for lo in range(0, len(ids), SQL_CHUNK):
+            part = ids[lo : lo + SQL_CHUNK]
+            rows = self.db.execute(f"SELECT id, vector FROM entries WHERE id IN ({','.join('?' * len(part))})", part)
+            scored += [(i, float(np.frombuffer(v, dtype=np.float32) @ q)) for i, v in rows]
+        return sorted(scored, key=lambda x: -x[1])
 
     @staticmethod
     def _grouped(hits: Iterable[SearchHit], group_by: str, min_score: float | None, *,
@@ -1193,7 +1249,7 @@ class VideoIndex:
         self._refresh()
         files, last = self.db.execute("SELECT COUNT(*), MAX(indexed_at) FROM files").fetchone()
         keys = ("model", "pretrained", "precision", "fingerprint", "frames", "pooling", "segment", "created")
-        return {"videos": files, "entries": self._count(), "index_kind": self.faiss_kind,
+        return {"videos": files, "entries": self._count(), "index_kind": self.faiss_kind, "faiss": self.approximate,
                 "last_update": last, "generation": self.generation, "captions": self.captions,
                 **{k: self.settings.get(k) for k in keys}}
 
@@ -1402,8 +1458,9 @@ class _Transaction:
 
 
 def build_faiss(vectors: np.ndarray, ids: np.ndarray, dim: int, *, exact_limit: int = EXACT_LIMIT,
-                seed: int = 0) -> tuple[object, str]:
-    """(index, kind): exact IndexIDMap2(IndexFlatIP) below `exact_limit` vectors, else IndexIVFFlat (inner product)."""
+                seed: int = 0, approximate: str = "ivf") -> tuple[object, str]:
+    """(index, kind): exact IndexIDMap2(IndexFlatIP) below `exact_limit` vectors, else the `approximate` inverted-file
+    index (inner product): IndexIVFFlat (`ivf`) or IndexIVFPQ (`ivfpq`), trained on a sample of `vectors`."""
     import faiss
 
     n = len(vectors)
@@ -1412,12 +1469,28 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, dim: int, *, exact_limit: 
         kind = "exact"
     else:
         nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))  # 4*sqrt(n), to a power of two: 4096 at 1M
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if approximate == "ivfpq":
+            index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_code_bytes(dim), 8,
+                                     faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]  # FAISS asks >= 39 per list
+        # FAISS asks >= 39 points per list, and per PQ centroid (256 of them)
+        sample = vectors[rng.choice(n, size=min(n, max(40 * nlist, 40 * 256)), replace=False)]
         index.cp.seed = seed
-        index.train(sample)
-        kind = "ivf"
+        if approximate == "ivfpq":
+            index.pq.cp.seed = seed
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        kind = approximate
     if n:
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
     return index, kind
+
+
+def pq_code_bytes(dim: int) -> int:
+    """Bytes of an ivfpq code for `dim`-dimensional vectors: dim / PQ_DIMS_PER_CODE_BYTE, or the nearest divisor of
+    `dim` below it (FAISS splits the vector into that many equal sub-vectors)."""
+    m = max(1, dim // PQ_DIMS_PER_CODE_BYTE)
+    while dim % m:
+        m -= 1
+    return m

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
 from ..deprecation import renamed_attribute, renamed_keywords
-from ..errors import FeatureCacheError, VideoCoCaError
+from ..errors import FeatureCacheError
 from ..files import load_tensors, save_tensors_atomic, write_json_atomic
 from ..models.videococa import VideoCoCa
-from ..video.reader import read_video
+from ..tasks.clipkeys import ClipKey, ClipKeyEncoder, encode_clip_keys
 
 FORMAT_VERSION = 1
 
@@ -112,19 +111,25 @@ class FeatureCache:
 
 
 @renamed_keywords(frames="num_frames")
-def cache_features(model: VideoCoCa, clips: Sequence[tuple[str, float | None, float | None]],
-                   out: str | os.PathLike, *, num_frames: int = 8, shard_size: int = 256, batch_size: int = 8,
-                   progress: bool = False) -> CacheReport:
-    """Encode each (path, start, end) clip once with the frozen encoder and store its tokens (resumable)."""
+def cache_features(model: VideoCoCa, clips: Sequence[ClipKey], out: str | os.PathLike, *, num_frames: int = 8,
+                   shard_size: int = 256, batch_size: int = 8, workers: int = 2, progress: bool = False,
+                   encode: ClipKeyEncoder = encode_clip_keys) -> CacheReport:
+    """Encode each (path, start, end) clip once with the frozen encoder and store its tokens (resumable).
+
+    `encode`: where the clips are read and encoded (`tasks.clipkeys`): this process's threads by default, or a
+    backend's `encode_clip_keys` (`videococa.backends`, e.g. a Ray cluster's); the cache it writes is the same.
+    Reading uses `workers` threads on the local path."""
     out = Path(out)
     db = _open_for_writing(out, model, num_frames)
     report = CacheReport()
     to_cache = _clips_to_cache(clips, {r[0] for r in db.execute("SELECT key FROM clips")}, report)
     shards = _ShardWriter(out, db, report)
     try:
-        for i in tqdm(range(0, len(to_cache), batch_size), desc="cache features", unit="batch", disable=not progress):
-            for key, tokens in _encode_batch(model, to_cache[i : i + batch_size], num_frames, report):
-                shards.add(key, tokens)
+        for batch in encode(model, [(p, s, e) for _, p, s, e in to_cache], num_frames=num_frames, output="frames",
+                            batch_size=batch_size, workers=workers, progress=progress):
+            report.failed += [(to_cache[i][1], reason) for i, reason in batch.failed]
+            for i, tokens in zip(batch.ix, batch.frame_tokens if batch.ix else []):  # (T, N, W) fp16 each
+                shards.add(to_cache[i][0], tokens)
             if len(shards.pending) >= shard_size:
                 shards.flush()
     finally:
@@ -159,24 +164,6 @@ def _clips_to_cache(clips: Sequence[tuple[str, float | None, float | None]], don
             queued.add(k)
             to_cache.append((k, p, s, e))
     return to_cache
-
-
-def _encode_batch(model: VideoCoCa, batch: Sequence[tuple[str, str, float | None, float | None]], num_frames: int,
-                  report: CacheReport) -> list[tuple[str, torch.Tensor]]:
-    """(key, fp16 tokens (T, N, W)) of each readable clip of `batch`; unreadable ones go to report.failed."""
-    keys, frames = [], []
-    for k, p, s, e in batch:
-        try:
-            clip = read_video(p, num_frames, start=s, end=e, preprocess=model.preprocess)
-        except (VideoCoCaError, ValueError) as exc:
-            report.failed.append((p, str(exc)))
-            continue
-        keys.append(k)
-        frames.append(clip.frames)
-    if not keys:
-        return []
-    frame_tokens = model.encode_frames(torch.stack(frames)).to(torch.float16).cpu()  # (b, T, N, W)
-    return list(zip(keys, frame_tokens))
 
 
 class _ShardWriter:
