@@ -525,7 +525,8 @@ def cmd_finetune(args) -> int:
     pairs = training_pairs(train_items, args.task)
     cfg = FinetuneConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, accumulate=args.accumulate,
                          lr=args.lr, bf16=model.precision == "bf16", temporal=args.temporal,
-                         temporal_layers=args.temporal_layers, contrastive_weight=args.contrastive_weight,
+                         temporal_layers=args.temporal_layers, temporal_scaled=args.temporal_scaled,
+                         temporal_lr=args.temporal_lr, contrastive_weight=args.contrastive_weight,
                          caption_weight=args.caption_weight, train_text=args.train_text, seed=args.seed,
                          extra={"train": args.train, "val": args.val, "dataset": args.dataset,
                                 "val_sets": [ds.name for ds in val_sets]})
@@ -759,6 +760,11 @@ def _add_benchmark_commands(sub) -> None:
                         "self-attention; divided: that plus a spatial block after each temporal one, both given "
                         "each token's spatial position (all leave the model unchanged at step 0)")
     p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
+    p.add_argument("--temporal-scaled", action="store_true",
+                   help="multiply the temporal blocks' residual outputs by each token's RMS, so they can grow to the "
+                        "frozen tokens' scale within a short run (still the zero-shot model at step 0)")
+    p.add_argument("--temporal-lr", type=_lr, default=None,
+                   help="peak learning rate of the new temporal modules (default: --lr)")
     p.add_argument("--contrastive-weight", type=_weight, default=None,
                    help="weight of the contrastive loss (default: 1 for retrieval tasks, else 0)")
     p.add_argument("--caption-weight", type=_weight, default=None,
