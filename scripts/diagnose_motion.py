@@ -12,6 +12,7 @@ zero-initialised linear layer to every frame token (--where tokens) or to the ge
   oracle    the true direction, one-hot (an upper bound: can the decoder read a clean motion feature?)
   centroid  the per-frame centroid of the saliency |token - median token| over the patch grid (T x 2)
   maps      the per-frame saliency maps, centred over time (T x patches)
+--scaled multiplies the mixer's residual branches by the token RMS (`enable_temporal(scaled=True)`).
 --new-lr sets the learning rate of the temporal modules and the injected layer (default --lr).
 Run (paths of the cached 600-video train and 500-video validation sets, see bench/RESULTS.md, issue 24):
   PYTHONPATH=src .venv/bin/python scripts/diagnose_motion.py --features feats --mode qa-motion --inject oracle
@@ -108,6 +109,7 @@ def main():
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--new-lr", type=float, default=None, help="lr of the temporal modules (default --lr)")
+    ap.add_argument("--scaled", action="store_true", help="the mixer's residuals scaled by the token RMS")
     ap.add_argument("--freeze-decoder", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=25)
@@ -120,7 +122,7 @@ def main():
     Xtr, Ytr, Qtr, QAtr = load(args.train or make_benchmark(None, num_videos=600, seed=7), cache)
     Xva, Yva, Qva, _ = load(args.val or make_benchmark(None, num_videos=500), cache)
     m = videococa.load_model("videococa-tiny", precision="fp32")
-    m.enable_temporal(args.variant)
+    m.enable_temporal(args.variant, scaled=args.scaled)
     params = trainable_parameters(m)
     if args.freeze_decoder or args.mode == "head":
         params = {k: p for k, p in params.items() if not k.startswith("coca.text_decoder.")}

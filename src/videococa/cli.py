@@ -530,7 +530,8 @@ def cmd_finetune(args) -> int:
     pairs = training_pairs(train_items, args.task)
     cfg = FinetuneConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, accumulate=args.accumulate,
                          lr=args.lr, bf16=model.precision == "bf16", temporal=args.temporal,
-                         temporal_layers=args.temporal_layers, contrastive_weight=args.contrastive_weight,
+                         temporal_layers=args.temporal_layers, temporal_scaled=args.temporal_scaled,
+                         temporal_lr=args.temporal_lr, contrastive_weight=args.contrastive_weight,
                          caption_weight=args.caption_weight, train_text=args.train_text, seed=args.seed,
                          extra={"train": args.train, "val": args.val, "dataset": args.dataset,
                                 "val_sets": [ds.name for ds in val_sets]})
@@ -715,6 +716,20 @@ def _add_text_commands(sub) -> None:
     _add_backend_options(p)
 
 
+def _add_temporal_args(p: argparse.ArgumentParser) -> None:
+    """finetune's --temporal options."""
+    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer", "divided"],
+                   help="embedding: a learned per-frame embedding; transformer: that plus a factorised temporal "
+                        "self-attention; divided: that plus a spatial block after each temporal one, both given "
+                        "each token's spatial position (all leave the model unchanged at step 0)")
+    p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
+    p.add_argument("--temporal-scaled", action="store_true",
+                   help="multiply the temporal blocks' residual outputs by each token's RMS, so they can grow to the "
+                        "frozen tokens' scale within a short run (still the zero-shot model at step 0)")
+    p.add_argument("--temporal-lr", type=_lr, default=None,
+                   help="peak learning rate of the new temporal modules (default: --lr)")
+
+
 def _add_benchmark_commands(sub) -> None:
     """eval, cache-features, finetune: the standard benchmarks and finetuning."""
     splits = split_help()  # the splits each dataset takes, from the registry
@@ -768,11 +783,7 @@ def _add_finetune_command(sub, splits: str) -> None:
     p.add_argument("--epochs", type=_positive_int, default=3)
     p.add_argument("--lr", type=_lr, default=1e-4)
     p.add_argument("--accumulate", type=_positive_int, default=1)
-    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer", "divided"],
-                   help="embedding: a learned per-frame embedding; transformer: that plus a factorised temporal "
-                        "self-attention; divided: that plus a spatial block after each temporal one, both given "
-                        "each token's spatial position (all leave the model unchanged at step 0)")
-    p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
+    _add_temporal_args(p)
     p.add_argument("--contrastive-weight", type=_weight, default=None,
                    help="weight of the contrastive loss (default: 1 for retrieval tasks, else 0)")
     p.add_argument("--caption-weight", type=_weight, default=None,

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 import videococa
 from videococa.eval.runner import encode_items
 from videococa.train import FeatureCache, FinetuneConfig, cache_features, finetune, training_pairs
+from videococa.models.videococa import _TemporalBlock
 from videococa.train.finetune import TASKS, contrastive_loss
 
 from test_finetune import _items
@@ -34,13 +35,14 @@ def cache8(tiny_model, easy_videos, tmp_path):
     return FeatureCache(tmp_path / "fc8", tiny_model, 4)
 
 
-@pytest.mark.parametrize("variant", ["embedding", "transformer", "divided"])
-def test_every_variant_starts_at_the_zero_shot_model(variant, cache8, easy_videos):
+@pytest.mark.parametrize("variant,scaled", [("embedding", False), ("transformer", False), ("divided", False),
+                                            ("transformer", True), ("divided", True)])
+def test_every_variant_starts_at_the_zero_shot_model(variant, scaled, cache8, easy_videos):
     m = videococa.load_model("videococa-tiny")
     tokens = torch.stack([cache8.get(k) for k, _ in training_pairs(_items(easy_videos), "caption")]).float()
     emb0, gen0 = m.pool_frame_tokens(tokens)
-    m.enable_temporal(variant, layers=2)
-    assert m.temporal == variant
+    m.enable_temporal(variant, layers=2, scaled=scaled)
+    assert m.temporal == variant and (m.temporal_mixer is None or m.temporal_mixer.scaled == scaled)
     emb1, gen1 = m.pool_frame_tokens(tokens)
     assert torch.equal(emb1, emb0) and torch.equal(gen1, gen0)  # exactly, not approximately
     e2, g2 = m.pool(tokens)  # the training path (differentiable, all videos in one pass) is the inference path
@@ -67,6 +69,42 @@ def test_only_temporal_modules_see_frame_order(variant, cache8, easy_videos):
             torch.nn.init.normal_(block.mlp[2].weight, std=0.5)
     a, b = m.pool_frame_tokens(tokens)[0], m.pool_frame_tokens(backwards)[0]
     assert float((a - b).abs().max()) > 1e-3
+
+
+def test_scaled_blocks_add_in_proportion_to_the_token_scale():
+    """A scaled block's residual grows with its input's scale (LayerNorm makes the branch itself scale-free); an
+    unscaled one adds the same whatever the tokens' size, so it stays small next to large frozen tokens."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 64)  # (S, T, W)
+    pos = torch.zeros(4, 64)
+    for scaled, ratio in ((True, 10.0), (False, 1.0)):
+        block = _TemporalBlock(64, 2, scaled=scaled)
+        with torch.no_grad():
+            torch.nn.init.normal_(block.attn.out_proj.weight, std=0.2)
+            if scaled:  # both branches scale; unscaled, the MLP's LayerNorm input x + attn(x) is not scale-free
+                torch.nn.init.normal_(block.mlp[2].weight, std=0.2)
+            small, large = block(x, pos) - x, block(10 * x, pos) - 10 * x
+        assert float(small.abs().max()) > 0.1
+        torch.testing.assert_close(large, ratio * small, atol=1e-3, rtol=1e-3)
+
+
+def test_temporal_lr_and_scaled_mixer_train_and_load_back(cache8, easy_videos, tmp_path):
+    m = videococa.load_model("videococa-tiny")
+    pairs = training_pairs(_items(easy_videos), "caption")
+    decoder = dict(m.named_parameters())["coca.text_decoder.resblocks.0.mlp.c_fc.weight"]
+    before = decoder.detach().clone()
+    cfg = FinetuneConfig(epochs=1, batch_size=5, lr=1e-4, warmup=2, temporal="transformer", temporal_scaled=True,
+                         temporal_lr=1e-2)
+    info = finetune(m, cache8, pairs, tmp_path / "run", cfg, max_steps=1)
+    # one AdamW step moves each weight by about its group's lr (x 1/2: the first warmup step)
+    moved_new = float(m.temporal_mixer.blocks[0].mlp[2].weight.abs().max())  # zero at step 0
+    moved_old = float((decoder - before).abs().max())
+    assert 2e-3 < moved_new <= 5.1e-3 and 1e-5 < moved_old <= 5.1e-5, (moved_new, moved_old)
+    assert info["config"]["temporal_lr"] == 1e-2 and info["config"]["temporal_scaled"] is True
+    loaded = videococa.load_model("videococa-tiny", finetuned=tmp_path / "run")
+    assert loaded.temporal_mixer.scaled and loaded.fingerprint() == m.fingerprint()
+    feats = torch.stack([cache8.get(k) for k, _ in pairs])
+    torch.testing.assert_close(loaded.pool_frame_tokens(feats)[0], m.pool_frame_tokens(feats)[0])
 
 
 def test_contrastive_loss_matches_a_hand_computation():

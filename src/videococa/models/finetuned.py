@@ -78,7 +78,8 @@ def apply_finetuned(model: VideoCoCa, run_dir: str | os.PathLike) -> VideoCoCa:
                          f"[{model.info.pretrained}] (weights {model.fingerprint()})")
     trained = run.read_trained()
     cfg = info["config"]
-    model.enable_temporal(cfg.get("temporal", "none"), layers=cfg.get("temporal_layers", 1))
+    model.enable_temporal(cfg.get("temporal", "none"), layers=cfg.get("temporal_layers", 1),
+                          scaled=cfg.get("temporal_scaled", False))
     params = dict(model.named_parameters())
     unknown = sorted(set(trained) - set(params))
     if unknown:

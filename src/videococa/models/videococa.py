@@ -73,10 +73,15 @@ def _sincos(length: int, width: int) -> torch.Tensor:
 
 
 class _TemporalBlock(nn.Module):
-    """Pre-LN self-attention + MLP over time whose residual branches start at exactly zero."""
+    """Pre-LN self-attention + MLP over time whose residual branches start at exactly zero.
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
+    `scaled`: each branch's output is multiplied by the input token's RMS (detached), so what the block adds
+    grows with the tokens' scale rather than the output weights' (frozen encoder tokens are large: RMS ~9 in
+    videococa-tiny, where an unscaled zero-initialised branch stays ~1% of a token; bench/RESULTS.md, issue 24)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, *, scaled: bool = False):
         super().__init__()
+        self.scaled = scaled
         hidden = int(width * mlp_ratio)
         self.ln_1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
@@ -88,8 +93,12 @@ class _TemporalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         h = self.ln_1(x) + pos  # (S, T, W); frame positions enter the attention only, not the residual
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
+        if not self.scaled:
+            x = x + self.attn(h, h, h, need_weights=False)[0]
+            return x + self.mlp(self.ln_2(x))
+        rms = x.detach().pow(2).mean(-1, keepdim=True).sqrt()  # (S, T, 1) the input token's scale
+        x = x + rms * self.attn(h, h, h, need_weights=False)[0]
+        return x + rms * self.mlp(self.ln_2(x))
 
 
 class TemporalMixer(nn.Module):
@@ -98,22 +107,24 @@ class TemporalMixer(nn.Module):
     the per-frame class token, so the pooler can see how each place changes over time.
 
     Output layers start at zero, so a new mixer is exactly the identity (finetuning starts at zero-shot).
+    `scaled`: residual branches scaled by the token's RMS (see `_TemporalBlock`).
     """
 
     def __init__(self, width: int, *, layers: int = 1, heads: int | None = None,
-                 space_pos: torch.Tensor | None = None):
+                 space_pos: torch.Tensor | None = None, scaled: bool = False):
         super().__init__()
         heads = heads or max(1, width // 64)
         self.layers = layers
+        self.scaled = scaled
         self.pos = nn.Parameter(_sincos(MAX_FRAMES, width))  # (MAX_FRAMES, W) frame positions, learned from sin-cos
-        self.blocks = nn.ModuleList(_TemporalBlock(width, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(_TemporalBlock(width, heads, scaled=scaled) for _ in range(layers))
         self.spatial = space_pos is not None
         """Divided space-time attention (TimeSformer, Bertasius et al., 2021): after each temporal block a spatial
         one (each token attends to the others of its frame), and both see every token's spatial position, so the
         blocks can relate where the object is to when: what motion is."""
         if self.spatial:
             self.space_pos = nn.Parameter(space_pos.detach().clone().float())  # (N, W) the image encoder's own
-            self.space_blocks = nn.ModuleList(_TemporalBlock(width, heads) for _ in range(layers))
+            self.space_blocks = nn.ModuleList(_TemporalBlock(width, heads, scaled=scaled) for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, n, w = x.shape
@@ -272,13 +283,13 @@ class VideoCoCa(nn.Module):
             return "divided" if self.temporal_mixer.spatial else "transformer"
         return "none" if self.temporal_embedding is None else "embedding"
 
-    def enable_temporal(self, kind: Temporal, *, layers: int = 1) -> None:
+    def enable_temporal(self, kind: Temporal, *, layers: int = 1, scaled: bool = False) -> None:
         """Add new temporal modules that leave every output unchanged until trained.
 
         embedding: a per-frame embedding (MAX_FRAMES, W) at zero. transformer: the same plus a `TemporalMixer`
         of `layers` blocks whose output layers are zero. divided: the same mixer with a spatial block after each
         temporal one, both given each token's spatial position (the image encoder's positional embedding).
-        none: nothing.
+        none: nothing. `scaled`: the mixer's residual branches are multiplied by each token's RMS (`_TemporalBlock`).
         """
         check_choice(kind, TEMPORALS, "temporal variant")
         width = self.coca.visual.transformer.width
@@ -286,7 +297,7 @@ class VideoCoCa(nn.Module):
             self.temporal_embedding = nn.Parameter(torch.zeros(MAX_FRAMES, width, device=self.device))
         if kind in ("transformer", "divided") and self.temporal_mixer is None:
             space = self.coca.visual.positional_embedding if kind == "divided" else None  # (N, W)
-            self.temporal_mixer = TemporalMixer(width, layers=layers, space_pos=space).to(self.device)
+            self.temporal_mixer = TemporalMixer(width, layers=layers, space_pos=space, scaled=scaled).to(self.device)
         self.refresh_fingerprint()
 
     def add_temporal(self, frame_tokens: torch.Tensor) -> torch.Tensor:

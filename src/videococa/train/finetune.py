@@ -4,7 +4,9 @@ Trained by default: `visual.attn_pool`, `visual.ln_post` and the text decoder; f
 `visual.proj` and the checkpoint's learnable temperature `logit_scale`; with `train_text` the text tower.
 Temporal variants (`temporal`): none (flattened pooling, as zero-shot); embedding (a per-frame embedding at
 zero); transformer (the embedding plus a factorised temporal self-attention whose output layers start at
-zero). Every variant is exactly the zero-shot model at step 0.
+zero); divided (that plus a spatial block after each temporal one). `temporal_scaled` multiplies the mixer's
+residual branches by each token's RMS and `temporal_lr` gives the temporal modules their own peak learning
+rate (bench/RESULTS.md, issue 24). Every variant is exactly the zero-shot model at step 0.
 
 Losses as in CoCa (Yu et al., 2022): captioning cross-entropy (QA pairs use `answer()`'s template) and
 contrastive InfoNCE in both directions with the learnable temperature; `retrieval+caption` is their weighted
@@ -83,6 +85,10 @@ class FinetuneConfig:
     """none, embedding or transformer (see the module docstring); all start at the zero-shot model."""
     temporal_layers: int = 1
     """Blocks of the temporal transformer."""
+    temporal_scaled: bool = False
+    """The temporal mixer's residual branches scaled by each token's RMS (`VideoCoCa.enable_temporal(scaled=)`)."""
+    temporal_lr: float | None = None
+    """Peak learning rate of the new temporal modules (same warmup and cosine); None: `lr`."""
     contrastive_weight: float | None = None
     """Weight of the contrastive loss; None: the task's default (LOSS_WEIGHTS)."""
     caption_weight: float | None = None
@@ -267,12 +273,23 @@ class _Session:
     """Validation metrics per epoch (run.json's `history`)."""
 
 
+TEMPORAL_PREFIXES = ("temporal_embedding", "temporal_mixer.")
+"""Names of the parameters `VideoCoCa.enable_temporal` adds (the ones `temporal_lr` applies to)."""
+
+
 def _optimizer(params: dict[str, nn.Parameter], cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on embeddings, positions, biases or norms)."""
-    decay = [p for n, p in params.items() if p.ndim >= 2 and "embedding" not in n and not n.endswith(".pos")]
-    other = [p for n, p in params.items() if not any(p is q for q in decay)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": other, "weight_decay": 0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    """AdamW with weight decay on matrices only (not on embeddings, positions, biases or norms). Each group's
+    `lr_scale` multiplies the scheduled lr: `temporal_lr / lr` for the temporal modules, else 1."""
+    groups = []
+    split = cfg.temporal_lr is not None  # else the two groups of runs saved before temporal_lr existed (resume)
+    for temporal in (False, True) if split else (None,):
+        scale = cfg.temporal_lr / cfg.lr if temporal and cfg.temporal_lr else 1.0
+        named = {n: p for n, p in params.items() if temporal is None or n.startswith(TEMPORAL_PREFIXES) == temporal}
+        decay = [p for n, p in named.items() if p.ndim >= 2 and "embedding" not in n and not n.endswith(".pos")]
+        other = [p for n, p in named.items() if not any(p is q for q in decay)]
+        groups += [{"params": ps, "weight_decay": wd, "lr_scale": scale}
+                   for ps, wd in ((decay, cfg.weight_decay), (other, 0.0)) if ps]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
 def _resume(run: RunDir, cfg: FinetuneConfig, base: dict, params: dict[str, nn.Parameter],
@@ -280,7 +297,8 @@ def _resume(run: RunDir, cfg: FinetuneConfig, base: dict, params: dict[str, nn.P
     """Load a saved run's parameters, optimizer and RNG state after checking it matches; returns (step, history)."""
     info = run.read_info(base["fingerprint"], against=f"this cache/model is {base['fingerprint']}")
     defaults = asdict(FinetuneConfig())
-    was = {k: info["config"].get(k, defaults[k]) for k in ("task", "temporal", "temporal_layers", "train_text")}
+    was = {k: info["config"].get(k, defaults[k])
+           for k in ("task", "temporal", "temporal_layers", "temporal_scaled", "train_text")}
     if was != {k: getattr(cfg, k) for k in was}:
         raise FinetuneError(f"run {str(run)!r} was made with {', '.join(f'{k}={v}' for k, v in was.items())}; "
                             "resume it with the same settings")
@@ -314,7 +332,8 @@ def _set_up(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, 
                             f"{str(cache.path)!r}")
     base = model.provenance()  # before enable_temporal, whose new modules change the fingerprint
     torch.manual_seed(cfg.seed)
-    model.enable_temporal(cfg.temporal, layers=cfg.temporal_layers)  # type: ignore[arg-type]
+    model.enable_temporal(cfg.temporal, layers=cfg.temporal_layers,  # type: ignore[arg-type]
+                          scaled=cfg.temporal_scaled)
     params = trainable_parameters(model, contrastive=cfg.weights()[0] > 0, train_text=cfg.train_text)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -399,7 +418,7 @@ def _train_step(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, chunk: li
                 ) -> tuple[float, float]:
     """One optimizer step over the pairs `chunk` (accumulated over batches); returns (contrastive, caption)."""
     for g in s.opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     s.opt.zero_grad(set_to_none=True)
     sums = torch.zeros(2)  # contrastive, caption (whole step)
     batches = [chunk[b : b + cfg.batch_size] for b in range(0, len(chunk), cfg.batch_size)]
