@@ -12,6 +12,7 @@ projections); `decoder_hidden` and the tests hold the cached path to open_clip's
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +53,101 @@ def decoder_hidden(decoder: nn.Module, image_embs: torch.Tensor, text_embs: torc
     return decoder.ln_final(x)  # (B, L, W)
 
 
+# --------------------------------------------------------------------------- weights in the compute dtype
+class _Linear:
+    """One linear layer's weight and bias in the dtype generation computes in.
+
+    fp32: open_clip's own tensors (views, so in-place changes show). bf16: copies made once, so a step does not
+    cast every weight as autocast does (autocast casts a weight at each call under inference_mode: 60% of a
+    bf16 step at batch 1), and on CPUs with oneDNN packed into its blocked layout, which multiplies a few rows
+    at twice the speed of `F.linear` (AMX / AVX512-BF16; outputs equal `F.linear`'s for up to 32 rows,
+    `test_packed_linear_equals_f_linear`). Inputs are cast to the dtype as autocast would."""
+
+    __slots__ = ("w", "b", "packed", "dtype")
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype, *, pack: bool = False):
+        self.dtype = dtype
+        self.w = w.detach().to(dtype)
+        self.b = None if b is None else b.detach().to(dtype)
+        self.packed = _pack(self.w) if pack else None
+        if self.packed is not None:
+            self.w = None  # the packed copy replaces it: one copy of the weights in memory
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, "none", [], "")
+        return F.linear(x, self.w, self.b)
+
+
+def _pack(w: torch.Tensor) -> torch.Tensor | None:
+    """w (out, in) in oneDNN's blocked layout for a few input rows, or None where that is unavailable."""
+    if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(w, 1)
+    except (AttributeError, RuntimeError):  # a torch without the op, or oneDNN without bf16 support
+        return None
+
+
+class _Block:
+    """A ResidualAttentionBlock's modules without weights (norms, activation, layer scales) and its linear
+    layers as `_Linear`s; `q` only (cross-attention: keys and values are made once per video)."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype, pack: bool, *, cross: bool = False):
+        attn = block.attn
+        e = attn.embed_dim
+        self.heads = attn.num_heads
+        self.ln_1, self.ln_2, self.ls_1, self.ls_2 = block.ln_1, block.ln_2, block.ls_1, block.ls_2
+        self.act = block.mlp.gelu
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        self.qkv = _Linear(w[:e] if cross else w, b[:e] if cross else b, dtype, pack=pack)
+        self.kv = _Linear(w[e:], b[e:], dtype) if cross else None  # (2E, E): over all image tokens, unpacked
+        self.ln_1_kv = block.ln_1_kv if cross else None
+        self.out = _Linear(attn.out_proj.weight, attn.out_proj.bias, dtype, pack=pack)
+        self.fc = _Linear(block.mlp.c_fc.weight, block.mlp.c_fc.bias, dtype, pack=pack)
+        self.proj = _Linear(block.mlp.c_proj.weight, block.mlp.c_proj.bias, dtype, pack=pack)
+
+    def __call__(self, x: torch.Tensor, attend) -> torch.Tensor:
+        """The block with its attention supplied by `attend(self, normed_x)`: open_clip's residual order."""
+        x = x + self.ls_1(attend(self, self.ln_1(x)))
+        return x + self.ls_2(self.proj(self.act(self.fc(self.ln_2(x)))))
+
+
+class DecoderWeights:
+    """The text tower's and multimodal decoder's weights in one compute dtype (see `_Linear`)."""
+
+    def __init__(self, coca: nn.Module, dtype: torch.dtype, *, pack: bool = True):
+        pack = pack and dtype == torch.bfloat16
+        self.dtype = dtype
+        self.text = [_Block(b, dtype, pack) for b in coca.text.transformer.resblocks]
+        self.dec = [_Block(b, dtype, pack) for b in coca.text_decoder.resblocks]
+        self.cross = [_Block(b, dtype, pack, cross=True) for b in coca.text_decoder.cross_attn]
+        proj = coca.text_decoder.text_projection  # (W, V)
+        # fp32 keeps open_clip's `x @ text_projection`; bf16 projects with the (V, W) copy, packed
+        self.vocab = None if dtype == torch.float32 else _Linear(proj.t(), None, dtype, pack=pack)
+        self.key = weights_key(coca)
+
+
+def weights_key(coca: nn.Module) -> tuple:
+    """Changes whenever a weight of the text tower or decoder is replaced or changed in place."""
+    params = [*coca.text.parameters(), *coca.text_decoder.parameters()]
+    return tuple((p.data_ptr(), p._version) for p in params)
+
+
+_PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def decoder_weights(coca: nn.Module, dtype: torch.dtype, *, pack: bool = True) -> DecoderWeights:
+    """`DecoderWeights` of `coca` in `dtype`, made once and remade after its weights change."""
+    cached = _PREPARED.setdefault(coca, {})
+    prepared = cached.get((dtype, pack))
+    if prepared is None or prepared.key != weights_key(coca):
+        cached.clear()  # one dtype at a time: a bf16 copy is half the decoder's fp32 size
+        prepared = cached[dtype, pack] = DecoderWeights(coca, dtype, pack=pack)
+    return prepared
+
+
 # --------------------------------------------------------------------------- cached attention
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.unflatten(-1, (h, -1)).transpose(1, 2)  # (N, L, W) -> (N, H, L, D)
@@ -64,40 +160,36 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 class _SelfAttnCache:
     """Keys and values of one stack of causal self-attention blocks, preallocated to `max_len`."""
 
-    def __init__(self, blocks: nn.ModuleList, n: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        self.blocks = blocks
-        attn = blocks[0].attn
-        self.h = attn.num_heads
-        d = attn.embed_dim // self.h
+    def __init__(self, blocks: list[_Block], n: int, max_len: int, dtype: torch.dtype, device: torch.device):
+        self.h = blocks[0].heads
+        d = blocks[0].out.b.shape[0] // self.h
         shape = (n, self.h, max_len, d)
         self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
         self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
 
-    def attend(self, i: int, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+    def attend(self, i: int, block: _Block, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Self-attention of block i for new positions [pos, pos+L) given cached [0, pos)."""
-        attn = self.blocks[i].attn
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = block.qkv(x).chunk(3, dim=-1)
         end = pos + x.shape[1]
         self.k[i][:, :, pos:end] = _heads(k, self.h)
         self.v[i][:, :, pos:end] = _heads(v, self.h)
         out = F.scaled_dot_product_attention(_heads(q, self.h), self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask)
-        return attn.out_proj(_merge(out))  # (N, L, W)
+        return block.out(_merge(out))  # (N, L, W)
 
-    def select(self, rows: torch.Tensor) -> None:
-        self.k = [t.index_select(0, rows) for t in self.k]
-        self.v = [t.index_select(0, rows) for t in self.v]
-
-
-def _block(block: nn.Module, x: torch.Tensor, attend) -> torch.Tensor:
-    """A ResidualAttentionBlock with its attention supplied by `attend(normed_x)`."""
-    x = x + block.ls_1(attend(block.ln_1(x)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    def select(self, rows: torch.Tensor, end: int) -> None:
+        """Keep (and reorder) these rows; only positions [0, end) are copied."""
+        for cache in (self.k, self.v):
+            for i, t in enumerate(cache):
+                kept = t.new_empty((len(rows), *t.shape[1:]))
+                kept[:, :, :end] = t[:, :, :end].index_select(0, rows)
+                cache[i] = kept
 
 
 class DecodeState:
     """Everything generation carries from step to step for N sequences of B videos (N = B * k)."""
 
-    def __init__(self, coca: nn.Module, image_embs: torch.Tensor, rows_per_video: int, max_len: int):
+    def __init__(self, coca: nn.Module, image_embs: torch.Tensor, rows_per_video: int, max_len: int,
+                 dtype: torch.dtype | None = None, *, pack: bool = True):
         self.coca = coca
         self.text = coca.text
         self.dec = coca.text_decoder
@@ -105,9 +197,11 @@ class DecodeState:
         b = image_embs.shape[0]
         n = b * rows_per_video
         device = image_embs.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else image_embs.dtype
-        self.text_cache = _SelfAttnCache(self.text.transformer.resblocks, n, max_len, dtype, device)
-        self.dec_cache = _SelfAttnCache(self.dec.resblocks, n, max_len, dtype, device)
+        if dtype is None:  # what autocast would compute in, if it is on
+            dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else image_embs.dtype
+        self.w = decoder_weights(coca, dtype, pack=pack)
+        self.text_cache = _SelfAttnCache(self.w.text, n, max_len, dtype, device)
+        self.dec_cache = _SelfAttnCache(self.w.dec, n, max_len, dtype, device)
         # open_clip's CoCa text mask: with the legacy CLS placement (all released CoCa weights) key j >= 1
         # is masked when token j-1 is pad_id; with correct_cls_mask, when token j is
         self.key_ok = torch.ones(n, max_len, dtype=torch.bool, device=device)
@@ -116,28 +210,29 @@ class DecodeState:
         self.pos = 0
         # cross-attention keys/values over the image tokens: once per video, shared by its rows
         self.cross_k, self.cross_v = [], []
-        for cross in self.dec.cross_attn:
-            attn = cross.attn
-            kv = cross.ln_1_kv(image_embs)  # (B, Q, E)
-            w, bias = attn.in_proj_weight, attn.in_proj_bias
-            e = attn.embed_dim
-            self.cross_k.append(_heads(F.linear(kv, w[e : 2 * e], bias[e : 2 * e]), attn.num_heads))  # (B, H, Q, D)
-            self.cross_v.append(_heads(F.linear(kv, w[2 * e :], bias[2 * e :]), attn.num_heads))
+        with torch.autocast(device.type, enabled=False):
+            for block in self.w.cross:
+                k, v = block.kv(block.ln_1_kv(image_embs)).chunk(2, dim=-1)  # (B, Q, E) each
+                self.cross_k.append(_heads(k, block.heads))  # (B, H, Q, D)
+                self.cross_v.append(_heads(v, block.heads))
 
-    def _cross(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        attn = self.dec.cross_attn[i].attn
-        e, h = attn.embed_dim, attn.num_heads
-        q = _heads(F.linear(x, attn.in_proj_weight[:e], attn.in_proj_bias[:e]), h)  # (N, H, L, D)
+    def _cross(self, i: int, block: _Block, x: torch.Tensor) -> torch.Tensor:
+        h = block.heads
+        q = _heads(block.qkv(x), h)  # (N, H, L, D)
         n, _, length, d = q.shape
         b = n // self.k
         # the k rows of a video attend to the same keys: fold them into the query axis, (B, H, k*L, D)
         q = q.unflatten(0, (b, self.k)).permute(0, 2, 1, 3, 4).reshape(b, h, self.k * length, d)
         out = F.scaled_dot_product_attention(q, self.cross_k[i], self.cross_v[i])
         out = out.reshape(b, h, self.k, length, d).permute(0, 2, 1, 3, 4).reshape(n, h, length, d)
-        return attn.out_proj(_merge(out))
+        return block.out(_merge(out))
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Feed new token ids (N, L) at the current position; returns logits (N, V) for the last one."""
+        with torch.autocast(token_ids.device.type, enabled=False):  # weights are already in the compute dtype
+            return self._forward(token_ids)
+
+    def _forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         n, length = token_ids.shape
         pos, end = self.pos, self.pos + token_ids.shape[1]
         # unimodal text tower (its CLS token comes last, so earlier positions never see it)
@@ -148,22 +243,25 @@ class DecodeState:
         self.key_ok[:, first : end + self.shift] = token_ids[:, :fits] != self.pad_id
         causal = torch.ones(length, end, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (L, end)
         text_mask = causal[None, None] & self.key_ok[:, None, None, :end]  # (N, 1, L, end)
-        for i, block in enumerate(self.text_cache.blocks):
-            x = _block(block, x, lambda h, i=i: self.text_cache.attend(i, h, pos, text_mask))
+        text_attend = self.text_cache.attend
+        for i, block in enumerate(self.w.text):
+            x = block(x, lambda blk, h, i=i: text_attend(i, blk, h, pos, text_mask))
         # multimodal decoder: causal self-attention, then cross-attention to the video tokens
         dec_mask = None if length == 1 else causal[None, None]
-        for i, block in enumerate(self.dec_cache.blocks):
-            x = _block(block, x, lambda h, i=i: self.dec_cache.attend(i, h, pos, dec_mask))
-            cross = self.dec.cross_attn[i]
-            x = _block(cross, x, lambda h, i=i: self._cross(i, h))
+        dec_attend = self.dec_cache.attend
+        for i, (block, cross) in enumerate(zip(self.w.dec, self.w.cross)):
+            x = block(x, lambda blk, h, i=i: dec_attend(i, blk, h, pos, dec_mask))
+            x = cross(x, lambda blk, h, i=i: self._cross(i, blk, h))
         self.pos = end
-        out = self.dec.ln_final(x[:, -1])  # (N, W)
-        return (out @ self.dec.text_projection).float()  # (N, V)
+        out = self.dec.ln_final(x[:, -1])  # (N, W): only the last position is projected to the vocabulary
+        if self.w.vocab is None:
+            return out @ self.dec.text_projection  # (N, V) fp32
+        return self.w.vocab(out).float()  # (N, V)
 
     def select(self, rows: torch.Tensor, videos: torch.Tensor | None = None) -> None:
         """Keep (and reorder) these sequence rows; `videos` the videos they now belong to, if that changed."""
-        self.text_cache.select(rows)
-        self.dec_cache.select(rows)
+        self.text_cache.select(rows, self.pos)
+        self.dec_cache.select(rows, self.pos)
         self.key_ok = self.key_ok.index_select(0, rows)
         if videos is not None:
             self.cross_k = [t.index_select(0, videos) for t in self.cross_k]
