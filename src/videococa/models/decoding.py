@@ -91,15 +91,17 @@ def _pack(w: torch.Tensor) -> torch.Tensor | None:
 
 
 class _Block:
-    """A ResidualAttentionBlock's modules without weights (norms, activation, layer scales) and its linear
-    layers as `_Linear`s; `q` only (cross-attention: keys and values are made once per video)."""
+    """A ResidualAttentionBlock's modules without weights (norms, activation) and its linear layers as
+    `_Linear`s; `qkv` is the query projection only in cross-attention (keys and values are made once per video)."""
 
     def __init__(self, block: nn.Module, dtype: torch.dtype, pack: bool, *, cross: bool = False):
         attn = block.attn
         e = attn.embed_dim
         self.heads = attn.num_heads
-        self.ln_1, self.ln_2, self.ls_1, self.ls_2 = block.ln_1, block.ln_2, block.ls_1, block.ls_2
-        self.act = block.mlp.gelu
+        self.ln_1, self.ln_2, self.act = block.ln_1, block.ln_2, block.mlp.gelu
+        # layer scales (none in released CoCa weights): skipped when they are the identity
+        self.ls_1 = None if isinstance(block.ls_1, nn.Identity) else block.ls_1
+        self.ls_2 = None if isinstance(block.ls_2, nn.Identity) else block.ls_2
         w, b = attn.in_proj_weight, attn.in_proj_bias
         self.qkv = _Linear(w[:e] if cross else w, b[:e] if cross else b, dtype, pack=pack)
         self.kv = _Linear(w[e:], b[e:], dtype) if cross else None  # (2E, E): over all image tokens, unpacked
@@ -108,10 +110,12 @@ class _Block:
         self.fc = _Linear(block.mlp.c_fc.weight, block.mlp.c_fc.bias, dtype, pack=pack)
         self.proj = _Linear(block.mlp.c_proj.weight, block.mlp.c_proj.bias, dtype, pack=pack)
 
-    def __call__(self, x: torch.Tensor, attend) -> torch.Tensor:
-        """The block with its attention supplied by `attend(self, normed_x)`: open_clip's residual order."""
-        x = x + self.ls_1(attend(self, self.ln_1(x)))
-        return x + self.ls_2(self.proj(self.act(self.fc(self.ln_2(x)))))
+    def residual(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """open_clip's residual order after the attention branch (`attended`, the out-projected attention of
+        ln_1(x)): x + ls_1(attended), then x + ls_2(mlp(ln_2(x)))."""
+        x = x + (attended if self.ls_1 is None else self.ls_1(attended))
+        h = self.proj(self.act(self.fc(self.ln_2(x))))
+        return x + (h if self.ls_2 is None else self.ls_2(h))
 
 
 class DecoderWeights:
@@ -153,36 +157,31 @@ def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.unflatten(-1, (h, -1)).transpose(1, 2)  # (N, L, W) -> (N, H, L, D)
 
 
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    return x.transpose(1, 2).flatten(2)  # (N, H, L, D) -> (N, L, W)
-
-
 class _SelfAttnCache:
-    """Keys and values of one stack of causal self-attention blocks, preallocated to `max_len`."""
+    """Keys and values of one stack of causal self-attention blocks, preallocated to `max_len`:
+    per block one (2, N, H, max_len, D) tensor, keys then values, written in place at each step."""
 
     def __init__(self, blocks: list[_Block], n: int, max_len: int, dtype: torch.dtype, device: torch.device):
         self.h = blocks[0].heads
         d = blocks[0].out.b.shape[0] // self.h
-        shape = (n, self.h, max_len, d)
-        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
-        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
+        self.kv = [torch.empty((2, n, self.h, max_len, d), dtype=dtype, device=device) for _ in blocks]
 
-    def attend(self, i: int, block: _Block, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """Self-attention of block i for new positions [pos, pos+L) given cached [0, pos)."""
-        q, k, v = block.qkv(x).chunk(3, dim=-1)
-        end = pos + x.shape[1]
-        self.k[i][:, :, pos:end] = _heads(k, self.h)
-        self.v[i][:, :, pos:end] = _heads(v, self.h)
-        out = F.scaled_dot_product_attention(_heads(q, self.h), self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask)
-        return block.out(_merge(out))  # (N, L, W)
+    def block(self, i: int, block: _Block, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Block i (attention and MLP) for new positions [pos, pos+L) given the cached [0, pos)."""
+        n, length, w = x.shape
+        qkv = block.qkv(block.ln_1(x)).view(n, length, 3, self.h, -1).permute(2, 0, 3, 1, 4)  # (3, N, H, L, D)
+        end = pos + length
+        kv = self.kv[i]
+        kv[:, :, :, pos:end] = qkv[1:]
+        out = F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :end], kv[1, :, :, :end], attn_mask=mask)
+        return block.residual(x, block.out(out.transpose(1, 2).reshape(n, length, w)))  # (N, L, W)
 
     def select(self, rows: torch.Tensor, end: int) -> None:
         """Keep (and reorder) these rows; only positions [0, end) are copied."""
-        for cache in (self.k, self.v):
-            for i, t in enumerate(cache):
-                kept = t.new_empty((len(rows), *t.shape[1:]))
-                kept[:, :, :end] = t[:, :, :end].index_select(0, rows)
-                cache[i] = kept
+        for i, kv in enumerate(self.kv):
+            kept = kv.new_empty((kv.shape[0], len(rows), *kv.shape[2:]))
+            kept[:, :, :, :end] = kv[:, :, :, :end].index_select(1, rows)
+            self.kv[i] = kept
 
 
 class DecodeState:
@@ -217,15 +216,16 @@ class DecodeState:
                 self.cross_v.append(_heads(v, block.heads))
 
     def _cross(self, i: int, block: _Block, x: torch.Tensor) -> torch.Tensor:
+        """Cross-attention block i: the text positions attend to their video's image tokens."""
         h = block.heads
-        q = _heads(block.qkv(x), h)  # (N, H, L, D)
-        n, _, length, d = q.shape
-        b = n // self.k
-        # the k rows of a video attend to the same keys: fold them into the query axis, (B, H, k*L, D)
-        q = q.unflatten(0, (b, self.k)).permute(0, 2, 1, 3, 4).reshape(b, h, self.k * length, d)
-        out = F.scaled_dot_product_attention(q, self.cross_k[i], self.cross_v[i])
-        out = out.reshape(b, h, self.k, length, d).permute(0, 2, 1, 3, 4).reshape(n, h, length, d)
-        return block.out(_merge(out))
+        n, length, w = x.shape
+        q = block.qkv(block.ln_1(x)).view(n, length, h, -1).transpose(1, 2)  # (N, H, L, D)
+        if self.k > 1:  # the k rows of a video attend to the same keys: fold them into the query axis
+            q = q.unflatten(0, (-1, self.k)).transpose(1, 2).reshape(n // self.k, h, self.k * length, -1)
+        out = F.scaled_dot_product_attention(q, self.cross_k[i], self.cross_v[i])  # (B, H, k*L, D)
+        if self.k > 1:
+            out = out.unflatten(2, (self.k, length)).transpose(1, 2).reshape(n, h, length, -1)  # (N, H, L, D)
+        return block.residual(x, block.out(out.transpose(1, 2).reshape(n, length, w)))
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Feed new token ids (N, L) at the current position; returns logits (N, V) for the last one."""
@@ -243,15 +243,12 @@ class DecodeState:
         self.key_ok[:, first : end + self.shift] = token_ids[:, :fits] != self.pad_id
         causal = torch.ones(length, end, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (L, end)
         text_mask = causal[None, None] & self.key_ok[:, None, None, :end]  # (N, 1, L, end)
-        text_attend = self.text_cache.attend
         for i, block in enumerate(self.w.text):
-            x = block(x, lambda blk, h, i=i: text_attend(i, blk, h, pos, text_mask))
+            x = self.text_cache.block(i, block, x, pos, text_mask)
         # multimodal decoder: causal self-attention, then cross-attention to the video tokens
         dec_mask = None if length == 1 else causal[None, None]
-        dec_attend = self.dec_cache.attend
-        for i, (block, cross) in enumerate(zip(self.w.dec, self.w.cross)):
-            x = block(x, lambda blk, h, i=i: dec_attend(i, blk, h, pos, dec_mask))
-            x = cross(x, lambda blk, h, i=i: self._cross(i, blk, h))
+        for i, block in enumerate(self.w.dec):
+            x = self._cross(i, self.w.cross[i], self.dec_cache.block(i, block, x, pos, dec_mask))
         self.pos = end
         out = self.dec.ln_final(x[:, -1])  # (N, W): only the last position is projected to the vocabulary
         if self.w.vocab is None:
