@@ -5,8 +5,13 @@ needs `transformers<4.56`. Here each layer keeps the keys and values of earlier 
 decoder's cross-attention keys/values over the image tokens are computed once per video, and
 beams of one video share them (beams are folded into the query axis rather than copied).
 
-Only open_clip's own submodules and weights are used (`ln_1`, `mlp`, `ls_*`, the attention
-projections); `decoder_hidden` and the tests hold the cached path to open_clip's full forward.
+Only open_clip's own submodules and weights are used (`ln_1`, `ln_2`, the activation, `ls_*`, the
+attention and MLP projections); `decoder_hidden` and the tests hold the cached path to open_clip's full forward.
+
+A step streams every weight of the text tower and decoder once (~132M for coca_ViT-B-32), so at small
+batches its time is set by memory bandwidth (bench/caption.py measures that bound). The weights are therefore
+held in the compute dtype (`DecoderWeights`: bf16 copies made once per model, not an autocast cast per call),
+the cache is preallocated and written in place, and only the last position is projected to the vocabulary.
 """
 
 from __future__ import annotations
