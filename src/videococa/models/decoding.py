@@ -217,8 +217,9 @@ class DecodeState:
         with torch.autocast(device.type, enabled=False):
             for block in self.w.cross:
                 k, v = block.kv(block.ln_1_kv(image_embs)).chunk(2, dim=-1)  # (B, Q, E) each
-                self.cross_k.append(_heads(k, block.heads))  # (B, H, Q, D)
-                self.cross_v.append(_heads(v, block.heads))
+                # contiguous once here, not copied by the attention kernel at every step
+                self.cross_k.append(_heads(k, block.heads).contiguous())  # (B, H, Q, D)
+                self.cross_v.append(_heads(v, block.heads).contiguous())
 
     def _cross(self, i: int, block: _Block, x: torch.Tensor) -> torch.Tensor:
         """Cross-attention block i: the text positions attend to their video's image tokens."""
