@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from videococa.models.decoding import warp
 from videococa.models.videococa import normalize_answer
@@ -176,3 +177,76 @@ def test_a_generation_config_and_keyword_overrides_decode_alike(tiny_model, easy
         tiny_model.generate(video_tokens=tokens, method="top_p", top_p=1.5)
     with pytest.raises(TypeError, match="unexpected keyword arguments: beams"):
         tiny_model.generate(video_tokens=tokens, beams=3)
+
+
+# ---------------------------------------------------------------- the bf16 path and its prepared weights
+def test_packed_linear_equals_f_linear():
+    """oneDNN's packed bf16 layout (used where it is available) multiplies as F.linear does, for few rows."""
+    from videococa.models.decoding import _Linear
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(96, 64, generator=g) * 0.1, torch.randn(96, generator=g)
+    packed, plain = _Linear(w, b, torch.bfloat16, pack=True), _Linear(w, b, torch.bfloat16)
+    if packed.packed is None:
+        pytest.skip("no oneDNN packed bf16 linear in this torch build")
+    assert plain.packed is None and packed.w is None  # one copy of the weights
+    for rows in (1, 6, 32):
+        x = torch.randn(rows, 1, 64, generator=g)  # fp32 in: cast as autocast casts
+        out = packed(x)
+        assert out.dtype == torch.bfloat16 and out.shape == (rows, 1, 96)
+        torch.testing.assert_close(out, F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()), rtol=8e-3, atol=8e-3)
+        torch.testing.assert_close(out, plain(x), rtol=8e-3, atol=8e-3)
+
+
+def test_prepared_weights_are_reused_and_remade_after_a_change(model):
+    from videococa.models.decoding import decoder_weights
+
+    coca = model.coca
+    first = decoder_weights(coca, torch.bfloat16)
+    assert decoder_weights(coca, torch.bfloat16) is first
+    assert first.text[0].qkv.dtype == torch.bfloat16
+    fp32 = decoder_weights(coca, torch.float32)
+    assert fp32.vocab is None and fp32.text[0].qkv.w.data_ptr() == coca.text.transformer.resblocks[0].attn.in_proj_weight.data_ptr()
+    bias = coca.text_decoder.resblocks[0].mlp.c_fc.bias
+    old = bias.detach().clone()
+    try:
+        with torch.no_grad():
+            bias.add_(1.0)  # in place, as an optimiser step changes it
+        again = decoder_weights(coca, torch.bfloat16)
+        assert again is not first
+        torch.testing.assert_close(again.dec[0].fc.b.float(), (old + 1).bfloat16().float())
+    finally:
+        with torch.no_grad():
+            bias.copy_(old)
+
+
+def test_bf16_cached_logits_match_the_uncached_forward_in_bf16(model, reference, gen_tokens):
+    """bf16 is not token-identical to anything by construction (rounding differs with the shapes multiplied);
+    its logits stay within bf16 rounding of open_clip's own forward under autocast, packed or not."""
+    from videococa.models.decoding import DecodeState
+    from videococa.testing import full_logits
+
+    seqs = torch.tensor([[SOT, 320, 1125, 539, 320]] * 2)  # "a photo of a"
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = full_logits(reference, gen_tokens, seqs).float()
+        outs = []
+        for pack in (True, False):
+            state = DecodeState(model.coca, gen_tokens, 1, 8, pack=pack)
+            state.forward(seqs[:, :3])
+            outs.append(state.forward(seqs[:, 3:]))  # two more tokens on the cache: logits of the last
+    scale = ref.std().item()
+    for out in outs:
+        assert out.dtype == torch.float32 and out.shape == ref.shape
+        assert (out - ref).abs().max().item() < 0.05 * scale
+        assert (out.argmax(-1) == ref.argmax(-1)).all()
+    torch.testing.assert_close(outs[0], outs[1], rtol=0.02, atol=0.02 * scale)
+
+
+def test_bf16_greedy_agrees_with_fp32_on_the_first_tokens(model, gen_tokens):
+    fp32 = model.generate(video_tokens=gen_tokens, method="greedy", max_len=6, min_len=6, return_details=True)
+    model.precision = "bf16"
+    try:
+        bf16 = model.generate(video_tokens=gen_tokens, method="greedy", max_len=6, min_len=6, return_details=True)
+    finally:
+        model.precision = "fp32"
+    assert [c.token_ids[:2] for c in bf16] == [c.token_ids[:2] for c in fp32]

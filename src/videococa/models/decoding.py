@@ -5,13 +5,19 @@ needs `transformers<4.56`. Here each layer keeps the keys and values of earlier 
 decoder's cross-attention keys/values over the image tokens are computed once per video, and
 beams of one video share them (beams are folded into the query axis rather than copied).
 
-Only open_clip's own submodules and weights are used (`ln_1`, `mlp`, `ls_*`, the attention
-projections); `decoder_hidden` and the tests hold the cached path to open_clip's full forward.
+Only open_clip's own submodules and weights are used (`ln_1`, `ln_2`, the activation, `ls_*`, the
+attention and MLP projections); `decoder_hidden` and the tests hold the cached path to open_clip's full forward.
+
+A step streams every weight of the text tower and decoder once (~132M for coca_ViT-B-32), so at small
+batches its time is set by memory bandwidth (bench/caption.py measures that bound). The weights are therefore
+held in the compute dtype (`DecoderWeights`: bf16 copies made once per model, not an autocast cast per call),
+the cache is preallocated and written in place, and only the last position is projected to the vocabulary.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,52 +58,142 @@ def decoder_hidden(decoder: nn.Module, image_embs: torch.Tensor, text_embs: torc
     return decoder.ln_final(x)  # (B, L, W)
 
 
+# --------------------------------------------------------------------------- weights in the compute dtype
+class _Linear:
+    """One linear layer's weight and bias in the dtype generation computes in.
+
+    fp32: open_clip's own tensors (views, so in-place changes show). bf16: copies made once, so a step does not
+    cast every weight as autocast does (autocast casts a weight at each call under inference_mode: 60% of a
+    bf16 step at batch 1), and on CPUs with oneDNN packed into its blocked layout, which multiplies a few rows
+    at twice the speed of `F.linear` (AMX / AVX512-BF16; outputs equal `F.linear`'s for up to 32 rows,
+    `test_packed_linear_equals_f_linear`). Inputs are cast to the dtype as autocast would."""
+
+    __slots__ = ("w", "b", "packed", "dtype")
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype, *, pack: bool = False):
+        self.dtype = dtype
+        self.w = w.detach().to(dtype)
+        self.b = None if b is None else b.detach().to(dtype)
+        self.packed = _pack(self.w) if pack else None
+        if self.packed is not None:
+            self.w = None  # the packed copy replaces it: one copy of the weights in memory
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.b, "none", [], "")
+        return F.linear(x, self.w, self.b)
+
+
+def _pack(w: torch.Tensor) -> torch.Tensor | None:
+    """w (out, in) in oneDNN's blocked layout for a few input rows, or None where that is unavailable."""
+    if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(w, 1)
+    except (AttributeError, RuntimeError):  # a torch without the op, or oneDNN without bf16 support
+        return None
+
+
+class _Block:
+    """A ResidualAttentionBlock's modules without weights (norms, activation) and its linear layers as
+    `_Linear`s; `qkv` is the query projection only in cross-attention (keys and values are made once per video)."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype, pack: bool, *, cross: bool = False):
+        attn = block.attn
+        e = attn.embed_dim
+        self.heads = attn.num_heads
+        self.ln_1, self.ln_2, self.act = block.ln_1, block.ln_2, block.mlp.gelu
+        # layer scales (none in released CoCa weights): skipped when they are the identity
+        self.ls_1 = None if isinstance(block.ls_1, nn.Identity) else block.ls_1
+        self.ls_2 = None if isinstance(block.ls_2, nn.Identity) else block.ls_2
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        self.qkv = _Linear(w[:e] if cross else w, b[:e] if cross else b, dtype, pack=pack)
+        self.kv = _Linear(w[e:], b[e:], dtype) if cross else None  # (2E, E): over all image tokens, unpacked
+        self.ln_1_kv = block.ln_1_kv if cross else None
+        self.out = _Linear(attn.out_proj.weight, attn.out_proj.bias, dtype, pack=pack)
+        self.fc = _Linear(block.mlp.c_fc.weight, block.mlp.c_fc.bias, dtype, pack=pack)
+        self.proj = _Linear(block.mlp.c_proj.weight, block.mlp.c_proj.bias, dtype, pack=pack)
+
+    def residual(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """open_clip's residual order after the attention branch (`attended`, the out-projected attention of
+        ln_1(x)): x + ls_1(attended), then x + ls_2(mlp(ln_2(x)))."""
+        x = x + (attended if self.ls_1 is None else self.ls_1(attended))
+        h = self.proj(self.act(self.fc(self.ln_2(x))))
+        return x + (h if self.ls_2 is None else self.ls_2(h))
+
+
+class DecoderWeights:
+    """The text tower's and multimodal decoder's weights in one compute dtype (see `_Linear`)."""
+
+    def __init__(self, coca: nn.Module, dtype: torch.dtype, *, pack: bool = True):
+        pack = pack and dtype == torch.bfloat16
+        self.dtype = dtype
+        self.text = [_Block(b, dtype, pack) for b in coca.text.transformer.resblocks]
+        self.dec = [_Block(b, dtype, pack) for b in coca.text_decoder.resblocks]
+        self.cross = [_Block(b, dtype, pack, cross=True) for b in coca.text_decoder.cross_attn]
+        proj = coca.text_decoder.text_projection  # (W, V)
+        # fp32 keeps open_clip's `x @ text_projection`; bf16 projects with the (V, W) copy, packed
+        self.vocab = None if dtype == torch.float32 else _Linear(proj.t(), None, dtype, pack=pack)
+        self.key = weights_key(coca)
+
+
+def weights_key(coca: nn.Module) -> tuple:
+    """Changes whenever a weight of the text tower or decoder is replaced or changed in place."""
+    params = [*coca.text.parameters(), *coca.text_decoder.parameters()]
+    return tuple((p.data_ptr(), p._version) for p in params)
+
+
+_PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def decoder_weights(coca: nn.Module, dtype: torch.dtype, *, pack: bool = True) -> DecoderWeights:
+    """`DecoderWeights` of `coca` in `dtype`, made once and remade after its weights change."""
+    cached = _PREPARED.setdefault(coca, {})
+    prepared = cached.get((dtype, pack))
+    if prepared is None or prepared.key != weights_key(coca):
+        cached.clear()  # one dtype at a time: a bf16 copy is half the decoder's fp32 size
+        prepared = cached[dtype, pack] = DecoderWeights(coca, dtype, pack=pack)
+    return prepared
+
+
 # --------------------------------------------------------------------------- cached attention
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.unflatten(-1, (h, -1)).transpose(1, 2)  # (N, L, W) -> (N, H, L, D)
 
 
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    return x.transpose(1, 2).flatten(2)  # (N, H, L, D) -> (N, L, W)
-
-
 class _SelfAttnCache:
-    """Keys and values of one stack of causal self-attention blocks, preallocated to `max_len`."""
+    """Keys and values of one stack of causal self-attention blocks, preallocated to `max_len`:
+    per block one (2, N, H, max_len, D) tensor, keys then values, written in place at each step."""
 
-    def __init__(self, blocks: nn.ModuleList, n: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        self.blocks = blocks
-        attn = blocks[0].attn
-        self.h = attn.num_heads
-        d = attn.embed_dim // self.h
-        shape = (n, self.h, max_len, d)
-        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
-        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in blocks]
+    def __init__(self, blocks: list[_Block], n: int, max_len: int, dtype: torch.dtype, device: torch.device):
+        self.h = blocks[0].heads
+        d = blocks[0].out.b.shape[0] // self.h
+        self.kv = [torch.empty((2, n, self.h, max_len, d), dtype=dtype, device=device) for _ in blocks]
 
-    def attend(self, i: int, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """Self-attention of block i for new positions [pos, pos+L) given cached [0, pos)."""
-        attn = self.blocks[i].attn
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        end = pos + x.shape[1]
-        self.k[i][:, :, pos:end] = _heads(k, self.h)
-        self.v[i][:, :, pos:end] = _heads(v, self.h)
-        out = F.scaled_dot_product_attention(_heads(q, self.h), self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask)
-        return attn.out_proj(_merge(out))  # (N, L, W)
+    def block(self, i: int, block: _Block, x: torch.Tensor, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Block i (attention and MLP) for new positions [pos, pos+L) given the cached [0, pos)."""
+        n, length, w = x.shape
+        qkv = block.qkv(block.ln_1(x)).view(n, length, 3, self.h, -1).permute(2, 0, 3, 1, 4)  # (3, N, H, L, D)
+        end = pos + length
+        kv = self.kv[i]
+        kv[:, :, :, pos:end] = qkv[1:]
+        out = F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :end], kv[1, :, :, :end], attn_mask=mask)
+        return block.residual(x, block.out(out.transpose(1, 2).reshape(n, length, w)))  # (N, L, W)
 
-    def select(self, rows: torch.Tensor) -> None:
-        self.k = [t.index_select(0, rows) for t in self.k]
-        self.v = [t.index_select(0, rows) for t in self.v]
-
-
-def _block(block: nn.Module, x: torch.Tensor, attend) -> torch.Tensor:
-    """A ResidualAttentionBlock with its attention supplied by `attend(normed_x)`."""
-    x = x + block.ls_1(attend(block.ln_1(x)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    def select(self, rows: torch.Tensor, end: int) -> None:
+        """Keep (and reorder) these rows; only positions [0, end) are copied."""
+        for i, kv in enumerate(self.kv):
+            kept = kv.new_empty((kv.shape[0], len(rows), *kv.shape[2:]))
+            kept[:, :, :, :end] = kv[:, :, :, :end].index_select(1, rows)
+            self.kv[i] = kept
 
 
 class DecodeState:
     """Everything generation carries from step to step for N sequences of B videos (N = B * k)."""
 
-    def __init__(self, coca: nn.Module, image_embs: torch.Tensor, rows_per_video: int, max_len: int):
+    def __init__(self, coca: nn.Module, image_embs: torch.Tensor, rows_per_video: int, max_len: int,
+                 dtype: torch.dtype | None = None, *, pack: bool = True):
         self.coca = coca
         self.text = coca.text
         self.dec = coca.text_decoder
@@ -105,9 +201,11 @@ class DecodeState:
         b = image_embs.shape[0]
         n = b * rows_per_video
         device = image_embs.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else image_embs.dtype
-        self.text_cache = _SelfAttnCache(self.text.transformer.resblocks, n, max_len, dtype, device)
-        self.dec_cache = _SelfAttnCache(self.dec.resblocks, n, max_len, dtype, device)
+        if dtype is None:  # what autocast would compute in, if it is on
+            dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else image_embs.dtype
+        self.w = decoder_weights(coca, dtype, pack=pack)
+        self.text_cache = _SelfAttnCache(self.w.text, n, max_len, dtype, device)
+        self.dec_cache = _SelfAttnCache(self.w.dec, n, max_len, dtype, device)
         # open_clip's CoCa text mask: with the legacy CLS placement (all released CoCa weights) key j >= 1
         # is masked when token j-1 is pad_id; with correct_cls_mask, when token j is
         self.key_ok = torch.ones(n, max_len, dtype=torch.bool, device=device)
@@ -116,28 +214,31 @@ class DecodeState:
         self.pos = 0
         # cross-attention keys/values over the image tokens: once per video, shared by its rows
         self.cross_k, self.cross_v = [], []
-        for cross in self.dec.cross_attn:
-            attn = cross.attn
-            kv = cross.ln_1_kv(image_embs)  # (B, Q, E)
-            w, bias = attn.in_proj_weight, attn.in_proj_bias
-            e = attn.embed_dim
-            self.cross_k.append(_heads(F.linear(kv, w[e : 2 * e], bias[e : 2 * e]), attn.num_heads))  # (B, H, Q, D)
-            self.cross_v.append(_heads(F.linear(kv, w[2 * e :], bias[2 * e :]), attn.num_heads))
+        with torch.autocast(device.type, enabled=False):
+            for block in self.w.cross:
+                k, v = block.kv(block.ln_1_kv(image_embs)).chunk(2, dim=-1)  # (B, Q, E) each
+                # contiguous once here, not copied by the attention kernel at every step
+                self.cross_k.append(_heads(k, block.heads).contiguous())  # (B, H, Q, D)
+                self.cross_v.append(_heads(v, block.heads).contiguous())
 
-    def _cross(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        attn = self.dec.cross_attn[i].attn
-        e, h = attn.embed_dim, attn.num_heads
-        q = _heads(F.linear(x, attn.in_proj_weight[:e], attn.in_proj_bias[:e]), h)  # (N, H, L, D)
-        n, _, length, d = q.shape
-        b = n // self.k
-        # the k rows of a video attend to the same keys: fold them into the query axis, (B, H, k*L, D)
-        q = q.unflatten(0, (b, self.k)).permute(0, 2, 1, 3, 4).reshape(b, h, self.k * length, d)
-        out = F.scaled_dot_product_attention(q, self.cross_k[i], self.cross_v[i])
-        out = out.reshape(b, h, self.k, length, d).permute(0, 2, 1, 3, 4).reshape(n, h, length, d)
-        return attn.out_proj(_merge(out))
+    def _cross(self, i: int, block: _Block, x: torch.Tensor) -> torch.Tensor:
+        """Cross-attention block i: the text positions attend to their video's image tokens."""
+        h = block.heads
+        n, length, w = x.shape
+        q = block.qkv(block.ln_1(x)).view(n, length, h, -1).transpose(1, 2)  # (N, H, L, D)
+        if self.k > 1:  # the k rows of a video attend to the same keys: fold them into the query axis
+            q = q.unflatten(0, (-1, self.k)).transpose(1, 2).reshape(n // self.k, h, self.k * length, -1)
+        out = F.scaled_dot_product_attention(q, self.cross_k[i], self.cross_v[i])  # (B, H, k*L, D)
+        if self.k > 1:
+            out = out.unflatten(2, (self.k, length)).transpose(1, 2).reshape(n, h, length, -1)  # (N, H, L, D)
+        return block.residual(x, block.out(out.transpose(1, 2).reshape(n, length, w)))
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Feed new token ids (N, L) at the current position; returns logits (N, V) for the last one."""
+        with torch.autocast(token_ids.device.type, enabled=False):  # weights are already in the compute dtype
+            return self._forward(token_ids)
+
+    def _forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         n, length = token_ids.shape
         pos, end = self.pos, self.pos + token_ids.shape[1]
         # unimodal text tower (its CLS token comes last, so earlier positions never see it)
@@ -148,22 +249,22 @@ class DecodeState:
         self.key_ok[:, first : end + self.shift] = token_ids[:, :fits] != self.pad_id
         causal = torch.ones(length, end, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (L, end)
         text_mask = causal[None, None] & self.key_ok[:, None, None, :end]  # (N, 1, L, end)
-        for i, block in enumerate(self.text_cache.blocks):
-            x = _block(block, x, lambda h, i=i: self.text_cache.attend(i, h, pos, text_mask))
+        for i, block in enumerate(self.w.text):
+            x = self.text_cache.block(i, block, x, pos, text_mask)
         # multimodal decoder: causal self-attention, then cross-attention to the video tokens
         dec_mask = None if length == 1 else causal[None, None]
-        for i, block in enumerate(self.dec_cache.blocks):
-            x = _block(block, x, lambda h, i=i: self.dec_cache.attend(i, h, pos, dec_mask))
-            cross = self.dec.cross_attn[i]
-            x = _block(cross, x, lambda h, i=i: self._cross(i, h))
+        for i, block in enumerate(self.w.dec):
+            x = self._cross(i, self.w.cross[i], self.dec_cache.block(i, block, x, pos, dec_mask))
         self.pos = end
-        out = self.dec.ln_final(x[:, -1])  # (N, W)
-        return (out @ self.dec.text_projection).float()  # (N, V)
+        out = self.dec.ln_final(x[:, -1])  # (N, W): only the last position is projected to the vocabulary
+        if self.w.vocab is None:
+            return out @ self.dec.text_projection  # (N, V) fp32
+        return self.w.vocab(out).float()  # (N, V)
 
     def select(self, rows: torch.Tensor, videos: torch.Tensor | None = None) -> None:
         """Keep (and reorder) these sequence rows; `videos` the videos they now belong to, if that changed."""
-        self.text_cache.select(rows)
-        self.dec_cache.select(rows)
+        self.text_cache.select(rows, self.pos)
+        self.dec_cache.select(rows, self.pos)
         self.key_ok = self.key_ok.index_select(0, rows)
         if videos is not None:
             self.cross_k = [t.index_select(0, videos) for t in self.cross_k]
