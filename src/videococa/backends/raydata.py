@@ -76,6 +76,7 @@ from ..paths import display
 from ..tasks.batch import EncodedClip, encode_clips
 from ..tasks.clipkeys import ClipKey, ClipOutput, KeyedBatch, check_output, encode_read, read_clip_key
 from ..tasks.embed import EmbedReport, embed_schema, file_rows, rows_table
+from ..video.decode import one_decoder_thread_here
 from ..video.loader import FileIssue, read_file
 from ..video.transforms import Preprocess
 from .options import RayOptions
@@ -117,8 +118,11 @@ def _objects(values: list) -> np.ndarray:
 # --------------------------------------------------------------------------- the stages (run on workers)
 def _decode(batch: dict, *, reader: Reader, num_frames: int, segment: float | None,
             preprocess: Preprocess, threads: int) -> dict:
-    """Decoding task: each file, whole, read by `reader` (uint8 frames at the model's size), one row per file."""
+    """Decoding task: each file, whole, read by `reader` (uint8 frames at the model's size), one row per file.
+    One FFmpeg thread per task, as in the local loader's reading threads: parallelism is across files, and on a
+    damaged file FFmpeg's frame threads conceal errors differently, so the frames would differ from the local path's."""
     torch.set_num_threads(threads)
+    one_decoder_thread_here()
     node = _node()
     out: dict[str, list] = {"path_bytes": [], "payload": [], "reason": [], "decode_s": [], "decode_node": []}
     for name in batch["path_bytes"]:
@@ -179,8 +183,10 @@ class _Encode(_Replica):
 
 def _decode_keys(batch: dict, *, num_frames: int, preprocess: Preprocess, threads: int) -> dict:
     """Decoding task for clips of annotation items: `tasks.clipkeys.read_clip_key` on each (path, start, end) key,
-    uint8 frames at the model's size, one row per clip (`payload` empty where the clip could not be read)."""
+    uint8 frames at the model's size, one row per clip (`payload` empty where the clip could not be read).
+    One FFmpeg thread, like `_decode`."""
     torch.set_num_threads(threads)
+    one_decoder_thread_here()
     node = _node()
     payload, reason, secs = [], [], []
     for key in batch["key"]:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..errors import OptionError, VideoCoCaError
 from ..models.videococa import Pooling, VideoCoCa
+from ..video.loader import reading_thread_init
 from ..video.reader import read_video
 from ..video.transforms import Preprocess
 
@@ -103,7 +104,7 @@ def encode_clip_keys(model: VideoCoCa, keys: Sequence[ClipKey], *, num_frames: i
     def read(key: ClipKey) -> torch.Tensor | str:
         return read_clip_key(key, num_frames, model.preprocess)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(keys), desc="encode", unit="clip",
+    with ThreadPoolExecutor(max(1, workers), initializer=reading_thread_init) as pool, tqdm(total=len(keys), desc="encode", unit="clip",
                                                          disable=not progress, leave=False) as bar:
         for start in range(0, len(keys), batch_size):
             part = keys[start : start + batch_size]

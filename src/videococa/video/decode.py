@@ -40,8 +40,10 @@ def one_decoder_thread_here() -> None:
     """Files opened from now on in the calling thread decode on one FFmpeg thread instead of FFmpeg's choice.
 
     For threads that each read their own files next to a model using every core (VideoLoader's): there the
-    parallelism is across files, and more decoder threads than cores only preempt the model's threads. The
-    frames are the same (FFmpeg's threaded decoding is bit-exact)."""
+    parallelism is across files, and more decoder threads than cores only preempt the model's threads. On intact
+    streams the frames are the same (FFmpeg's threaded decoding is bit-exact); on damaged ones its frame threads
+    conceal errors differently, so every path whose outputs must agree (the local loader, the Ray decoding tasks)
+    reads through this setting."""
     _here.one_thread = True
 
 

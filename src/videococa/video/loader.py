@@ -70,7 +70,7 @@ class VideoBatch:
 _END = object()  # a producer's last message: the file is done
 
 
-def _reader_thread_init() -> None:
+def reading_thread_init() -> None:
     """Each reading thread resizes and normalises with one torch thread and decodes with one FFmpeg thread.
 
     The model in the consuming thread already uses every core. A reading thread's small torch ops otherwise open
@@ -204,7 +204,7 @@ class VideoLoader:
         ahead = self.workers + self.prefetch * self.batch_size  # files being read or waiting to be consumed
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="videococa-read",
-                                  initializer=_reader_thread_init)
+                                  initializer=reading_thread_init)
         pending: deque[tuple[str, queue.Queue]] = deque()
         todo = iter(self.paths)
         try:
