@@ -14,6 +14,15 @@ zero-initialised linear layer to every frame token (--where tokens) or to the ge
   maps      the per-frame saliency maps, centred over time (T x patches)
 --scaled multiplies the mixer's residual branches by the token RMS (`enable_temporal(scaled=True)`).
 --new-lr sets the learning rate of the temporal modules and the injected layer (default --lr).
+--aux frame-order: a self-supervised loss on the mixer. Each training clip's T frames are permuted (the spatial
+tokens of a frame stay together) and a linear head on the mixer's per-frame residual (output - input, divided by
+the token RMS, averaged over the frame's tokens) predicts each slot's original frame index (T-way per frame).
+Reversed playback looks like the opposite motion, so the loss is the smaller of the losses against the
+permutation and against its reverse (and accuracy counts either). --aux-steps N trains mixer + aux head on this
+loss alone for N steps before the --steps of --mode (--steps 0: aux only); --aux-weight w > 0 adds w x the aux
+loss to every --mode step (joint). --probe: a linear direction probe (logistic regression, 600 train -> 500
+validation videos) on the mixer's output and on its residual, per frame averaged over tokens (T x W), printed
+before training, after the aux phase and at the end as (train, validation, validation axis: horizontal vs vertical).
 Run (paths of the cached 600-video train and 500-video validation sets, see bench/RESULTS.md, issue 24):
   PYTHONPATH=src .venv/bin/python scripts/diagnose_motion.py --features feats --mode qa-motion --inject oracle
 """
@@ -65,6 +74,45 @@ def saliency(x):
     sal = (x[:, :, 1:] - x[:, :, 1:].median(2, keepdim=True).values).norm(dim=-1)
     return torch.softmax(sal * 3, -1)
 
+def frame_feats(m, x):
+    """(B, T, N, W) -> the mixer's output and its residual / token RMS, each averaged over a frame's tokens (B, T, W)."""
+    out = m.add_temporal(x)
+    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+    return out.mean(2), ((out - x) / rms).mean(2)
+
+def aux_frame_order(m, head, x, gen):
+    """frame-order loss and per-frame accuracy on clips x (B, T, N, W) with their frames permuted."""
+    b, t = x.shape[:2]
+    perm = torch.stack([torch.randperm(t, generator=gen) for _ in range(b)])  # (B, T): slot -> original index
+    xs = x[torch.arange(b)[:, None], perm]  # (B, T, N, W)
+    logits = head(frame_feats(m, xs)[1])  # (B, T, T)
+    ce = [F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1) for y in (perm, t - 1 - perm)]
+    fwd = ce[0] <= ce[1]
+    loss = torch.minimum(*ce).mean()
+    target = torch.where(fwd[:, None], perm, t - 1 - perm)
+    return loss, float((logits.argmax(-1) == target).float().mean())
+
+def probe(m, Xtr, Ytr, Xva, Yva, steps=300):
+    """validation accuracy of logistic-regression direction probes on the mixer output and on its residual."""
+    with torch.no_grad():
+        ftr = [torch.cat(z) for z in zip(*[frame_feats(m, Xtr[i:i+100]) for i in range(0, len(Ytr), 100)])]
+        fva = [torch.cat(z) for z in zip(*[frame_feats(m, Xva[i:i+100]) for i in range(0, len(Yva), 100)])]
+    res = {}
+    for name, a, v in zip(["output", "residual"], ftr, fva):
+        a, v = a.flatten(1), v.flatten(1)
+        mu, sd = a.mean(0), a.std(0) + 1e-6
+        a, v = (a - mu) / sd, (v - mu) / sd
+        lin = torch.nn.Linear(a.shape[1], 4)
+        o = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-3)
+        for _ in range(steps):
+            o.zero_grad(); F.cross_entropy(lin(a), Ytr).backward(); o.step()
+        with torch.no_grad():
+            pv = lin(v).argmax(1)
+            axis = float(((pv // 2) == (Yva // 2)).float().mean())  # horizontal vs vertical right
+            res[name] = (round(float((lin(a).argmax(1) == Ytr).float().mean()), 3),
+                         round(float((pv == Yva).float().mean()), 3), round(axis, 3))
+    return res  # name -> (train, validation, validation axis accuracy)
+
 WHERE = "tokens"
 def pool(m, inj, X, Y):
     pooled, gen = m.pool(inj(X, Y))
@@ -97,6 +145,26 @@ class Inject(torch.nn.Module):
         self.f = f
         return x + self.proj(f)[:, None, None, :] if WHERE == "tokens" else x
 
+def aux_phase(m, aux_head, Xtr, Xva, args, gen):
+    """--aux-steps steps of the aux loss alone on the temporal modules + aux head (warmup 20, cosine)."""
+    ps = [p for k, p in m.named_parameters() if k.startswith(("temporal_embedding", "temporal_mixer."))]
+    ps += list(aux_head.parameters())
+    lr = args.aux_lr or args.new_lr or args.lr
+    opt = torch.optim.AdamW(ps, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
+    N, t0 = args.aux_steps, time.time()
+    for step in range(N):
+        f = min(1, (step + 1) / 20) if step < 20 else 0.5 * (1 + math.cos(math.pi * (step - 20) / max(1, N - 20)))
+        opt.param_groups[0]["lr"] = lr * f
+        idx = torch.randint(len(Xtr), (args.bs,), generator=gen)
+        loss, acc = aux_frame_order(m, aux_head, Xtr[idx], gen)
+        opt.zero_grad(); loss.backward()
+        torch.nn.utils.clip_grad_norm_(ps, 1.0); opt.step()
+        if step % args.log_every == 0 or step == N - 1:
+            print(json.dumps({"aux_step": step, "aux_loss": round(float(loss.detach()), 4), "aux_acc": round(acc, 3),
+                              "s": round(time.time() - t0)}), flush=True)
+    with torch.no_grad():
+        print(json.dumps({"aux_phase_val_acc": round(aux_frame_order(m, aux_head, Xva, gen)[1], 3)}), flush=True)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--features", required=True, help="feature cache of videococa-tiny, 8 frames")
@@ -115,6 +183,11 @@ def main():
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--where", default="tokens", choices=["tokens", "gen"])
     ap.add_argument("--inject", default="none", choices=["none", "oracle", "centroid", "maps"])
+    ap.add_argument("--aux", default="none", choices=["none", "frame-order"])
+    ap.add_argument("--aux-weight", type=float, default=0.0, help="aux loss weight in the --mode steps (joint)")
+    ap.add_argument("--aux-steps", type=int, default=0, help="aux-only steps before the --mode steps")
+    ap.add_argument("--aux-lr", type=float, default=None, help="peak lr of the aux-only phase (default --new-lr)")
+    ap.add_argument("--probe", action="store_true", help="linear direction probes on the mixer (see docstring)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     global WHERE; WHERE = args.where
@@ -135,8 +208,10 @@ def main():
     head = torch.nn.Linear(E, 4)
     new = [p for k, p in params.items() if k.startswith(("temporal", "motion"))]
     old = [p for k, p in params.items() if not k.startswith(("temporal", "motion"))]
+    T = Xtr.shape[1]
+    aux_head = torch.nn.Linear(W, T)
     groups = [{"params": old + list(head.parameters()), "lr": args.lr},
-              {"params": new, "lr": args.new_lr or args.lr}]
+              {"params": new + list(aux_head.parameters()), "lr": args.new_lr or args.lr}]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
     base = [g["lr"] for g in groups]
     # training texts
@@ -145,6 +220,13 @@ def main():
     m.train()
     zero_init = {k: p for k, p in params.items() if (k.startswith("temporal_mixer") or k == "motion.proj.weight") and ("out_proj.weight" in k or "mlp.2.weight" in k)}
     t0 = time.time()
+    aux_gen = torch.Generator().manual_seed(args.seed + 1)
+    if args.probe:
+        print(json.dumps({"probe": "before", **probe(m, Xtr, Ytr, Xva, Yva)}), flush=True)
+    if args.aux_steps:
+        aux_phase(m, aux_head, Xtr, Xva, args, aux_gen)
+        if args.probe:
+            print(json.dumps({"probe": "after aux", **probe(m, Xtr, Ytr, Xva, Yva)}), flush=True)
     n = len(Ytr)
     order = []
     log = []
@@ -172,6 +254,10 @@ def main():
             h = decoder_hidden(m.coca.text_decoder, gen, te[:, :-1])
             logits = h @ m.coca.text_decoder.text_projection
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=0)
+        aux_acc = None
+        if args.aux != "none" and args.aux_weight > 0:
+            aux_loss, aux_acc = aux_frame_order(m, aux_head, X, aux_gen)
+            loss = loss + args.aux_weight * aux_loss
         opt.zero_grad()
         loss.backward()
         gn = {k.replace("temporal_mixer.", "").replace(".weight", ""): float(p.grad.norm()) for k, p in zero_init.items() if p.grad is not None}
@@ -180,7 +266,7 @@ def main():
         opt.step()
         if step % args.log_every == 0 or step == args.steps - 1:
             rec = {"step": step, "loss": round(float(loss), 4), "grad": {k: f"{v:.2e}" for k, v in gn.items()},
-                   "wnorm": {k: round(v, 3) for k, v in wn.items()}, "s": round(time.time() - t0)}
+                   "wnorm": {k: round(v, 3) for k, v in wn.items()}, "aux_acc": aux_acc, "s": round(time.time() - t0)}
             print(json.dumps(rec), flush=True)
     global INJ; INJ = inj
     m.eval()
@@ -195,6 +281,11 @@ def main():
             tr, va = acc(Xtr, Ytr), acc(Xva, Yva)
         else:
             tr, va = qa_dir_acc(m, Xtr, Qtr, Ytr), qa_dir_acc(m, Xva, Qva, Yva)
+    if args.probe and args.steps:
+        print(json.dumps({"probe": "end", **probe(m, Xtr, Ytr, Xva, Yva)}), flush=True)
+    if args.aux != "none":
+        with torch.no_grad():
+            print(json.dumps({"aux_val_acc": round(aux_frame_order(m, aux_head, Xva, aux_gen)[1], 3)}), flush=True)
     print(json.dumps({"args": vars(args), "train_acc": tr, "val_acc": va, "seconds": round(time.time() - t0)}))
 
 if __name__ == "__main__":
