@@ -84,7 +84,8 @@ def test_classify_table_on_a_terminal(capsys, easy_videos, labels_file, monkeypa
     (["ask", "{v}"], 2, "give at least one VIDEO and then the QUESTION"),
     (["embed", "{v}", "--out", "{tmp}/e.csv"], 2, "should end in .parquet"),
     (["caption", "{v}", "--method", "nucleus"], 2, "invalid choice: 'nucleus'"),
-    (["caption", "{v}", "--sampling", "keyframes", "--backend", "ray"], 2, "--sampling keyframes needs --backend local"),
+    (["embed", "{v}", "--out", "{tmp}/e.parquet", "--sampling", "random"], 2, "invalid choice: 'random'"),
+    (["index", "{v}", "--index", "{tmp}/idx", "--sampling", "random"], 2, "invalid choice: 'random'"),
     (["classify", "{v}", "--labels", "kinetics400", "--sampling", "dense"], 2,
      "invalid choice: 'dense' (choose from 'uniform', 'keyframes')"),
 ])

@@ -219,20 +219,17 @@ def _report_failures(failures, notes=()) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _add_sampling_option(p: argparse.ArgumentParser) -> None:
+def _add_sampling_option(p: argparse.ArgumentParser, recorded: str = "printed in a frame_times column") -> None:
+    """--sampling, for every command that reads videos; `recorded`: where the times of the frames used go."""
     p.add_argument("--sampling", default="uniform", choices=["uniform", "keyframes"],
                    help="uniform (default): the exact frame shown at each of T evenly spaced times; keyframes: the "
                    "keyframe nearest each time, decoding nothing else (much faster on long files; the times of the "
-                   "frames used are printed in a frame_times column)")
+                   f"frames used are {recorded})")
 
 
 def _sampling(args) -> dict:
-    """The encode keyword for --sampling (none for the default, so every backend takes it)."""
-    if getattr(args, "sampling", "uniform") == "uniform":
-        return {}
-    if getattr(args, "backend", "local") != "local":
-        raise UsageError(f"--sampling {args.sampling} needs --backend local")
-    return {"sampling": args.sampling}
+    """The encode keyword for --sampling (none for the default, so any batch encoder takes it)."""
+    return {} if getattr(args, "sampling", "uniform") == "uniform" else {"sampling": args.sampling}
 
 
 def _frame_times(args, clip) -> dict:
@@ -304,7 +301,7 @@ def _index_from_parquet(args) -> int:
                   precision=meta["precision"])
     new = not os.path.isfile(os.path.join(args.index, "index.sqlite"))
     opts = dict(num_frames=int(meta["frames"]), pooling=meta["pooling"], segment=float(meta["segment"]) or None,
-                captions=meta.get("captions") is not None) if new else {}
+                captions=meta.get("captions") is not None, sampling=meta["sampling"]) if new else {}
     with VideoIndex(args.index, model, faiss=args.faiss, **opts) as index:
         report = index.add_parquet(args.from_parquet)
         summary = {"index": str(args.index), "added": len(report.added), "updated": len(report.updated),
@@ -340,7 +337,7 @@ def cmd_index(args) -> int:
         if not args.videos:
             return EXIT_OK
     with VideoIndex(args.index, model, num_frames=args.num_frames, segment=args.segment, captions=args.captions,
-                    faiss=args.faiss) as index, _backend(args) as backend:
+                    faiss=args.faiss, sampling=args.sampling) as index, _backend(args) as backend:
         report = index.update(args.videos, batch_size=args.batch_size, workers=args.workers,
                               progress=_progress(args), encode=backend.encode_files)
         _report_run(args, backend)
@@ -386,7 +383,6 @@ def cmd_caption(args) -> int:
 
     config = GenerationConfig(method=args.method, num_beams=args.num_beams, max_len=args.max_len, seed=args.seed)
     config.check()
-    _sampling(args)  # --sampling keyframes with --backend ray fails before the model loads
     model = _load(args)
     paths, failures, notes = scan_report(args.videos)
     _report_failures([], notes)
@@ -434,7 +430,8 @@ def cmd_embed(args) -> int:
     with _backend(args) as backend:
         report = backend.embed(model, paths, args.out, num_frames=args.num_frames, pooling=args.pooling,
                                segment=args.segment, captions=INDEX_CAPTIONS if args.captions else None,
-                               batch_size=args.batch_size, workers=args.workers, progress=_progress(args))
+                               batch_size=args.batch_size, workers=args.workers, progress=_progress(args),
+                               **_sampling(args))
         _report_run(args, backend)
     summary = {"out": report.out, "rows": report.rows, "videos": report.videos, "resumed": report.resumed,
                "failed": len(failures) + len(report.failed), "interrupted": report.interrupted}
@@ -672,6 +669,7 @@ def _add_library_commands(sub) -> None:
                    help="search structure from 100k entries on: ivf (full vectors, the default) or ivfpq (16x smaller "
                         "codes, re-ranked exactly; for libraries past ~10M entries); recorded in the index, and "
                         "changing it rebuilds the FAISS file")
+    _add_sampling_option(p, "kept per entry; an index keeps the sampling it was made with")
     _add_backend_options(p)
 
     p = _sub(sub, "search", "search an index by text or by an example video",
@@ -713,6 +711,7 @@ def _add_text_commands(sub) -> None:
     p.add_argument("--pooling", default="attentional", choices=["attentional", "mean"])
     p.add_argument("--captions", action="store_true", help="also a caption per row (greedy, 20 tokens: as an index "
                    "made with --captions keeps them, so `index --from-parquet` can use them)")
+    _add_sampling_option(p, "written in a frame_times column")
     _add_backend_options(p)
 
 

@@ -156,6 +156,21 @@ class HostileReader:
         return read_file(path, *args, **kwargs)
 
 
+def write_long_gop(path: str | os.PathLike) -> str:
+    """4 s at 25 fps, 96x64, with B-frames and a keyframe every second (x264's default preset: b-pyramid, non-ref B),
+    so keyframes sampling picks frames that differ from the times asked for."""
+    return write_video(path, num_frames=100, width=96, height=64, gop=25,
+                       options={"bf": "3", "keyint_min": "25", "sc_threshold": "0"})
+
+
+def keyframe_times(path: str | os.PathLike) -> list[float]:
+    """Display times (s) of a video's keyframes, from a full decode (the oracle for keyframes sampling)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        start = s.start_time or 0
+        return [float((f.pts - start) * s.time_base) for f in c.decode(s) if f.key_frame]
+
+
 def reference_frame_at(ref: list[tuple[float, np.ndarray]], t: float) -> tuple[float, np.ndarray]:
     """What a player shows at time t, from a full sequential decode: last frame with time <= t."""
     best = ref[0]

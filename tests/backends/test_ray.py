@@ -33,7 +33,7 @@ from videococa.backends.raydata import ERRORS, SUCCESS, RayBackend  # noqa: E402
 from videococa.cli import main  # noqa: E402
 from videococa.index.store import INDEX_CAPTIONS  # noqa: E402
 from videococa.tasks.embed import embed_to_parquet  # noqa: E402
-from videococa.testing import UNREADABLE, HostileReader, write_hostile_files  # noqa: E402
+from videococa.testing import UNREADABLE, HostileReader, write_hostile_files, write_long_gop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,6 +140,25 @@ def test_caption_and_index_commands_on_ray_match_local(easy_videos, cluster, cap
         assert main(["search", str(tmp_path / "ray"), query, "--json"]) == 0
         assert [json.loads(x)["path"] for x in capsys.readouterr().out.splitlines()] == \
                [json.loads(x)["path"] for x in local.splitlines()]
+
+
+def test_keyframes_sampling_on_ray_equals_local(tiny_model, easy_videos, cluster, tmp_path):
+    """--sampling keyframes passes through the decoding tasks: the same frame_times, metadata and embeddings."""
+    gop = write_long_gop(tmp_path / "gop25.mp4")
+    paths = [str(gop), easy_videos[0]]
+    kw = dict(num_frames=4, segment=2.0, sampling="keyframes")
+    with RayBackend(RayOptions(files_per_task=1, files_per_shard=2)) as backend:
+        ray_report = backend.embed(tiny_model, paths, tmp_path / "shards", **kw)
+    local = pq.read_table(embed_to_parquet(tiny_model, paths, tmp_path / "local.parquet", **kw).out)
+    key = [("path", "ascending"), ("start", "ascending")]
+    got, want = pq.read_table(Path(ray_report.out)).sort_by(key), local.sort_by(key)
+    assert got.schema.metadata == want.schema.metadata and want.schema.metadata[b"videococa.sampling"] == b"keyframes"
+    assert got.column("frame_times").to_pylist() == want.column("frame_times").to_pylist()
+    times = dict(zip(zip(want.column("path").to_pylist(), want.column("start").to_pylist()),
+                     want.column("frame_times").to_pylist()))
+    assert [times[str(gop), 0.0], times[str(gop), 2.0]] == [[0.0, 1.0, 1.0, 2.0], [2.0, 3.0, 3.0, 3.0]]
+    np.testing.assert_allclose(np.asarray(got.column("embedding").to_pylist()),
+                               np.asarray(want.column("embedding").to_pylist()), atol=1e-5)
 
 
 def _encode_actor_pids() -> list[int]:

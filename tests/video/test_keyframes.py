@@ -4,7 +4,6 @@ says which times they are."""
 
 from __future__ import annotations
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -13,24 +12,15 @@ from videococa import VideoLoader, read_clips, read_video
 from videococa.video import decode as D
 from videococa.video import decode_all, decode_frames_at, iter_clips, uniform_times
 from videococa.video.transforms import Preprocess
-from videococa.testing import reference_frame_at, sample_video, write_video
+from videococa.testing import keyframe_times, reference_frame_at, sample_video, write_long_gop, write_video
 
 SAMPLES = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
-
-
-def keyframe_times(path) -> list[float]:
-    """Display times (s) of the keyframes, from a full decode (the oracle)."""
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        start = s.start_time or 0
-        return [float((f.pts - start) * s.time_base) for f in c.decode(s) if f.key_frame]
 
 
 @pytest.fixture(scope="module")
 def long_gop(tmp_path_factory):
     """4 s at 25 fps with B-frames and a keyframe every second (x264's default preset: b-pyramid, non-ref B)."""
-    return write_video(tmp_path_factory.mktemp("gop") / "gop25.mp4", num_frames=100, width=96, height=64, gop=25,
-                       options={"bf": "3", "keyint_min": "25", "sc_threshold": "0"})
+    return write_long_gop(tmp_path_factory.mktemp("gop") / "gop25.mp4")
 
 
 @pytest.mark.parametrize("name", SAMPLES + ("long_gop",))

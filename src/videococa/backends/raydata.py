@@ -78,6 +78,7 @@ from ..tasks.clipkeys import ClipKey, ClipOutput, KeyedBatch, check_output, enco
 from ..tasks.embed import EmbedReport, embed_schema, file_rows, rows_table
 from ..video.decode import one_decoder_thread_here
 from ..video.loader import FileIssue, read_file
+from ..video.sampling import Sampling
 from ..video.transforms import Preprocess
 from .options import RayOptions
 
@@ -117,7 +118,7 @@ def _objects(values: list) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the stages (run on workers)
 def _decode(batch: dict, *, reader: Reader, num_frames: int, segment: float | None,
-            preprocess: Preprocess, threads: int) -> dict:
+            preprocess: Preprocess, threads: int, sampling: Sampling = "uniform") -> dict:
     """Decoding task: each file, whole, read by `reader` (uint8 frames at the model's size), one row per file.
     One FFmpeg thread per task, as in the local loader's reading threads: parallelism is across files, and on a
     damaged file FFmpeg's frame threads conceal errors differently, so the frames would differ from the local path's."""
@@ -127,7 +128,7 @@ def _decode(batch: dict, *, reader: Reader, num_frames: int, segment: float | No
     out: dict[str, list] = {"path_bytes": [], "payload": [], "reason": [], "decode_s": [], "decode_node": []}
     for name in batch["path_bytes"]:
         t = time.perf_counter()
-        got = reader(os.fsdecode(name), num_frames, preprocess=preprocess, segment=segment)
+        got = reader(os.fsdecode(name), num_frames, preprocess=preprocess, segment=segment, sampling=sampling)
         if isinstance(got, FileIssue):
             payload, reason = b"", got.reason or "unreadable"
         else:
@@ -505,11 +506,13 @@ class RayBackend:
 
     def _dataset(self, model: VideoCoCa, names: list[bytes], *, files_per_task: int, batch_size: int,
                  num_frames: int, segment: float | None, pooling: Pooling, return_tokens: bool,
-                 captions: GenerationConfig | None, summary: RunSummary, prompt: str | None = None):
+                 captions: GenerationConfig | None, summary: RunSummary, prompt: str | None = None,
+                 sampling: Sampling = "uniform"):
         """decode -> encode, one row per file (`names`: absolute paths as bytes)."""
         return self._pipeline(model, [{"path_bytes": n} for n in names], per_task=files_per_task,
                               batch_size=batch_size, summary=summary, decode=_decode,
-                              decode_kwargs=dict(reader=self.reader, num_frames=num_frames, segment=segment),
+                              decode_kwargs=dict(reader=self.reader, num_frames=num_frames, segment=segment,
+                                                 sampling=sampling),
                               actor=_Encode, actor_kwargs=dict(pooling=pooling, return_tokens=return_tokens,
                                                                captions=captions, prompt=prompt))
 
@@ -546,11 +549,11 @@ class RayBackend:
                      batch_size: int = 4, workers: int = 2, pooling: Pooling = "attentional",
                      segment: float | None = None, return_tokens: bool = False,
                      captions: GenerationConfig | None = None, prompt: str | None = None,
-                     keep_frames: bool = False, progress: bool = False,
-                     desc: str = "encode") -> Iterator[list[EncodedClip] | FileIssue]:
+                     keep_frames: bool = False, progress: bool = False, desc: str = "encode",
+                     sampling: Sampling = "uniform") -> Iterator[list[EncodedClip] | FileIssue]:
         """`tasks.batch.encode_files` on the cluster: each file's results (or its FileIssue), in input order
         (files whose batch failed and were retried alone come at the end). `workers` is unused: the cluster's
-        CPUs decode."""
+        CPUs decode (with `sampling`, as `read_video` does)."""
         if keep_frames:
             raise OptionError("keep_frames is not available with the ray backend: frames stay on the workers")
         given: dict[bytes, str] = {}
@@ -566,7 +569,7 @@ class RayBackend:
             with _data_context(max_errored_blocks=tolerated, preserve_order=True, enable_progress_bars=False):
                 ds = self._dataset(model, part, files_per_task=fpt, batch_size=batch_size, num_frames=num_frames,
                                    segment=segment, pooling=pooling, return_tokens=return_tokens, captions=captions,
-                                   prompt=prompt, summary=summary)
+                                   prompt=prompt, summary=summary, sampling=sampling)
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 summary.add(batch)
                 for name, payload, reason in zip(batch["path_bytes"], batch["payload"], batch["reason"]):
@@ -645,7 +648,7 @@ class RayBackend:
     def embed(self, model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
               num_frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
               captions: GenerationConfig | None = None, batch_size: int = 4, workers: int = 2,
-              row_group: int = 256, progress: bool = False) -> RayEmbedReport:
+              row_group: int = 256, progress: bool = False, sampling: Sampling = "uniform") -> RayEmbedReport:
         """Embed each video (or `segment`-second window) into Parquet shards in the folder `out`: the schema and
         metadata of `tasks.embed.embed_to_parquet`, absolute paths (workers do not share our working directory).
 
@@ -657,7 +660,7 @@ class RayBackend:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise OptionError(f"--out {display(out)!r} is a file; the ray backend writes a folder of Parquet shards")
-        schema = embed_schema(model, num_frames, pooling, segment, captions)
+        schema = embed_schema(model, num_frames, pooling, segment, captions, sampling)
         names = list(dict.fromkeys(os.fsencode(os.path.abspath(p)) for p in paths))
         out.mkdir(parents=True, exist_ok=True)
         lock = FileLock(out / "_job.lock")
@@ -681,7 +684,7 @@ class RayBackend:
                 if todo:
                     self._embed_passes(model, todo, out, schema, report, dict(
                         batch_size=batch_size, num_frames=num_frames, segment=segment, pooling=pooling,
-                        return_tokens=False, captions=captions), progress)
+                        return_tokens=False, captions=captions, sampling=sampling), progress)
             except KeyboardInterrupt:
                 report.interrupted = True
             summary.pipeline_s = time.perf_counter() - t1

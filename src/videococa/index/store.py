@@ -57,7 +57,7 @@ from ..tasks.embed import caption_setting, embedding_files, embedding_settings
 from ..video.loader import FileIssue
 from ..video.reader import read_video
 from ..limits import MAX_FRAMES
-from ..video.sampling import check_segment, clip_windows
+from ..video.sampling import WINDOW_SAMPLINGS, Sampling, check_sampling, check_segment, clip_windows
 from .query import GroupBy, SearchFilter, check_group_by, fts_query, page, rrf
 
 EXACT_LIMIT = 100_000
@@ -113,6 +113,12 @@ _CAPTIONS_DDL = (
 )
 """Schema 3: a caption per entry (optional), and its words in an FTS5 table kept in step by triggers."""
 _SCHEMA += "".join(f"{stmt};\n" for stmt in _CAPTIONS_DDL)
+_FRAME_TIMES_DDL = """CREATE TABLE IF NOT EXISTS frame_times (
+    entry_id INTEGER PRIMARY KEY REFERENCES entries(id) ON DELETE CASCADE,
+    times TEXT NOT NULL)"""
+"""The times (s, a JSON list) of the frames an entry was embedded from, kept by indexes made with keyframes
+sampling (where they differ from the sample times); created with every new index, filled only by those."""
+_SCHEMA += f"{_FRAME_TIMES_DDL};\n"
 # `path` holds UTF-8 text, or the raw bytes (a BLOB) of a name that is not UTF-8 (see videococa.paths.to_db).
 
 
@@ -175,6 +181,8 @@ class Segment:
     """Seconds."""
     caption: str | None = None
     """Stored caption, if the index stores captions."""
+    frame_times: list[float] | None = None
+    """Times (s) of the frames it was embedded from, in an index made with keyframes sampling (else None)."""
 
 
 @dataclass
@@ -280,8 +288,9 @@ def faiss_ids(index) -> np.ndarray:
 class VideoIndex:
     """Open (or create) the index at directory `path`.
 
-    A new index needs `model`; its name, weights fingerprint, `num_frames`, `pooling` and `segment` are
-    recorded. Reopening with a different model or settings raises IndexStoreError. Without `model`, an
+    A new index needs `model`; its name, weights fingerprint, `num_frames`, `pooling`, `segment` and frame
+    `sampling` (uniform, the default, or keyframes: see `read_video`) are recorded; an index that records no
+    sampling was made with uniform. Reopening with a different model or settings raises IndexStoreError. Without `model`, an
     existing index opens for inspection; `settings` tells which model to load for searching.
 
     Several processes may use one index: writers (`add`, `update`, `remove`, `repair`) take turns through a
@@ -292,7 +301,9 @@ class VideoIndex:
     @renamed_keywords(frames="num_frames")
     def __init__(self, path: str | os.PathLike, model=None, *, num_frames: int | None = None,
                  pooling: str | None = None, segment: float | None = None, create: bool = True, on_wait=None,
-                 captions: bool | None = None, faiss: str | None = None):
+                 captions: bool | None = None, faiss: str | None = None, sampling: Sampling | None = None):
+        if sampling is not None:
+            check_sampling(sampling, WINDOW_SAMPLINGS)
         if num_frames is not None and (not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_FRAMES):
             raise OptionError(f"num_frames must be an integer from 1 to {MAX_FRAMES}, got {num_frames!r}")
         if pooling is not None and pooling not in POOLINGS:
@@ -328,8 +339,8 @@ class VideoIndex:
                 raise IndexStoreError(f"{display(self.db_path)!r} holds no index settings: it is not a video index "
                                       f"(or was damaged); {self._repair_hint()}")
         else:
-            self._create(model, num_frames, pooling, segment, create, bool(captions))
-        self._check(model, num_frames, pooling, segment, captions)
+            self._create(model, num_frames, pooling, segment, create, bool(captions), sampling)
+        self._check(model, num_frames, pooling, segment, captions, sampling)
         if faiss is not None and faiss != self.approximate:
             self._record_faiss(faiss)
         self.dim = int(self.settings["embed_dim"])
@@ -349,7 +360,7 @@ class VideoIndex:
         except sqlite3.DatabaseError as exc:
             raise IndexStoreError(f"{display(self.db_path)!r} is not a usable video index: {exc}") from None
 
-    def _create(self, model, num_frames, pooling, segment, create: bool, captions: bool) -> None:
+    def _create(self, model, num_frames, pooling, segment, create: bool, captions: bool, sampling) -> None:
         shown = display(self.path)
         if self.db_path.is_file():  # 0 bytes: maybe another process is creating it this moment; decided under the lock
             pass
@@ -380,7 +391,8 @@ class VideoIndex:
                 self.db.executescript(_SCHEMA)
                 self.settings = self._settings()
                 if not self.settings:
-                    self._init_settings(model, num_frames or 8, pooling or "attentional", segment, captions)
+                    self._init_settings(model, num_frames or 8, pooling or "attentional", segment, captions,
+                                        sampling or "uniform")
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(exc) from None
 
@@ -405,11 +417,12 @@ class VideoIndex:
                 return {}
             raise
 
-    def _init_settings(self, model, num_frames: int, pooling: str, segment: float | None, captions: bool) -> None:
+    def _init_settings(self, model, num_frames: int, pooling: str, segment: float | None, captions: bool,
+                       sampling: Sampling) -> None:
         values = {
             "captions": CAPTION_SETTING if captions else "",
             "schema_version": SCHEMA_VERSION, "embed_dim": model.info.embed_dim,
-            **model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0),
+            **model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0, sampling=sampling),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "generation": 0, "index_id": uuid.uuid4().hex,  # tells this record from one made anew at the same path
         }
@@ -431,7 +444,7 @@ class VideoIndex:
                     self.db.execute(stmt)
             self.db.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
-    def _check(self, model, num_frames, pooling, segment, captions) -> None:
+    def _check(self, model, num_frames, pooling, segment, captions, sampling) -> None:
         s = self.settings
         lost = [k for k in _REQUIRED if k not in s]
         if lost:
@@ -459,6 +472,8 @@ class VideoIndex:
             problems.append(f"it uses {s['pooling']} pooling, not {pooling}")
         if segment is not None and float(segment) != recorded:
             problems.append(f"it uses segments of {recorded or 'whole files'} s, not {segment}")
+        if sampling is not None and sampling != self.sampling:
+            problems.append(f"it uses {self.sampling} frame sampling, not {sampling}")
         if captions is not None and bool(captions) != self.captions:
             problems.append("it stores a caption per entry" if self.captions else "it stores no captions")
         if problems:
@@ -478,6 +493,11 @@ class VideoIndex:
     @property
     def segment(self) -> float | None:
         return float(self.settings["segment"]) or None
+
+    @property
+    def sampling(self) -> str:
+        """How frames are picked (`read_video`'s sampling): uniform (also for indexes that record none) or keyframes."""
+        return self.settings.get("sampling", "uniform")
 
     @property
     def captions(self) -> bool:
@@ -790,7 +810,8 @@ class VideoIndex:
             for item in (encode or encode_files)(model, list(stats), num_frames=self.num_frames,
                                                  batch_size=batch_size, workers=workers, pooling=self.pooling,
                                                  segment=self.segment, progress=progress, desc="index",
-                                                 captions=INDEX_CAPTIONS if self.captions else None):
+                                                 captions=INDEX_CAPTIONS if self.captions else None,
+                                                 **self._sampling_kw()):
                 done += 1
                 if isinstance(item, FileIssue):
                     report.failed.append(item)
@@ -808,6 +829,10 @@ class VideoIndex:
                                                         f"{cut.truncated_at:.2f} s of a stated {cut.info.duration:.2f} s; "
                                                         "indexed up to there"))
         return report
+
+    def _sampling_kw(self) -> dict:
+        """The encoders' `sampling` keyword: none for uniform (so any batch encoder given as `encode` works)."""
+        return {} if self.sampling == "uniform" else {"sampling": self.sampling}
 
     def _drop(self, paths: Sequence[str]) -> None:
         """Remove files that are gone, one transaction each."""
@@ -832,11 +857,15 @@ class VideoIndex:
         clip = items[-1].clip
         duration = clip.info.duration if clip.truncated_at is None else clip.truncated_at
         vecs = np.stack([F.normalize(x.embedding.float(), dim=-1).cpu().numpy() for x in items]).astype(np.float32)
-        self._commit_entries(path, size, mtime, duration, [(x.clip.start, x.clip.end) for x in items], vecs, captions)
+        times = [x.clip.timestamps for x in items] if self.sampling == "keyframes" else None
+        self._commit_entries(path, size, mtime, duration, [(x.clip.start, x.clip.end) for x in items], vecs, captions,
+                             times)
 
     def _commit_entries(self, path: str, size: int, mtime: int, duration: float, windows: list[tuple[float, float]],
-                        vecs: np.ndarray, captions: list[str] | None = None) -> None:
-        """One whole file in one transaction: its old entries out, the new ones in, the generation bumped."""
+                        vecs: np.ndarray, captions: list[str] | None = None,
+                        frame_times: list[list[float]] | None = None) -> None:
+        """One whole file in one transaction: its old entries out, the new ones in (with their captions and the
+        times of the frames used, where given), the generation bumped."""
         head = head_sha256(path)
         self._alive()
         with self._tx():
@@ -849,6 +878,9 @@ class VideoIndex:
                        for (lo, hi), v in zip(windows, vecs)]
             if captions is not None:
                 self.db.executemany("INSERT INTO captions (entry_id, text) VALUES (?, ?)", zip(new_ids, captions))
+            if frame_times is not None:
+                self.db.executemany("INSERT INTO frame_times (entry_id, times) VALUES (?, ?)",
+                                    [(i, json.dumps([float(t) for t in ts])) for i, ts in zip(new_ids, frame_times)])
             gen = self._bump()
         self._applied(gen, old, np.asarray(new_ids, dtype=np.int64), vecs)
 
@@ -942,8 +974,8 @@ class VideoIndex:
 
     # ------------------------------------------------------------------ merging embeddings written by `embed`
     def _check_embeddings(self, path: Path, got: dict[str, str]) -> None:
-        """Refuse an embedding file whose protocol is not this index's (model weights, frames, pooling, segment,
-        captions), naming each difference."""
+        """Refuse an embedding file whose protocol is not this index's (model weights, frames, pooling, sampling,
+        segment, captions), naming each difference."""
         s = self.settings
         want = {"fingerprint": s["fingerprint"], "frames": s["frames"], "pooling": s["pooling"],
                 "sampling": s.get("sampling", "uniform"), "embed_dim": s["embed_dim"]}
@@ -981,7 +1013,8 @@ class VideoIndex:
             known = self._known()
             for n, f in enumerate(files):
                 written = f.stat().st_mtime_ns
-                for name, rows in _files_in(pq.ParquetFile(f), with_captions=self.captions):
+                for name, rows in _files_in(pq.ParquetFile(f), with_captions=self.captions,
+                                            with_times=self.sampling == "keyframes"):
                     self._merge_file(name, rows, written, known, report)
                 if on_progress:
                     on_progress(n + 1, len(files), str(f))
@@ -1006,7 +1039,7 @@ class VideoIndex:
         vecs = np.asarray(rows["embedding"], dtype=np.float32)  # (R, E)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         self._commit_entries(path, st.st_size, st.st_mtime_ns, rows["duration"][-1],
-                             list(zip(rows["start"], rows["end"])), vecs, rows.get("caption"))
+                             list(zip(rows["start"], rows["end"])), vecs, rows.get("caption"), rows.get("frame_times"))
         (report.updated if path in known else report.added).append(path)
 
     def update(self, inputs: Sequence[str | os.PathLike], **kwargs) -> UpdateReport:
@@ -1183,9 +1216,9 @@ class VideoIndex:
         return page(self._grouped(fused, group_by, min_score, by_score=False), offset, top_k)
 
     def search_video(self, video: str | os.PathLike, *, top_k: int = 10, **kwargs) -> list[SearchHit]:
-        """Video -> video: the whole query video, read with the index's frames and pooling."""
+        """Video -> video: the whole query video, read with the index's frames, sampling and pooling."""
         model = self._needs_model("video search")
-        clip = model.read_video(video, self.num_frames)
+        clip = model.read_video(video, self.num_frames, sampling=self.sampling)
         return self.search_embedding(model.encode_video(clip.frames[None], pooling=self.pooling)[0], top_k=top_k,
                                      **kwargs)
 
@@ -1238,10 +1271,12 @@ class VideoIndex:
 
     @_guarded
     def segments(self, video_id: int) -> list[Segment]:
-        """A file's entries in time order, with their captions."""
-        return [Segment(*r) for r in self.db.execute(
-            "SELECT e.id, e.start, e.end, c.text FROM entries e LEFT JOIN captions c ON c.entry_id = e.id "
-            "WHERE e.file_id = ? ORDER BY e.start, e.id", (int(video_id),))]
+        """A file's entries in time order, with their captions (and frame times, in a keyframes index)."""
+        times = "t.times" if self.sampling == "keyframes" else "NULL"
+        join = "LEFT JOIN frame_times t ON t.entry_id = e.id" if self.sampling == "keyframes" else ""
+        return [Segment(*r[:4], None if r[4] is None else json.loads(r[4])) for r in self.db.execute(
+            f"SELECT e.id, e.start, e.end, c.text, {times} FROM entries e LEFT JOIN captions c ON c.entry_id = e.id "
+            f"{join} WHERE e.file_id = ? ORDER BY e.start, e.id", (int(video_id),))]
 
     @_guarded
     def stats(self) -> dict:
@@ -1249,7 +1284,7 @@ class VideoIndex:
         self._refresh()
         files, last = self.db.execute("SELECT COUNT(*), MAX(indexed_at) FROM files").fetchone()
         keys = ("model", "pretrained", "precision", "fingerprint", "frames", "pooling", "segment", "created")
-        return {"videos": files, "entries": self._count(), "index_kind": self.faiss_kind, "faiss": self.approximate,
+        return {"sampling": self.sampling, "videos": files, "entries": self._count(), "index_kind": self.faiss_kind, "faiss": self.approximate,
                 "last_update": last, "generation": self.generation, "captions": self.captions,
                 **{k: self.settings.get(k) for k in keys}}
 
@@ -1322,10 +1357,11 @@ class VideoIndex:
         self.close()
 
 
-def _files_in(parquet, *, with_captions: bool) -> Iterator[tuple[bytes, dict[str, list]]]:
+def _files_in(parquet, *, with_captions: bool, with_times: bool = False) -> Iterator[tuple[bytes, dict[str, list]]]:
     """(path_bytes, its columns) per file of an embedding file, whose rows of one file are consecutive (both
     writers write whole files), read a row group at a time."""
-    cols = ["path_bytes", "start", "end", "duration", "embedding"] + (["caption"] if with_captions else [])
+    cols = ["path_bytes", "start", "end", "duration", "embedding"] + (["caption"] if with_captions else []) \
+        + (["frame_times"] if with_times else [])
     name, rows = None, None
     for batch in parquet.iter_batches(columns=cols):
         data = batch.to_pydict()
@@ -1369,10 +1405,14 @@ def _salvage(db_path: Path):
         except sqlite3.DatabaseError:
             captions = []  # none stored, or unreadable: the files stay, without captions
         try:
+            times = db.execute("SELECT entry_id, times FROM frame_times").fetchall()
+        except sqlite3.DatabaseError:
+            times = []  # none stored (uniform, or an index older than the table), or unreadable
+        try:
             last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
         except sqlite3.DatabaseError:
             last = None
-        return settings, files, entries, max([last[0] if last else 0] + [e[0] for e in entries]), captions
+        return settings, files, entries, max([last[0] if last else 0] + [e[0] for e in entries]), captions, times
     finally:
         db.close()
 
@@ -1402,7 +1442,7 @@ def _rows(db: sqlite3.Connection, select: str, table: str) -> list[tuple]:
 
 
 def _write_salvage(new: Path, settings: dict, files: list, entries: list, last_id: int, captions: list,
-                   report: RepairReport) -> None:
+                   times: list, report: RepairReport) -> None:
     """A new database at `new` from salvaged rows, keeping only files whose entries are all there."""
     segment = float(settings.get("segment", 0) or 0)
     dim = int(settings["embed_dim"])
@@ -1435,6 +1475,8 @@ def _write_salvage(new: Path, settings: dict, files: list, entries: list, last_i
         kept = {e[0] for e in keep_entries}
         db.executemany("INSERT INTO captions (entry_id, text) VALUES (?, ?)",
                        [c for c in captions if c[0] in kept and isinstance(c[1], str)])
+        db.executemany("INSERT INTO frame_times (entry_id, times) VALUES (?, ?)",
+                       [t for t in times if t[0] in kept and isinstance(t[1], str)])
         if last_id:  # ids are never reused, also those of entries that were lost
             if db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'entries'", (last_id,)).rowcount == 0:
                 db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('entries', ?)", (last_id,))

@@ -30,6 +30,7 @@ from ..text import QA_TEMPLATE, qa_prompt
 from ..version import __version__
 from ..video.reader import Clip
 from ..video.reader import read_video as _read_video
+from ..video.sampling import Sampling, check_sampling
 from ..video.transforms import Preprocess
 from .decoding import METHODS, Caption, GenerationConfig, Method, generate_ids
 from ..errors import OptionError, check_choice  # noqa: F401 - check_choice is imported from here by others
@@ -552,12 +553,14 @@ class VideoCoCa(nn.Module):
         """The checkpoint's learned contrastive temperature, exp(logit_scale)."""
         return float(self.coca.logit_scale.exp())
 
-    def provenance(self, **settings) -> dict:
+    def provenance(self, *, sampling: Sampling = "uniform", **settings) -> dict:
         """Which model made an artefact (index, embeddings, feature cache, evaluation): name, pretrained tag,
-        precision, weights fingerprint, videococa version and frame sampling, then `settings` (frames,
-        pooling, ...), which may override any of them. Every artefact records this one dict."""
+        precision, weights fingerprint, videococa version and the frame `sampling` the artefact was read with
+        (artefacts that record none were read uniformly), then `settings` (frames, pooling, ...), which may
+        override any of them. Every artefact records this one dict."""
         return {"model": self.info.name, "pretrained": self.info.pretrained or "", "precision": self.precision,
-                "fingerprint": self.fingerprint(), "videococa": __version__, "sampling": "uniform", **settings}
+                "fingerprint": self.fingerprint(), "videococa": __version__, "sampling": check_sampling(sampling),
+                **settings}
 
     def fingerprint(self) -> str:
         """A short hash of the weights (names, shapes and a strided sample of every tensor) and precision.

@@ -205,6 +205,7 @@ def get_video(request: Request, video_id: int) -> dict:
         segments = index.segments(video_id)
     return {**_video(lib, rec), "segments": [
         {"entry_id": s.entry_id, "start": round(s.start, 3), "end": round(s.end, 3), "caption": s.caption,
+         **({"frame_times": [round(t, 3) for t in s.frame_times]} if s.frame_times is not None else {}),
          **_urls(video_id, s.start, s.end)} for s in segments]}
 
 

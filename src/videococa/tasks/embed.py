@@ -22,6 +22,7 @@ from ..paths import display
 from ..models.decoding import GenerationConfig
 from ..models.videococa import Pooling, VideoCoCa
 from ..video.loader import FileIssue
+from ..video.sampling import WINDOW_SAMPLINGS, Sampling, check_sampling
 from .batch import encode_files
 from ..errors import OptionError
 
@@ -92,13 +93,16 @@ def caption_setting(captions: GenerationConfig) -> str:
 
 
 def embed_schema(model: VideoCoCa, num_frames: int, pooling: str, segment: float | None,
-                 captions: GenerationConfig | None = None):
+                 captions: GenerationConfig | None = None, sampling: Sampling = "uniform"):
     """The Arrow schema of an embedding file (and of each Parquet shard the Ray backend writes): columns, and the
-    protocol as metadata; with `captions`, a `caption` column and the decoding recorded as `videococa.captions`."""
+    protocol as metadata; with `captions`, a `caption` column and the decoding recorded as `videococa.captions`;
+    with `sampling` keyframes (recorded as `videococa.sampling`), a `frame_times` column: the times (s) of the
+    keyframes that stood in for each row's samples."""
     import pyarrow as pa
 
     # the stored key stays "frames" (files written before the rename keep resuming)
-    meta = {k: str(v) for k, v in model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0).items()}
+    meta = {k: str(v) for k, v in model.provenance(frames=num_frames, pooling=pooling, segment=segment or 0,
+                                                   sampling=check_sampling(sampling, WINDOW_SAMPLINGS)).items()}
     if captions is not None:
         meta["captions"] = caption_setting(captions)
     return pa.schema([
@@ -106,6 +110,7 @@ def embed_schema(model: VideoCoCa, num_frames: int, pooling: str, segment: float
         ("duration", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()),
         ("embedding", pa.list_(pa.float32(), model.info.embed_dim)),
         *([("caption", pa.string())] if captions is not None else []),
+        *([("frame_times", pa.list_(pa.float64()))] if sampling == "keyframes" else []),
     ], metadata={f"videococa.{k}": v for k, v in meta.items()})
 
 
@@ -122,12 +127,13 @@ def file_rows(items: list, notes: list[FileIssue]) -> list[tuple]:
         c, name = it.clip, os.fsencode(it.clip.path)
         rows.append((name.decode("utf-8", "backslashreplace"), name, c.start, c.end,
                      c.info.duration if cut is None else cut, c.info.width, c.info.height, c.info.fps,
-                     it.embedding.float().cpu().numpy(), it.caption))
+                     it.embedding.float().cpu().numpy(), it.caption, list(c.timestamps)))
     return rows
 
 
 def rows_table(rows: list[tuple], schema):
-    """`file_rows` output as an Arrow table of `schema` (the caption column only where the schema has one)."""
+    """`file_rows` output as an Arrow table of `schema` (the caption and frame_times columns only where the schema
+    has them)."""
     import pyarrow as pa
 
     if not rows:
@@ -138,6 +144,8 @@ def rows_table(rows: list[tuple], schema):
     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
     if "caption" in schema.names:
         arrays.append(pa.array(cols[9], type=pa.string()))
+    if "frame_times" in schema.names:
+        arrays.append(pa.array(cols[10], type=pa.list_(pa.float64())))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -176,6 +184,7 @@ def embedding_settings(path: str | os.PathLike) -> dict[str, str]:
         raise OptionError(f"{display(path)!r} was not written by `videococa embed` (no embedding column or no protocol)")
     out = {k[len("videococa."):]: v for k, v in meta.items()}
     out["embed_dim"] = str(schema.field("embedding").type.list_size)
+    out.setdefault("sampling", "uniform")  # files that record none were read uniformly
     return out
 
 
@@ -183,13 +192,14 @@ def embedding_settings(path: str | os.PathLike) -> dict[str, str]:
 def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                      num_frames: int = 8, pooling: Pooling = "attentional", segment: float | None = None,
                      captions: GenerationConfig | None = None, batch_size: int = 4, workers: int = 2,
-                     row_group: int = 256, progress: bool = False) -> EmbedReport:
+                     row_group: int = 256, progress: bool = False, sampling: Sampling = "uniform") -> EmbedReport:
     """Embed each video (or each `segment`-second window) and write one Parquet row per embedding.
 
     Columns: path (text; bytes of a non-UTF-8 name as \\xNN escapes), path_bytes (the name's raw bytes),
     start, end, duration, width, height, fps, embedding (fixed-size list of float32), plus the protocol as
     file-level metadata (`VideoCoCa.provenance()`: model, pretrained, weights fingerprint, frames, pooling, ...).
-    With `captions` (how to decode), also a `caption` column, and the decoding in the metadata.
+    With `captions` (how to decode), also a `caption` column, and the decoding in the metadata. With `sampling`
+    keyframes (as in `read_video`), also a `frame_times` column: the times of the keyframes actually used.
 
     OUT is replaced only by a complete run. An interrupted run (Ctrl-C) leaves OUT as it was and keeps
     the videos it finished in OUT.partial; running again with the same settings takes them over and embeds
@@ -201,7 +211,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
     if out.is_dir():
         raise OptionError(f"--out {display(out)!r} is a directory; give a file name such as embeddings.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
-    schema = embed_schema(model, num_frames, pooling, segment, captions)
+    schema = embed_schema(model, num_frames, pooling, segment, captions, sampling)
     partial = out.with_name(out.name + ".partial")
     report = EmbedReport(str(out), partial=str(partial))
     _clean_stale_parts(out, report)
@@ -218,7 +228,7 @@ def embed_to_parquet(model: VideoCoCa, paths: Sequence[str | os.PathLike], out: 
             try:
                 for item in encode_files(model, [p for p in paths if os.fspath(p) not in done], num_frames=num_frames,
                                          batch_size=batch_size, workers=workers, pooling=pooling, segment=segment,
-                                         captions=captions, progress=progress, desc="embed"):
+                                         captions=captions, progress=progress, desc="embed", sampling=sampling):
                     if isinstance(item, FileIssue):
                         report.failed.append(item)
                         continue
