@@ -1284,8 +1284,8 @@ class VideoIndex:
         self._refresh()
         files, last = self.db.execute("SELECT COUNT(*), MAX(indexed_at) FROM files").fetchone()
         keys = ("model", "pretrained", "precision", "fingerprint", "frames", "pooling", "segment", "created")
-        return {"sampling": self.sampling, "videos": files, "entries": self._count(), "index_kind": self.faiss_kind, "faiss": self.approximate,
-                "last_update": last, "generation": self.generation, "captions": self.captions,
+        return {"sampling": self.sampling, "videos": files, "entries": self._count(), "index_kind": self.faiss_kind,
+                "faiss": self.approximate, "last_update": last, "generation": self.generation, "captions": self.captions,
                 **{k: self.settings.get(k) for k in keys}}
 
     # ------------------------------------------------------------------ repair
