@@ -4,7 +4,6 @@ videos and scored on the 500 validation videos (not a split of the training set 
   PYTHONPATH=src .venv/bin/python scripts/probe_motion_val.py FEATURES
 """
 import sys, torch, torch.nn.functional as F
-sys.path.insert(0, str(__import__('pathlib').Path(__file__).parent))
 from diagnose_motion import load, saliency
 from videococa.train import FeatureCache
 from videococa.synthetic.benchmark import make_benchmark
