@@ -32,7 +32,7 @@ import videococa
 from videococa.synthetic.benchmark import load_benchmark, make_benchmark
 from videococa.train import FeatureCache, clip_key
 from videococa.train.finetune import trainable_parameters
-from videococa.text import qa_text
+from videococa.text import qa_prompt, qa_text
 from videococa.models.decoding import decoder_hidden
 
 DIRS = ["left", "right", "up", "down"]
@@ -114,7 +114,23 @@ def probe(m, Xtr, Ytr, Xva, Yva, steps=300):
     return res  # name -> (train, validation, validation axis accuracy)
 
 WHERE = "tokens"
+POOLED = False
+GEN_K = 0
 def pool(m, inj, X, Y):
+    if POOLED:  # the trajectory's motion vector added after the pooler (to ln_post's output) instead of to the tokens
+        tr = m.temporal_trajectory
+        motion = tr.mlp(tr.features(X).flatten(1))  # (B, W) with W == ln_post's width here
+        m.temporal_trajectory = None
+        try:
+            pooled, gen = m.pool(inj(X, Y))
+        finally:
+            m.temporal_trajectory = tr
+        proj = m.coca.visual.proj
+        if GEN_K:  # only the last GEN_K generative tokens carry it: the decoder can attend to them or not
+            gen = torch.cat([gen[:, :-GEN_K], gen[:, -GEN_K:] + motion[:, None, :]], 1)
+        else:
+            gen = gen + motion[:, None, :]
+        return pooled + (motion @ proj if proj is not None else motion), gen
     pooled, gen = m.pool(inj(X, Y))
     if WHERE == "gen" and inj.kind != "none":
         gen = gen + inj.proj(inj.f)[:, None, :]
@@ -188,9 +204,14 @@ def main():
     ap.add_argument("--aux-steps", type=int, default=0, help="aux-only steps before the --mode steps")
     ap.add_argument("--aux-lr", type=float, default=None, help="peak lr of the aux-only phase (default --new-lr)")
     ap.add_argument("--probe", action="store_true", help="linear direction probes on the mixer (see docstring)")
+    ap.add_argument("--focal", type=float, default=0.0, help="QA modes: focal weighting (1-p)^gamma of the targets")
+    ap.add_argument("--reverse", action="store_true", help="qa-all: add every motion pair reversed (answer flipped)")
+    ap.add_argument("--pooled", action="store_true", help="trajectory: add its motion vector after the pooler")
+    ap.add_argument("--gen-k", type=int, default=0, help="--pooled: add it to the last K generative tokens only")
+    ap.add_argument("--answer-loss", action="store_true", help="QA modes: the loss on the answer tokens only")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    global WHERE; WHERE = args.where
+    global WHERE, POOLED, GEN_K; WHERE = args.where; POOLED = args.pooled; GEN_K = args.gen_k
     cache = FeatureCache(args.features)
     Xtr, Ytr, Qtr, QAtr = load(args.train or make_benchmark(None, num_videos=600, seed=7), cache)
     Xva, Yva, Qva, _ = load(args.val or make_benchmark(None, num_videos=500), cache)
@@ -216,7 +237,10 @@ def main():
     base = [g["lr"] for g in groups]
     # training texts
     if args.mode == "qa-all":
-        pairs = [(i, q, a) for i, qa in enumerate(QAtr) for q, a in qa]
+        pairs = [(i, q, a, False) for i, qa in enumerate(QAtr) for q, a in qa]
+        if args.reverse:  # every motion pair again, its frames played backwards and the answer reversed
+            opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+            pairs += [(i, q, opposite[a], True) for i, q, a, _ in pairs if a in opposite]
     m.train()
     zero_init = {k: p for k, p in params.items() if (k.startswith("temporal_mixer") or k == "motion.proj.weight") and ("out_proj.weight" in k or "mlp.2.weight" in k)}
     t0 = time.time()
@@ -236,13 +260,16 @@ def main():
         if args.mode == "qa-all":
             if len(order) < args.bs: order += random.Random(args.seed * 1000 + step).sample(range(len(pairs)), len(pairs))
             idx, order = order[: args.bs], order[args.bs:]
-            X = torch.stack([Xtr[pairs[j][0]] for j in idx]); Y = torch.stack([Ytr[pairs[j][0]] for j in idx])
+            X = torch.stack([Xtr[pairs[j][0]].flip(0) if pairs[j][3] else Xtr[pairs[j][0]] for j in idx])
+            Y = torch.stack([Ytr[pairs[j][0]] ^ int(pairs[j][3]) for j in idx])  # left<->right, up<->down
             texts = [qa_text(pairs[j][1], pairs[j][2]) for j in idx]
+            prompts = [pairs[j][1] for j in idx]
         else:
             if len(order) < args.bs: order += random.Random(args.seed * 1000 + step).sample(range(n), n)
             idx, order = order[: args.bs], order[args.bs:]
             X, Y = Xtr[idx], Ytr[idx]
             texts = [qa_text(Qtr[j], DIRS[Ytr[j]]) for j in idx]
+            prompts = [Qtr[j] for j in idx]
         pooled, gen = pool(m, inj, X, Y)
         if args.mode == "head":
             feat = pooled if args.readout == "pooled" else gen.mean(1)
@@ -253,7 +280,18 @@ def main():
             _, te = m.coca._encode_text(ids)
             h = decoder_hidden(m.coca.text_decoder, gen, te[:, :-1])
             logits = h @ m.coca.text_decoder.text_projection
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=0)
+            labels = ids[:, 1:].clone()
+            if args.answer_loss:  # mask the prompt's targets: "question: ... answer:" is SOT + n tokens + EOT alone
+                n_prompt = (m.tokenize([qa_prompt(q) for q in prompts]) != 0).sum(1) - 2
+                labels[torch.arange(labels.shape[1])[None, :] < n_prompt[:, None]] = 0
+            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=0,
+                                 reduction="none")  # (b*L,) 0 at ignored targets
+            keep = labels.reshape(-1) != 0
+            if args.focal:  # focal weights (1 - p)^gamma, normalised to mean 1 over the kept targets
+                w = (1 - torch.exp(-ce.detach())).pow(args.focal) * keep
+                loss = (w * ce).sum() / w.sum().clamp_min(1e-8)
+            else:
+                loss = ce.sum() / keep.sum()
         aux_acc = None
         if args.aux != "none" and args.aux_weight > 0:
             aux_loss, aux_acc = aux_frame_order(m, aux_head, X, aux_gen)

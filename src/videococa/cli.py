@@ -717,10 +717,12 @@ def _add_text_commands(sub) -> None:
 
 def _add_temporal_args(p: argparse.ArgumentParser) -> None:
     """finetune's --temporal options."""
-    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer", "divided"],
+    p.add_argument("--temporal", default="none", choices=["none", "embedding", "transformer", "divided", "trajectory"],
                    help="embedding: a learned per-frame embedding; transformer: that plus a factorised temporal "
                         "self-attention; divided: that plus a spatial block after each temporal one, both given "
-                        "each token's spatial position (all leave the model unchanged at step 0)")
+                        "each token's spatial position; trajectory: learned soft-argmax tracks over the patch grid "
+                        "whose velocities make a motion vector added to every frame token (all leave the model "
+                        "unchanged at step 0)")
     p.add_argument("--temporal-layers", type=_positive_int, default=1, help="blocks of --temporal transformer")
     p.add_argument("--temporal-scaled", action="store_true",
                    help="multiply the temporal blocks' residual outputs by each token's RMS, so they can grow to the "

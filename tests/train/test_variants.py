@@ -36,7 +36,7 @@ def cache8(tiny_model, easy_videos, tmp_path):
 
 
 @pytest.mark.parametrize("variant,scaled", [("embedding", False), ("transformer", False), ("divided", False),
-                                            ("transformer", True), ("divided", True)])
+                                            ("transformer", True), ("divided", True), ("trajectory", False)])
 def test_every_variant_starts_at_the_zero_shot_model(variant, scaled, cache8, easy_videos):
     m = videococa.load_model("videococa-tiny")
     tokens = torch.stack([cache8.get(k) for k, _ in training_pairs(_items(easy_videos), "caption")]).float()
@@ -49,7 +49,7 @@ def test_every_variant_starts_at_the_zero_shot_model(variant, scaled, cache8, ea
     e2 = F.normalize(e2, dim=-1)
     torch.testing.assert_close(e2, emb0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g2, gen0, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="unknown temporal variant 'lstm'; choose one of: none, embedding, transformer, divided"):
+    with pytest.raises(ValueError, match="unknown temporal variant 'lstm'; choose one of: none, embedding, transformer, divided, trajectory"):
         m.enable_temporal("lstm")
 
 
@@ -240,3 +240,12 @@ def test_cli_task_choices_are_the_library_tasks():
     finetune_parser = sub.choices["finetune"]
     task = next(a for a in finetune_parser._actions if a.dest == "task")
     assert tuple(task.choices) == TASKS
+
+
+def test_cli_temporal_choices_are_the_library_variants():
+    from videococa.cli import build_parser
+    from videococa.models.videococa import TEMPORALS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    temporal = next(a for a in sub.choices["finetune"]._actions if a.dest == "temporal")
+    assert tuple(temporal.choices) == TEMPORALS

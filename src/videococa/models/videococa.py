@@ -33,14 +33,15 @@ from ..video.reader import read_video as _read_video
 from ..video.sampling import Sampling, check_sampling
 from ..video.transforms import Preprocess
 from .decoding import METHODS, Caption, GenerationConfig, Method, generate_ids
+from .trajectory import TrajectoryMotion
 from ..errors import OptionError, check_choice  # noqa: F401 - check_choice is imported from here by others
 
 Pooling = Literal["attentional", "mean"]
 POOLINGS: tuple[str, ...] = ("attentional", "mean")
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-Temporal = Literal["none", "embedding", "transformer", "divided"]
-TEMPORALS: tuple[str, ...] = ("none", "embedding", "transformer", "divided")
+Temporal = Literal["none", "embedding", "transformer", "divided", "trajectory"]
+TEMPORALS: tuple[str, ...] = ("none", "embedding", "transformer", "divided", "trajectory")
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ class VideoCoCa(nn.Module):
         models. Finetuning can add one initialised at zero, so step 0 equals the zero-shot model."""
         self.temporal_mixer: TemporalMixer | None = None
         """Factorised temporal self-attention over the frame tokens before pooling; None in zero-shot models."""
+        self.temporal_trajectory: TrajectoryMotion | None = None
+        """Learned soft-argmax tracks -> a motion vector added to the frame tokens before pooling; None in
+        zero-shot models (see `models.trajectory`)."""
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -279,7 +283,10 @@ class VideoCoCa(nn.Module):
 
     @property
     def temporal(self) -> str:
-        """Which temporal modules the model has: none, embedding or transformer (see `enable_temporal`)."""
+        """Which temporal modules the model has: none, embedding, transformer, divided or trajectory
+        (see `enable_temporal`)."""
+        if self.temporal_trajectory is not None:
+            return "trajectory"
         if self.temporal_mixer is not None:
             return "divided" if self.temporal_mixer.spatial else "transformer"
         return "none" if self.temporal_embedding is None else "embedding"
@@ -290,10 +297,21 @@ class VideoCoCa(nn.Module):
         embedding: a per-frame embedding (MAX_FRAMES, W) at zero. transformer: the same plus a `TemporalMixer`
         of `layers` blocks whose output layers are zero. divided: the same mixer with a spatial block after each
         temporal one, both given each token's spatial position (the image encoder's positional embedding).
+        trajectory: learned soft-argmax tracks over the patch grid whose velocities make one motion vector added
+        to every frame token (`TrajectoryMotion`; its output layer is zero, and it is always token-scaled).
         none: nothing. `scaled`: the mixer's residual branches are multiplied by each token's RMS (`_TemporalBlock`).
         """
         check_choice(kind, TEMPORALS, "temporal variant")
         width = self.coca.visual.transformer.width
+        if kind == "trajectory":
+            if self.temporal_trajectory is None:
+                grid = tuple(getattr(self.coca.visual, "grid_size", ()))
+                if len(grid) != 2:
+                    raise OptionError(f"--temporal trajectory needs a ViT with a patch grid; {self.info.name!r} "
+                                      "has none")
+                self.temporal_trajectory = TrajectoryMotion(width, grid).to(self.device)  # type: ignore[arg-type]
+            self.refresh_fingerprint()
+            return
         if kind != "none" and self.temporal_embedding is None:
             self.temporal_embedding = nn.Parameter(torch.zeros(MAX_FRAMES, width, device=self.device))
         if kind in ("transformer", "divided") and self.temporal_mixer is None:
@@ -308,6 +326,8 @@ class VideoCoCa(nn.Module):
             x = x + self.temporal_embedding[: x.shape[1], None, :]  # (B, T, N, W)
         if self.temporal_mixer is not None:
             x = self.temporal_mixer(x)  # (B, T, N, W)
+        if self.temporal_trajectory is not None:
+            x = self.temporal_trajectory(x)  # (B, T, N, W)
         return x
 
     def pool(self, frame_tokens: torch.Tensor, *, per_video: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -573,8 +593,10 @@ class VideoCoCa(nn.Module):
             tensors = dict(self.coca.state_dict())
             if self.temporal_embedding is not None:
                 tensors["temporal_embedding"] = self.temporal_embedding
-            if self.temporal_mixer is not None:
-                tensors.update({f"temporal_mixer.{k}": v for k, v in self.temporal_mixer.state_dict().items()})
+            for name in ("temporal_mixer", "temporal_trajectory"):
+                module = getattr(self, name)
+                if module is not None:
+                    tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
             for name, t in sorted(tensors.items()):
                 flat = t.detach().reshape(-1)
                 sample = flat[:: max(1, flat.numel() // 4096)][:4096].float().cpu().numpy()

@@ -126,7 +126,8 @@ def training_pairs(items, task: str) -> list[tuple[str, str]]:
 def trainable_parameters(model: VideoCoCa, *, contrastive: bool = False,
                          train_text: bool = False) -> dict[str, torch.nn.Parameter]:
     """The parameters finetuning updates, by name (everything else is frozen)."""
-    prefixes = ["coca.visual.attn_pool.", "coca.visual.ln_post.", "coca.text_decoder.", "temporal_mixer."]
+    prefixes = ["coca.visual.attn_pool.", "coca.visual.ln_post.", "coca.text_decoder.", "temporal_mixer.",
+                "temporal_trajectory."]
     names = {"temporal_embedding"} | ({"coca.visual.proj", "coca.logit_scale"} if contrastive else set())
     if train_text:
         prefixes.append("coca.text.")
@@ -273,7 +274,7 @@ class _Session:
     """Validation metrics per epoch (run.json's `history`)."""
 
 
-TEMPORAL_PREFIXES = ("temporal_embedding", "temporal_mixer.")
+TEMPORAL_PREFIXES = ("temporal_embedding", "temporal_mixer.", "temporal_trajectory.")
 """Names of the parameters `VideoCoCa.enable_temporal` adds (the ones `temporal_lr` applies to)."""
 
 
