@@ -23,6 +23,12 @@ loss alone for N steps before the --steps of --mode (--steps 0: aux only); --aux
 loss to every --mode step (joint). --probe: a linear direction probe (logistic regression, 600 train -> 500
 validation videos) on the mixer's output and on its residual, per frame averaged over tokens (T x W), printed
 before training, after the aux phase and at the end as (train, validation, validation axis: horizontal vs vertical).
+--variant trajectory: the `--temporal trajectory` module (videococa.models.trajectory). QA-mode options:
+--answer-loss (the loss on the answer tokens only, not on the question prompt), --focal g (targets weighted by
+(1-p)^g, normalised), --reverse (qa-all: every motion pair again with its frames reversed and the opposite
+answer), --pooled / --gen-k K (the trajectory's motion vector added after the pooler, to all or to the last K
+generative tokens, instead of to the frame tokens), --vertical-words above,below (train and score these words for
+up and down: videococa-tiny's decoder never produced 'up' or 'down', whose output columns are exactly zero).
 Run (paths of the cached 600-video train and 500-video validation sets, see bench/RESULTS.md, issue 24):
   PYTHONPATH=src .venv/bin/python scripts/diagnose_motion.py --features feats --mode qa-motion --inject oracle
 """
@@ -36,6 +42,7 @@ from videococa.text import qa_prompt, qa_text
 from videococa.models.decoding import decoder_hidden
 
 DIRS = ["left", "right", "up", "down"]
+WORDS = list(DIRS)  # the answer words trained and scored (--vertical-words changes the last two)
 
 def load(path, cache):
     items, _ = load_benchmark(path)
@@ -64,7 +71,7 @@ def qa_dir_acc(m, X, Q, Y, bs=100):
     with torch.no_grad():
         for i in range(0, len(Y), bs):
             _, gen = pool(m, INJ, X[i:i+bs], Y[i:i+bs])
-            s = torch.stack([seq_logprob(m, gen, [qa_text(q, d) for q in Q[i:i+bs]]) for d in DIRS], 1)
+            s = torch.stack([seq_logprob(m, gen, [qa_text(q, d) for q in Q[i:i+bs]]) for d in WORDS], 1)
             preds.append(s.argmax(1))
     p = torch.cat(preds)
     return float((p == Y).float().mean()), torch.bincount(p, minlength=4).tolist()
@@ -208,9 +215,16 @@ def main():
     ap.add_argument("--reverse", action="store_true", help="qa-all: add every motion pair reversed (answer flipped)")
     ap.add_argument("--pooled", action="store_true", help="trajectory: add its motion vector after the pooler")
     ap.add_argument("--gen-k", type=int, default=0, help="--pooled: add it to the last K generative tokens only")
+    ap.add_argument("--vertical-words", default=None,
+                    help="train and score these two words for up,down (e.g. above,below: words videococa-tiny's "
+                         "decoder has produced; its output columns for 'up' and 'down' are exactly zero)")
+    ap.add_argument("--answer-head", type=float, default=0.0,
+                    help="QA modes: add w x a direction head's cross-entropy on the pooled embedding of the motion pairs")
     ap.add_argument("--answer-loss", action="store_true", help="QA modes: the loss on the answer tokens only")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
+    if args.vertical_words:
+        WORDS[2:] = args.vertical_words.split(",")
     global WHERE, POOLED, GEN_K; WHERE = args.where; POOLED = args.pooled; GEN_K = args.gen_k
     cache = FeatureCache(args.features)
     Xtr, Ytr, Qtr, QAtr = load(args.train or make_benchmark(None, num_videos=600, seed=7), cache)
@@ -262,13 +276,14 @@ def main():
             idx, order = order[: args.bs], order[args.bs:]
             X = torch.stack([Xtr[pairs[j][0]].flip(0) if pairs[j][3] else Xtr[pairs[j][0]] for j in idx])
             Y = torch.stack([Ytr[pairs[j][0]] ^ int(pairs[j][3]) for j in idx])  # left<->right, up<->down
-            texts = [qa_text(pairs[j][1], pairs[j][2]) for j in idx]
+            texts = [qa_text(pairs[j][1], WORDS[DIRS.index(pairs[j][2])] if pairs[j][2] in DIRS else pairs[j][2])
+                     for j in idx]
             prompts = [pairs[j][1] for j in idx]
         else:
             if len(order) < args.bs: order += random.Random(args.seed * 1000 + step).sample(range(n), n)
             idx, order = order[: args.bs], order[args.bs:]
             X, Y = Xtr[idx], Ytr[idx]
-            texts = [qa_text(Qtr[j], DIRS[Ytr[j]]) for j in idx]
+            texts = [qa_text(Qtr[j], WORDS[Ytr[j]]) for j in idx]
             prompts = [Qtr[j] for j in idx]
         pooled, gen = pool(m, inj, X, Y)
         if args.mode == "head":
@@ -293,6 +308,10 @@ def main():
             else:
                 loss = ce.sum() / keep.sum()
         aux_acc = None
+        if args.answer_head and args.mode != "head":  # the direction head on the pooled embedding, motion rows only
+            rows = [r for r, j in enumerate(idx) if args.mode == "qa-motion" or pairs[j][2] in DIRS]
+            if rows:
+                loss = loss + args.answer_head * F.cross_entropy(head(pooled[rows]), Y[rows])
         if args.aux != "none" and args.aux_weight > 0:
             aux_loss, aux_acc = aux_frame_order(m, aux_head, X, aux_gen)
             loss = loss + args.aux_weight * aux_loss
