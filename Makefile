@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/decode.py
 	$(PY) bench/search.py
 	$(PY) bench/finetune.py
+	$(PY) bench/temporal.py
 	$(PY) bench/memory.py
 	$(PY) bench/raydata.py
 

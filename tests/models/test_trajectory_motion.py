@@ -128,3 +128,29 @@ def test_after_training_reversed_frames_change_the_answer_only_with_trajectory(t
         assert forward == truth
         flipped = [{"left": "right", "right": "left"}[t] for t in truth]
         assert sum(b == f for b, f in zip(backward, flipped)) >= 6, backward
+
+
+def test_answer_head_trains_with_the_run_resumes_and_is_never_saved_as_model_weights(toy):
+    import videococa
+    from safetensors.torch import load_file
+    from videococa.errors import OptionError
+    from videococa.text import qa_text
+    from videococa.train import FinetuneConfig, clip_key, finetune
+    from videococa.train.finetune import qa_answer
+
+    videos, cache, tmp = toy
+    assert qa_answer(qa_text("which way does it go? answer: this", "left")) == "left"
+    pairs = [(clip_key(p), qa_text(q, a)) for p, q, a in videos]
+    cfg = FinetuneConfig(task="qa", epochs=4, batch_size=4, lr=1e-3, warmup=1, temporal="trajectory",
+                         answer_head=1.0)
+    m = videococa.load_model("videococa-tiny")
+    finetune(m, cache, pairs, tmp / "head", cfg, max_steps=3)  # interrupted, then resumed to the end
+    info = finetune(videococa.load_model("videococa-tiny"), cache, pairs, tmp / "head", cfg)
+    assert info["step"] == 8 and info["config"]["answer_head"] == 1.0
+    saved = load_file(str(tmp / "head" / "trained.safetensors"))
+    assert not any(k.startswith("answer_head") for k in saved) and any(k.startswith("temporal_trajectory") for k in saved)
+    head = torch.load(tmp / "head" / "state.pt", weights_only=False)["answer_head"]
+    assert head["answer_head.weight"].shape == (2, 128)  # two answers in the training pairs: left, right
+    videococa.load_model("videococa-tiny", finetuned=tmp / "head")  # loads: the head is not a model weight
+    with pytest.raises(OptionError, match="answer_head must be >= 0 and is for task qa only"):
+        finetune(m, cache, pairs, tmp / "cap", FinetuneConfig(task="caption", answer_head=1.0))

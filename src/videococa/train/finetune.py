@@ -45,7 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import FinetuneError, OptionError
-from ..text import qa_text
+from ..text import QA_TEMPLATE, qa_text
 from ..files import write_text_atomic
 from ..models.decoding import decoder_hidden
 from ..models.finetuned import RunDir
@@ -89,6 +89,11 @@ class FinetuneConfig:
     """The temporal mixer's residual branches scaled by each token's RMS (`VideoCoCa.enable_temporal(scaled=)`)."""
     temporal_lr: float | None = None
     """Peak learning rate of the new temporal modules (same warmup and cosine); None: `lr`."""
+    answer_head: float = 0.0
+    """qa only: weight of an auxiliary answer loss, a linear head over the training answers on the pooled video
+    embedding with each pair's answer as target (the question is not an input). It gives the modules before the
+    pooler a direct learning signal, which the decoder's loss alone did not (issue 24); the head exists only during
+    training (state.pt keeps it for resuming; trained.safetensors does not)."""
     contrastive_weight: float | None = None
     """Weight of the contrastive loss; None: the task's default (LOSS_WEIGHTS)."""
     caption_weight: float | None = None
@@ -172,17 +177,23 @@ def contrastive_loss(video: torch.Tensor, text: torch.Tensor, keys: Sequence[str
 class _Losses(nn.Module):
     """One forward of the finetuning losses (the module DistributedDataParallel wraps)."""
 
-    def __init__(self, model: VideoCoCa, weights: tuple[float, float], train_text: bool):
+    def __init__(self, model: VideoCoCa, weights: tuple[float, float], train_text: bool,
+                 answer_head: nn.Linear | None = None, answer_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.con_w, self.cap_w = weights
         self.train_text = train_text
+        self.answer_head = answer_head  # a submodule, so DistributedDataParallel averages its gradients too
+        self.answer_w = answer_weight
 
     def forward(self, frame_tokens: torch.Tensor, token_ids: torch.Tensor, keys: list[str], caption_tokens: int,
-                share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                share: float, answers: torch.Tensor | None = None, rows: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """frame_tokens (b, T, N, W), text token_ids (b, L) of this process; `caption_tokens`: target tokens in
-        the whole batch over all processes; `share`: the batch's part of the optimizer step. Returns this process's
-        loss to backpropagate and the (contrastive, caption) values of the whole batch."""
+        the whole batch over all processes; `share`: the batch's part of the optimizer step; `answers` (b,): each
+        pair's index in the answer head's vocabulary and `rows` the batch's pairs over all processes (with an
+        answer head). Returns this process's loss to backpropagate and the (contrastive, caption) values of the
+        whole batch."""
         coca = self.model.coca
         if not self.con_w:  # drop all-padding columns: exact for the captioning loss (causal attention,
             token_ids = token_ids[:, : int((token_ids != 0).sum(1).max())]  # padding targets ignored); 5-7x less work
@@ -208,6 +219,10 @@ class _Losses(nn.Module):
                                       ignore_index=0, reduction="sum")
         cap = cap_sum / caption_tokens * world  # averaged over processes by DDP: the whole batch's token mean
         loss = (self.con_w * con + self.cap_w * cap) * share
+        if self.answer_head is not None and answers is not None:
+            logits = self.answer_head(pooled.float())  # (b, answers)
+            ans = F.cross_entropy(logits, answers, reduction="sum") / rows * world  # the whole batch's mean
+            loss = loss + self.answer_w * ans * share
         return loss, con.detach(), cap.detach() / world
 
 
@@ -272,6 +287,8 @@ class _Session:
     """Optimizer steps taken so far, over every session of the run."""
     history: list[dict] = field(default_factory=list)
     """Validation metrics per epoch (run.json's `history`)."""
+    answer_ids: list[int] | None = None
+    """Each pair's index in the answer head's vocabulary (`FinetuneConfig.answer_head`); None without a head."""
 
 
 TEMPORAL_PREFIXES = ("temporal_embedding", "temporal_mixer.", "temporal_trajectory.")
@@ -299,22 +316,47 @@ def _resume(run: RunDir, cfg: FinetuneConfig, base: dict, params: dict[str, nn.P
     info = run.read_info(base["fingerprint"], against=f"this cache/model is {base['fingerprint']}")
     defaults = asdict(FinetuneConfig())
     was = {k: info["config"].get(k, defaults[k])
-           for k in ("task", "temporal", "temporal_layers", "temporal_scaled", "train_text")}
+           for k in ("task", "temporal", "temporal_layers", "temporal_scaled", "train_text", "answer_head")}
     if was != {k: getattr(cfg, k) for k in was}:
         raise FinetuneError(f"run {str(run)!r} was made with {', '.join(f'{k}={v}' for k, v in was.items())}; "
                             "resume it with the same settings")
     trained = run.read_trained()
+    state = run.read_state()
+    trained.update(state.get("answer_head", {}))
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(trained[n])
-    state = run.read_state()
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     return state["step"], info.get("history", [])
 
 
-def _loss_module(model: VideoCoCa, cfg: FinetuneConfig, world: int) -> nn.Module:
-    losses = _Losses(model, cfg.weights(), cfg.train_text)
+ANSWER_HEAD = "answer_head"
+"""Name prefix of the answer head's parameters among a session's `params` (never saved with the run's weights)."""
+
+
+def qa_answer(text: str) -> str:
+    """The answer of a QA training text made by `qa_text` with the default template ("question: ... answer: red")."""
+    marker = QA_TEMPLATE.split("{}")[1].strip()  # "answer:"
+    _, found, answer = text.rpartition(marker)
+    return answer.strip() if found else ""
+
+
+def _answer_head(model: VideoCoCa, pairs: list[tuple[str, str]], cfg: FinetuneConfig
+                 ) -> tuple[nn.Linear | None, list[int] | None]:
+    """With `cfg.answer_head`: a linear head (pooled embedding -> the training answers) and each pair's answer."""
+    if not cfg.answer_head:
+        return None, None
+    answers = [qa_answer(t) for _, t in pairs]
+    vocab = {a: i for i, a in enumerate(sorted(set(answers)))}
+    visual = model.coca.visual
+    width = visual.proj.shape[1] if visual.proj is not None else visual.ln_post.normalized_shape[0]
+    head = nn.Linear(width, len(vocab)).to(model.device)
+    return head, [vocab[a] for a in answers]
+
+
+def _loss_module(model: VideoCoCa, cfg: FinetuneConfig, world: int, head: nn.Linear | None) -> nn.Module:
+    losses = _Losses(model, cfg.weights(), cfg.train_text, head, cfg.answer_head)
     if world == 1:
         return losses
     from torch.nn.parallel import DistributedDataParallel
@@ -340,12 +382,15 @@ def _set_up(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str, 
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
+    head, answer_ids = _answer_head(model, pairs, cfg)
+    if head is not None:
+        params.update({f"{ANSWER_HEAD}.{k}": p for k, p in head.named_parameters()})
     opt = _optimizer(params, cfg)
     step, history = _resume(run, cfg, base, params, opt) if run.can_resume() else (0, [])
     used = len(pairs) - len(pairs) % world
     steps_per_epoch = math.ceil(used / (cfg.batch_size * cfg.accumulate))
-    return _Session(model, params, opt, _loss_module(model, cfg, world), pairs, len(missing), base, rank, world,
-                    used, steps_per_epoch, steps_per_epoch * cfg.epochs, step, history)
+    return _Session(model, params, opt, _loss_module(model, cfg, world, head), pairs, len(missing), base, rank, world,
+                    used, steps_per_epoch, steps_per_epoch * cfg.epochs, step, history, answer_ids)
 
 
 class _StepLog:
@@ -407,10 +452,13 @@ def _backward(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, batch: list
     if s.world > 1:
         dist.all_reduce(n_targets)
     feats = torch.stack([cache.get(s.pairs[i][0]) for i in mine]).to(s.model.device)  # (b, T, N, W)
+    answers = None
+    if s.answer_ids is not None:
+        answers = torch.tensor([s.answer_ids[i] for i in mine], device=s.model.device)  # (b,)
     with contextlib.nullcontext() if sync else s.losses.no_sync():
         with torch.autocast(s.model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss, con, cap = s.losses(feats, token_ids, [s.pairs[i][0] for i in mine], int(n_targets),
-                                     len(batch) / step_pairs)
+                                     len(batch) / step_pairs, answers, len(batch))
         loss.backward()
     return torch.stack([con.float().cpu(), cap.float().cpu()]) * len(batch) / step_pairs
 
@@ -477,10 +525,13 @@ def _checkpoint(s: _Session, cfg: FinetuneConfig, run: RunDir, log: _StepLog | N
             s.history.append({"epoch": s.step // s.steps_per_epoch, "step": s.step, **metrics})
             log.validation(metrics, s.step)
         state = {"optimizer": s.opt.state_dict(), "step": s.step, "torch_rng": torch.get_rng_state()}
+        head = {n: p.detach().clone() for n, p in s.params.items() if n.startswith(ANSWER_HEAD + ".")}
+        if head:
+            state["answer_head"] = head  # training-only: resumed from here, never loaded onto a model
         info = {"base": s.base, "config": asdict(cfg), "step": s.step, "history": s.history,
                 "train_pairs": len(s.pairs), "missing_from_cache": s.missing, "processes": s.world,
                 "seconds_this_session": round(seconds, 1)}
-        run.save(info, s.params, state)
+        run.save(info, {n: p for n, p in s.params.items() if n not in head}, state)
         log.flush()
     if s.world > 1:
         dist.barrier()
@@ -495,6 +546,9 @@ def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str,
     """
     check_choice(cfg.temporal, TEMPORALS, "temporal variant")
     cfg.weights()  # checks the task and the loss weights
+    if cfg.answer_head < 0 or (cfg.answer_head and cfg.task != "qa"):
+        raise OptionError(f"answer_head must be >= 0 and is for task qa only (got {cfg.answer_head} with task "
+                          f"{cfg.task!r})")
     own_group = _init_distributed(model)
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     if cfg.batch_size % world:
