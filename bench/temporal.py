@@ -1,9 +1,9 @@
 """What each `--temporal` variant costs: its new parameters and a cached finetuning step, side by side.
 
-coca_ViT-B-32 (random weights: the time does not depend on the values), batch of B clips of T=8 frames as cached
-frame tokens (B, T, 50, 768), captioning loss, AdamW over attn_pool + ln_post + text decoder + the variant's new
-modules: one optimizer step per variant, the variants interleaved over --repeat rounds in one process, reported as
-the median step time and its ratio to `none` (flattened pooling, nothing new).
+coca_ViT-B-32 in fp32 (random weights: the time does not depend on the values), a batch of B clips of T=8 frames
+as cached frame tokens (B, T, 50, 768), captioning loss, AdamW over attn_pool + ln_post + text decoder + the
+variant's new modules: one optimizer step per variant, the variants interleaved over --repeat rounds in one
+process, reported as the median step time and its ratio to `none` (flattened pooling, nothing new).
 Run: .venv/bin/python bench/temporal.py [--batch 4] [--repeat 5] [--device cpu|cuda]
 """
 
@@ -38,7 +38,7 @@ def main() -> None:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = videococa.load_model("coca_ViT-B-32", device=args.device)
+        model = videococa.load_model("coca_ViT-B-32", device=args.device, precision="fp32")
     visual = model.coca.visual
     n = visual.positional_embedding.shape[0]
     tokens = torch.randn(args.batch, FRAMES, n, visual.transformer.width, device=model.device) * 9  # (B, T, N, W)

@@ -530,7 +530,8 @@ def cmd_finetune(args) -> int:
                          temporal_layers=args.temporal_layers, temporal_scaled=args.temporal_scaled,
                          temporal_lr=args.temporal_lr, contrastive_weight=args.contrastive_weight,
                          caption_weight=args.caption_weight, train_text=args.train_text, seed=args.seed,
-                         answer_head=args.answer_head, extra={"train": args.train, "val": args.val, "dataset": args.dataset,
+                         answer_head=args.answer_head, answer_only=args.answer_only,
+                         extra={"train": args.train, "val": args.val, "dataset": args.dataset,
                                 "val_sets": [ds.name for ds in val_sets]})
 
     def evaluate(m):
@@ -729,6 +730,8 @@ def _add_temporal_args(p: argparse.ArgumentParser) -> None:
                         "frozen tokens' scale within a short run (still the zero-shot model at step 0)")
     p.add_argument("--temporal-lr", type=_lr, default=None,
                    help="peak learning rate of the new temporal modules (default: --lr)")
+    p.add_argument("--answer-only", action="store_true",
+                   help="--task qa: the captioning loss on the answer's tokens only, not on the question prompt")
     p.add_argument("--answer-head", type=_weight, default=0.0, metavar="WEIGHT",
                    help="--task qa: add WEIGHT x an answer-classification loss on the pooled video embedding (a "
                         "training-only linear head over the training answers), which teaches the temporal modules "

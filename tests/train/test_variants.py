@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import videococa
 from videococa.eval.runner import encode_items
+from videococa.errors import OptionError
 from videococa.train import FeatureCache, FinetuneConfig, cache_features, finetune, training_pairs
 from videococa.models.videococa import _TemporalBlock
 from videococa.train.finetune import TASKS, contrastive_loss
@@ -249,3 +250,32 @@ def test_cli_temporal_choices_are_the_library_variants():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     temporal = next(a for a in sub.choices["finetune"]._actions if a.dest == "temporal")
     assert tuple(temporal.choices) == TEMPORALS
+
+
+def test_answer_only_loss_keeps_only_the_answer_and_end_token(tiny_model):
+    from videococa.models.decoding import decoder_hidden
+    from videococa.text import qa_text
+    from videococa.train.finetune import _Losses, answer_targets
+
+    texts = [qa_text("what colour is the circle?", "dark red"), qa_text("how many shapes are there?", "two")]
+    ids = tiny_model.tokenize(texts)
+    targets = answer_targets(tiny_model, ids, texts)
+    for row, answer in zip(targets, ["dark red", "two"]):
+        kept = row[row != 0].tolist()
+        assert kept[-1] == tiny_model.eot_token_id and tiny_model.decode_ids(kept) == answer
+    assert torch.equal(targets[targets != 0], ids[:, 1:][targets != 0])
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 4, 65, 128) * 9  # (B, T, N, W)
+    n = int((targets != 0).sum())
+    with torch.no_grad():
+        loss = _Losses(tiny_model, (0.0, 1.0), train_text=False)(tokens, ids, ["a", "b"], n, 1.0, targets=targets)[0]
+        _, gen = tiny_model.pool(tokens)
+        trimmed = ids[:, : int((ids != 0).sum(1).max())]
+        _, text_embs = tiny_model.coca._encode_text(trimmed)
+        logits = decoder_hidden(tiny_model.coca.text_decoder, gen, text_embs[:, :-1]) @ \
+            tiny_model.coca.text_decoder.text_projection
+        by_hand = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, : trimmed.shape[1] - 1].reshape(-1),
+                                  ignore_index=0)
+    torch.testing.assert_close(loss, by_hand)
+    with pytest.raises(OptionError, match="answer_only is for task qa only"):
+        finetune(tiny_model, None, [], "unused", FinetuneConfig(task="caption", answer_only=True))

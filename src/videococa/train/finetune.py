@@ -6,7 +6,10 @@ Temporal variants (`temporal`): none (flattened pooling, as zero-shot); embeddin
 zero); transformer (the embedding plus a factorised temporal self-attention whose output layers start at
 zero); divided (that plus a spatial block after each temporal one). `temporal_scaled` multiplies the mixer's
 residual branches by each token's RMS and `temporal_lr` gives the temporal modules their own peak learning
-rate (bench/RESULTS.md, issue 24). Every variant is exactly the zero-shot model at step 0.
+rate (bench/RESULTS.md, issue 24). trajectory: learned soft-argmax tracks whose velocities make a motion vector
+added to the frame tokens. Every variant is exactly the zero-shot model at step 0. `answer_head` (qa) adds an
+answer-classification loss on the pooled embedding through a training-only head: with trajectory and a temporal_lr
+of 5e-3 it is what lets motion be learned from the QA answers (issue 24).
 
 Losses as in CoCa (Yu et al., 2022): captioning cross-entropy (QA pairs use `answer()`'s template) and
 contrastive InfoNCE in both directions with the learnable temperature; `retrieval+caption` is their weighted
@@ -89,6 +92,9 @@ class FinetuneConfig:
     """The temporal mixer's residual branches scaled by each token's RMS (`VideoCoCa.enable_temporal(scaled=)`)."""
     temporal_lr: float | None = None
     """Peak learning rate of the new temporal modules (same warmup and cosine); None: `lr`."""
+    answer_only: bool = False
+    """qa only: the captioning loss on the answer tokens alone, not on the question prompt before them (as VQA
+    finetuning of generative models usually does); the default trains on the whole text, as CoCa's captioning."""
     answer_head: float = 0.0
     """qa only: weight of an auxiliary answer loss, a linear head over the training answers on the pooled video
     embedding with each pair's answer as target (the question is not an input). It gives the modules before the
@@ -187,13 +193,13 @@ class _Losses(nn.Module):
         self.answer_w = answer_weight
 
     def forward(self, frame_tokens: torch.Tensor, token_ids: torch.Tensor, keys: list[str], caption_tokens: int,
-                share: float, answers: torch.Tensor | None = None, rows: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                share: float, answers: torch.Tensor | None = None, rows: int = 0,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """frame_tokens (b, T, N, W), text token_ids (b, L) of this process; `caption_tokens`: target tokens in
         the whole batch over all processes; `share`: the batch's part of the optimizer step; `answers` (b,): each
         pair's index in the answer head's vocabulary and `rows` the batch's pairs over all processes (with an
-        answer head). Returns this process's loss to backpropagate and the (contrastive, caption) values of the
-        whole batch."""
+        answer head); `targets` (b, L-1): the captioning targets if not token_ids[:, 1:] (0: ignored). Returns this
+        process's loss to backpropagate and the (contrastive, caption) values of the whole batch."""
         coca = self.model.coca
         if not self.con_w:  # drop all-padding columns: exact for the captioning loss (causal attention,
             token_ids = token_ids[:, : int((token_ids != 0).sum(1).max())]  # padding targets ignored); 5-7x less work
@@ -214,7 +220,7 @@ class _Losses(nn.Module):
         if self.cap_w:
             hidden = decoder_hidden(coca.text_decoder, image_embs, text_embs[:, :-1])  # (b, L-1, W)
             logits = hidden @ coca.text_decoder.text_projection  # (b, L-1, V)
-            labels = token_ids[:, 1:]
+            labels = token_ids[:, 1:] if targets is None else targets[:, : token_ids.shape[1] - 1]
             cap_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                       ignore_index=0, reduction="sum")
         cap = cap_sum / caption_tokens * world  # averaged over processes by DDP: the whole batch's token mean
@@ -342,6 +348,18 @@ def qa_answer(text: str) -> str:
     return answer.strip() if found else ""
 
 
+def answer_targets(model: VideoCoCa, token_ids: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    """Captioning targets token_ids[:, 1:] (B, L-1) with the question prompt's targets set to 0 (ignored): what is
+    left is the answer's tokens and the end token. The prompt of a text is everything up to its last 'answer:'."""
+    marker = QA_TEMPLATE.split("{}")[1].strip()
+    prompts = [t[: t.rindex(marker) + len(marker)] if marker in t else "" for t in texts]
+    n_prompt = (model.tokenize(prompts) != 0).sum(1) - 2  # SOT + prompt tokens + EOT alone
+    targets = token_ids[:, 1:].clone()  # (B, L-1)
+    positions = torch.arange(targets.shape[1], device=targets.device)[None, :]
+    targets[positions < n_prompt.to(targets.device)[:, None]] = 0
+    return targets
+
+
 def _answer_head(model: VideoCoCa, pairs: list[tuple[str, str]], cfg: FinetuneConfig
                  ) -> tuple[nn.Linear | None, list[int] | None]:
     """With `cfg.answer_head`: a linear head (pooled embedding -> the training answers) and each pair's answer."""
@@ -448,7 +466,8 @@ def _backward(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, batch: list
     (contrastive, caption) losses times that share."""
     mine = batch[s.rank :: s.world]
     token_ids = s.model.tokenize([s.pairs[i][1] for i in mine]).to(s.model.device)  # (b, L)
-    n_targets = (token_ids[:, 1:] != 0).sum()
+    targets = answer_targets(s.model, token_ids, [s.pairs[i][1] for i in mine]) if cfg.answer_only else None
+    n_targets = ((token_ids[:, 1:] if targets is None else targets) != 0).sum()
     if s.world > 1:
         dist.all_reduce(n_targets)
     feats = torch.stack([cache.get(s.pairs[i][0]) for i in mine]).to(s.model.device)  # (b, T, N, W)
@@ -458,7 +477,7 @@ def _backward(s: _Session, cfg: FinetuneConfig, cache: FeatureCache, batch: list
     with contextlib.nullcontext() if sync else s.losses.no_sync():
         with torch.autocast(s.model.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss, con, cap = s.losses(feats, token_ids, [s.pairs[i][0] for i in mine], int(n_targets),
-                                     len(batch) / step_pairs, answers, len(batch))
+                                     len(batch) / step_pairs, answers, len(batch), targets)
         loss.backward()
     return torch.stack([con.float().cpu(), cap.float().cpu()]) * len(batch) / step_pairs
 
@@ -546,6 +565,8 @@ def finetune(model: VideoCoCa, cache: FeatureCache, train_pairs: list[tuple[str,
     """
     check_choice(cfg.temporal, TEMPORALS, "temporal variant")
     cfg.weights()  # checks the task and the loss weights
+    if cfg.answer_only and cfg.task != "qa":
+        raise OptionError(f"answer_only is for task qa only (got task {cfg.task!r})")
     if cfg.answer_head < 0 or (cfg.answer_head and cfg.task != "qa"):
         raise OptionError(f"answer_head must be >= 0 and is for task qa only (got {cfg.answer_head} with task "
                           f"{cfg.task!r})")
