@@ -27,6 +27,7 @@ def _tracking(module: TrajectoryMotion, obj: torch.Tensor) -> None:
         module.query.weight.copy_(module.ln(obj[None]).repeat(module.slots, 1) * 5)
 
 
+@torch.no_grad()
 def test_positions_follow_the_object_and_reversal_flips_the_velocity():
     m = TrajectoryMotion(W, (G, G), slots=2)
     right, obj = _moving_blob([(1, 0), (1, 1), (1, 2), (1, 3)])
@@ -49,6 +50,7 @@ def test_positions_follow_the_object_and_reversal_flips_the_velocity():
     assert float(f[1]) > 0.5 and abs(float(f[0])) < 1e-4
 
 
+@torch.no_grad()
 def test_a_new_module_adds_exactly_nothing_and_one_frame_stays_finite():
     m = TrajectoryMotion(W, (G, G))
     x, _ = _moving_blob([(0, 0), (1, 1), (2, 2)])
