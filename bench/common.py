@@ -41,6 +41,29 @@ def commit() -> str:
         return "unknown"
 
 
+def step_args(doc: str):
+    """The arguments the step benchmarks share: --batch, --repeat, --device."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return ap.parse_args()
+
+
+def random_b32(device: str, **kwargs):
+    """coca_ViT-B-32 with random weights (step times do not depend on the values), seeded, its warning silenced."""
+    import warnings
+
+    import videococa
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return videococa.load_model("coca_ViT-B-32", device=device, **kwargs)
+
+
 def header(title: str) -> str:
     return (f"## {title}\n\nmachine: {machine()}\ndate: {datetime.date.today().isoformat()}  commit: {commit()}\n")
 

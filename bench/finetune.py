@@ -12,16 +12,14 @@ Run: .venv/bin/python bench/finetune.py [--batch 4] [--repeat 5] [--device cpu|c
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
-from common import count_flops, header
+from common import count_flops, header, random_b32, step_args
 
 import videococa
 from videococa.synthetic.benchmark import load_benchmark, make_benchmark
@@ -32,15 +30,8 @@ FRAMES = 8
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = videococa.load_model("coca_ViT-B-32", device=args.device)
+    args = step_args(__doc__)
+    model = random_b32(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     root = make_benchmark(tmp / "videos", num_videos=args.batch, seed=3, num_frames=16, size=224)
     videos, _ = load_benchmark(root)

@@ -9,16 +9,13 @@ Run: .venv/bin/python bench/temporal.py [--batch 4] [--repeat 5] [--device cpu|c
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-import warnings
 
 import torch
 
-from common import header
+from common import header, random_b32, step_args
 
-import videococa
 from videococa.models.videococa import TEMPORALS
 from videococa.train.finetune import _Losses, trainable_parameters
 
@@ -30,15 +27,8 @@ def _reset(model) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = videococa.load_model("coca_ViT-B-32", device=args.device, precision="fp32")
+    args = step_args(__doc__)
+    model = random_b32(args.device, precision="fp32")
     visual = model.coca.visual
     n = visual.positional_embedding.shape[0]
     tokens = torch.randn(args.batch, FRAMES, n, visual.transformer.width, device=model.device) * 9  # (B, T, N, W)

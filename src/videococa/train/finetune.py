@@ -341,17 +341,19 @@ ANSWER_HEAD = "answer_head"
 """Name prefix of the answer head's parameters among a session's `params` (never saved with the run's weights)."""
 
 
+_ANSWER_MARKER = QA_TEMPLATE.split("{}")[1].strip()  # "answer:": where the prompt ends in a QA training text
+
+
 def qa_answer(text: str) -> str:
     """The answer of a QA training text made by `qa_text` with the default template ("question: ... answer: red")."""
-    marker = QA_TEMPLATE.split("{}")[1].strip()  # "answer:"
-    _, found, answer = text.rpartition(marker)
+    _, found, answer = text.rpartition(_ANSWER_MARKER)
     return answer.strip() if found else ""
 
 
 def answer_targets(model: VideoCoCa, token_ids: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
     """Captioning targets token_ids[:, 1:] (B, L-1) with the question prompt's targets set to 0 (ignored): what is
     left is the answer's tokens and the end token. The prompt of a text is everything up to its last 'answer:'."""
-    marker = QA_TEMPLATE.split("{}")[1].strip()
+    marker = _ANSWER_MARKER
     prompts = [t[: t.rindex(marker) + len(marker)] if marker in t else "" for t in texts]
     n_prompt = (model.tokenize(prompts) != 0).sum(1) - 2  # SOT + prompt tokens + EOT alone
     targets = token_ids[:, 1:].clone()  # (B, L-1)
